@@ -56,6 +56,7 @@ class ListenerConfig:
     max_connections: int = 10000
     buffer_size: int = 65536
     backlog: int = 1024
+    proxy_protocol: str = "off"  # PROXY header sent to the backend: off | v1 | v2
 
 
 @dataclass(frozen=True, slots=True)
