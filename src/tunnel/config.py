@@ -1,20 +1,39 @@
-"""Configuration: .ini text -> frozen dataclasses (pure: no I/O besides reading the text).
+"""Configuration: .ini text -> frozen dataclasses.
 
-INTERFACE (fixed; the implementation below is being written):
+Public API:
 
-- ``parse_config(text: str, path: str = "<config>") -> Config`` parses the whole file and
-  raises ``ConfigErrors`` listing *every* problem at once (each a ``ConfigError`` naming
-  file, section, key and a hint).
-- ``load_config(path: str) -> Config`` reads the file (an unreadable file is a
-  ``ConfigErrors`` with one ``ConfigError``) and calls ``parse_config``.
+- ``parse_config(text, path="<config>", *, base_dir=None) -> Config`` parses a whole file and
+  raises ``ConfigErrors`` listing *every* problem at once (each a ``ConfigError`` naming file,
+  section, key and a hint). It never raises anything else and does no I/O: relative ``cert``,
+  ``key`` and ``unix:`` paths are resolved against ``base_dir`` (default: the directory part of
+  ``path``) by string work only, after ``~`` expansion.
+- ``load_config(path) -> Config`` reads the file as UTF-8 (an unreadable file is a
+  ``ConfigErrors`` with one ``ConfigError``) and calls ``parse_config`` with the file's
+  absolute directory as ``base_dir``.
 - ``parse_duration("30s") -> 30.0``, ``parse_size("64k") -> 65536``,
-  ``parse_address("host:port" | "[v6]:port" | "unix:/path") -> Address``.
+  ``parse_address("host:port" | "[v6]:port" | "*:port" | "unix:/path") -> Address``; each
+  raises ``ConfigValueError`` (a ``ValueError`` carrying a ``hint``) on bad input.
+- ``TUNNEL_KEYS``, ``LISTENER_KEYS`` and ``INHERITABLE_KEYS`` are the accepted key names of
+  the ``[tunnel]`` section, of listener sections, and the listener keys ``[tunnel]`` may set
+  as defaults for every listener.
+
+File layout: an optional ``[tunnel]`` section (process settings plus listener defaults) and one
+section per listener, named by the section name.
 """
 
 from __future__ import annotations
 
+import ast
+import configparser
+import difflib
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
+
+from tunnel.errors import ConfigError, ConfigErrors
 
 AddressKind = Literal["tcp", "unix"]
 
@@ -78,3 +97,709 @@ class Config:
     path: str
     tunnel: TunnelSettings = field(default_factory=TunnelSettings)
     listeners: tuple[ListenerConfig, ...] = ()
+
+
+class ConfigValueError(ValueError):
+    """A single bad value; ``hint`` says what is expected instead."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        self.message = message
+        self.hint = hint
+        super().__init__(f"{message} ({hint})" if hint else message)
+
+
+TUNNEL_SECTION = "tunnel"
+
+# Listener keys that [tunnel] may set as defaults for every listener.
+INHERITABLE_KEYS: frozenset[str] = frozenset(
+    {
+        "tls_min",
+        "tls_max",
+        "ciphers",
+        "ciphersuites",
+        "curves",
+        "handshake_timeout",
+        "connect_timeout",
+        "idle_timeout",
+        "buffer_size",
+        "backlog",
+        "proxy_protocol",
+    }
+)
+_PROCESS_KEYS: frozenset[str] = frozenset(
+    {"workers", "log_level", "log_target", "log_facility", "max_connections", "drain_timeout"}
+)
+TUNNEL_KEYS: frozenset[str] = _PROCESS_KEYS | INHERITABLE_KEYS
+LISTENER_KEYS: frozenset[str] = INHERITABLE_KEYS | {
+    "accept",
+    "cert",
+    "key",
+    "connect",
+    "max_connections",
+}
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_TARGETS = ("stderr", "syslog")
+LOG_FACILITIES = (
+    "kern",
+    "user",
+    "mail",
+    "daemon",
+    "auth",
+    "syslog",
+    "lpr",
+    "news",
+    "uucp",
+    "cron",
+    "authpriv",
+    "ftp",
+    *(f"local{i}" for i in range(8)),
+)
+PROXY_PROTOCOLS = ("off", "v1", "v2")
+TLS_VERSIONS = ("1.2", "1.3")
+
+_DURATION_HINT = "use e.g. 10s, 500ms, 2m"
+_SIZE_HINT = "use e.g. 4096, 64k, 1m"
+_ADDRESS_HINT = "use host:port, [ipv6]:port, *:port or unix:/path"
+_MAX_DIGITS = 18
+_UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
+
+# --------------------------------------------------------------------------- value helpers
+
+_DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?", re.IGNORECASE | re.ASCII)
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_SIZE_RE = re.compile(r"(\d+)\s*(?:([kmg])(?:i?b)?|b)?", re.IGNORECASE | re.ASCII)
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+_LABEL_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+_LISTENER_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_CURVES_RE = re.compile(r"[A-Za-z0-9_-]+(?::[A-Za-z0-9_-]+)*")
+_LIST_SPLIT_RE = re.compile(r"[\s,]+")
+_PATH_SPLIT_RE = re.compile(r"\s*[,\n]\s*")
+
+
+def parse_duration(text: str, *, allow_zero: bool = False) -> float:
+    """Parse ``"30s"``, ``"500ms"``, ``"5m"``, ``"1h"`` or a plain number of seconds.
+
+    Returns seconds as a float; the value must be > 0 unless ``allow_zero`` is true.
+    Raises ``ConfigValueError`` otherwise.
+    """
+    match = _DURATION_RE.fullmatch(text.strip())
+    if match is None or len(match.group(1)) > _MAX_DIGITS:
+        raise ConfigValueError(f"{text!r} is not a duration", _DURATION_HINT)
+    unit = (match.group(2) or "s").lower()
+    seconds = float(match.group(1)) * _DURATION_UNITS[unit]
+    if seconds < 0 or (seconds == 0 and not allow_zero):
+        raise ConfigValueError(f"{text!r} must be greater than zero", _DURATION_HINT)
+    return seconds
+
+
+def parse_size(text: str) -> int:
+    """Parse ``"4096"``, ``"64k"``, ``"1m"`` or ``"1g"`` (binary units, any case) into bytes.
+
+    ``"64kb"`` and ``"64KiB"`` are accepted too. The size must be > 0; raises
+    ``ConfigValueError`` otherwise.
+    """
+    match = _SIZE_RE.fullmatch(text.strip())
+    if match is None or len(match.group(1)) > _MAX_DIGITS:
+        raise ConfigValueError(f"{text!r} is not a size", _SIZE_HINT)
+    size = int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").lower()]
+    if size <= 0:
+        raise ConfigValueError(f"{text!r} must be greater than zero", _SIZE_HINT)
+    return size
+
+
+def parse_address(text: str) -> Address:
+    """Parse ``host:port``, ``[ipv6]:port``, ``*:port`` (all IPv4 interfaces) or ``unix:/path``.
+
+    Ports must be 1..65535. A Unix path is returned as written (no resolution).
+    Raises ``ConfigValueError`` on bad input.
+    """
+    text = text.strip()
+    if text.startswith("unix:"):
+        path = text[len("unix:") :]
+        if not path or "\x00" in path:
+            raise ConfigValueError(f"{text!r} has no socket path", "use unix:/path/to/socket")
+        return Address("unix", path=path)
+    host, sep, port_text = _split_host_port(text)
+    if not sep or not host:
+        raise ConfigValueError(f"{text!r} is not an address", _ADDRESS_HINT)
+    return Address("tcp", host=_parse_host(host, text), port=_parse_port(port_text, text))
+
+
+def _split_host_port(text: str) -> tuple[str, str, str]:
+    if not text.startswith("["):
+        return text.rpartition(":")
+    close = text.find("]")
+    if close != -1 and text[close + 1 :] == "":
+        raise ConfigValueError(f"{text!r} has no port", "write e.g. [::1]:8443")
+    if close == -1 or text[close + 1] != ":":
+        return "", "", text
+    return text[: close + 1], ":", text[close + 2 :]
+
+
+def _parse_port(port_text: str, text: str) -> int:
+    if not port_text.isascii() or not port_text.isdigit() or len(port_text) > 5:
+        raise ConfigValueError(f"{text!r} has no valid port", "ports are numbers 1..65535")
+    port = int(port_text)
+    if not 1 <= port <= 65535:
+        raise ConfigValueError(f"{text!r}: port {port} is out of range", "use 1..65535")
+    return port
+
+
+def _parse_host(host: str, text: str) -> str:
+    if host == "*":
+        return "0.0.0.0"
+    if host.startswith("[") and host.endswith("]"):
+        inner = host[1:-1]
+        try:
+            ipaddress.IPv6Address(inner)
+        except ValueError:
+            raise ConfigValueError(
+                f"{text!r}: {inner!r} is not an IPv6 address", "brackets are only for IPv6"
+            ) from None
+        return inner
+    if ":" in host:
+        raise ConfigValueError(f"{text!r}: IPv6 addresses need brackets", "write e.g. [::1]:8443")
+    if not _is_hostname(host):
+        raise ConfigValueError(f"{text!r}: {host!r} is not a valid host", _ADDRESS_HINT)
+    return host
+
+
+def _is_hostname(host: str) -> bool:
+    labels = host.removesuffix(".").split(".")
+    if len(host) > 253 or not all(_LABEL_RE.fullmatch(label) for label in labels):
+        return False
+    if all(label.isdigit() for label in labels):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return False
+    return True
+
+
+# --------------------------------------------------------------------------- key converters
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
+    def convert(text: str) -> str:
+        value = text.strip().lower()
+        if value not in options:
+            raise ConfigValueError(f"{text!r} is not valid", f"use one of: {', '.join(options)}")
+        return value
+
+    return convert
+
+
+def _integer(low: int, high: int) -> Callable[[str], int]:
+    def convert(text: str) -> int:
+        value = text.strip()
+        if not value.isascii() or not value.isdigit() or len(value) > _MAX_DIGITS:
+            raise ConfigValueError(f"{text!r} is not a whole number", f"use {low}..{high}")
+        number = int(value)
+        if not low <= number <= high:
+            raise ConfigValueError(f"{number} is out of range", f"use {low}..{high}")
+        return number
+
+    return convert
+
+
+def _duration(maximum: float, *, allow_zero: bool = False) -> Callable[[str], float]:
+    def convert(text: str) -> float:
+        seconds = parse_duration(text, allow_zero=allow_zero)
+        if seconds > maximum:
+            raise ConfigValueError(f"{text!r} is too long", f"the maximum is {maximum:g}s")
+        return seconds
+
+    return convert
+
+
+def _size(low: int, high: int) -> Callable[[str], int]:
+    def convert(text: str) -> int:
+        size = parse_size(text)
+        if not low <= size <= high:
+            raise ConfigValueError(
+                f"{text!r} is out of range", f"use {_format_size(low)}..{_format_size(high)}"
+            )
+        return size
+
+    return convert
+
+
+def _format_size(size: int) -> str:
+    for suffix, unit in (("g", 1 << 30), ("m", 1 << 20), ("k", 1 << 10)):
+        if size % unit == 0:
+            return f"{size // unit}{suffix}"
+    return str(size)
+
+
+def _workers(text: str) -> int:
+    if text.strip().lower() == "auto":
+        return 0
+    try:
+        return _integer(1, 256)(text)
+    except ConfigValueError as exc:
+        raise ConfigValueError(exc.message, "use auto or 1..256") from None
+
+
+def _tls_version(text: str) -> str:
+    value = text.strip().lower().removeprefix("tls").removeprefix("v").strip()
+    if value in TLS_VERSIONS:
+        return value
+    if value in ("1", "1.0", "1.1") or value.startswith("ssl"):
+        raise ConfigValueError(
+            f"TLS version {text!r} is not supported",
+            "TLS 1.0 and 1.1 are insecure; use 1.2 or 1.3",
+        )
+    raise ConfigValueError(f"{text!r} is not a TLS version", "use 1.2 or 1.3")
+
+
+def _passthrough(text: str) -> str:
+    return text.strip()
+
+
+def _curves(text: str) -> str:
+    value = text.strip()
+    if not _CURVES_RE.fullmatch(value):
+        raise ConfigValueError(
+            f"{text!r} is not a curve list", "use names separated by ':', e.g. X25519:P-256"
+        )
+    return value
+
+
+_MAX_CONNECTIONS = _integer(1, 10_000_000)
+
+_INHERITABLE_CONVERTERS: dict[str, Callable[[str], Any]] = {
+    "tls_min": _tls_version,
+    "tls_max": _tls_version,
+    "ciphers": _passthrough,
+    "ciphersuites": _passthrough,
+    "curves": _curves,
+    "handshake_timeout": _duration(300.0),
+    "connect_timeout": _duration(300.0),
+    "idle_timeout": _duration(7 * 86400.0),
+    "buffer_size": _size(4 << 10, 16 << 20),
+    "backlog": _integer(1, 65535),
+    "proxy_protocol": _choice(PROXY_PROTOCOLS),
+}
+_PROCESS_CONVERTERS: dict[str, Callable[[str], Any]] = {
+    "workers": _workers,
+    "log_level": _choice(LOG_LEVELS),
+    "log_target": _choice(LOG_TARGETS),
+    "log_facility": _choice(LOG_FACILITIES),
+    "max_connections": _MAX_CONNECTIONS,
+    "drain_timeout": _duration(3600.0, allow_zero=True),
+}
+
+# --------------------------------------------------------------------------- parsing context
+
+
+@dataclass(slots=True)
+class _Context:
+    """Collects errors while parsing one file and resolves relative paths."""
+
+    file: str
+    base_dir: str | None
+    errors: list[ConfigError] = field(default_factory=list)
+    accept_owner: dict[Address, str] = field(default_factory=dict)
+
+    def error(
+        self, message: str, section: str | None = None, key: str | None = None, hint: str = ""
+    ) -> None:
+        self.errors.append(
+            ConfigError(message, file=self.file, section=section, key=key, hint=hint or None)
+        )
+
+    def value_error(self, exc: ConfigValueError, section: str, key: str) -> None:
+        self.error(exc.message, section, key, exc.hint or "")
+
+    def resolve(self, path: str) -> str:
+        path = os.path.expanduser(path)
+        if self.base_dir is None or os.path.isabs(path):
+            return path
+        return os.path.normpath(os.path.join(self.base_dir, path))
+
+
+def _default_base_dir(path: str) -> str | None:
+    if path.startswith("<") and path.endswith(">"):
+        return None
+    return os.path.dirname(path)
+
+
+# --------------------------------------------------------------------------- ini reading
+
+
+def _read_ini(text: str, ctx: _Context) -> configparser.RawConfigParser | None:
+    """Run configparser, turning every syntax problem into a ConfigError."""
+    parser = _new_parser(strict=True)
+    try:
+        parser.read_string(text, source=ctx.file)
+    except configparser.MissingSectionHeaderError as exc:
+        ctx.error(
+            f"line {exc.lineno}: {_shorten(exc.line)} is outside any section",
+            hint="start the file with a section header such as [tunnel] or [web]",
+        )
+        return None
+    except (configparser.DuplicateSectionError, configparser.DuplicateOptionError) as exc:
+        _report_duplicate(exc, ctx)
+        return _read_lenient(text, ctx)
+    except configparser.ParsingError as exc:
+        _report_parsing_error(exc, ctx)
+    except configparser.Error as exc:  # pragma: no cover - defensive, configparser internals
+        ctx.error(f"cannot parse the file: {exc.message}", hint="check the file's syntax")
+        return None
+    return parser
+
+
+def _read_lenient(text: str, ctx: _Context) -> configparser.RawConfigParser | None:
+    """Re-read after a duplicate so that the remaining problems are reported too."""
+    parser = _new_parser(strict=False)
+    try:
+        parser.read_string(text, source=ctx.file)
+    except configparser.ParsingError as exc:
+        _report_parsing_error(exc, ctx)
+    except configparser.Error:  # pragma: no cover - the strict pass already reported it
+        return None
+    return parser
+
+
+def _new_parser(*, strict: bool) -> configparser.RawConfigParser:
+    # A default section name that can never appear as a header: [DEFAULT] is an ordinary
+    # (rejected) section, and no keys leak from it into every other section.
+    return configparser.RawConfigParser(
+        strict=strict,
+        interpolation=None,
+        inline_comment_prefixes=("#", ";"),
+        default_section="\n",
+    )
+
+
+def _report_duplicate(
+    exc: configparser.DuplicateSectionError | configparser.DuplicateOptionError, ctx: _Context
+) -> None:
+    if isinstance(exc, configparser.DuplicateOptionError):
+        ctx.error(
+            f"line {exc.lineno}: key {exc.option!r} is set twice",
+            exc.section,
+            exc.option,
+            "keep only one of the lines",
+        )
+    else:
+        ctx.error(
+            f"line {exc.lineno}: section [{exc.section}] appears twice",
+            exc.section,
+            hint="merge the two sections or rename one",
+        )
+
+
+def _report_parsing_error(exc: configparser.ParsingError, ctx: _Context) -> None:
+    for lineno, line in exc.errors:
+        ctx.error(
+            f"line {lineno}: cannot parse {_shorten(_unrepr(line))}",
+            hint="lines must be '[section]', 'key = value' or comments starting with # or ;",
+        )
+
+
+def _unrepr(line: object) -> str:
+    """configparser stores bad lines as repr() strings; undo that for the message."""
+    text = str(line)
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return text
+    return value if isinstance(value, str) else text
+
+
+def _shorten(line: str, limit: int = 60) -> str:
+    line = line.strip()
+    return repr(line if len(line) <= limit else line[: limit - 3] + "...")
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _check_keys(
+    section: str, keys: list[str], allowed: frozenset[str], other: frozenset[str], ctx: _Context
+) -> None:
+    """Report keys not in ``allowed``, with a did-you-mean hint."""
+    for key in keys:
+        if key in allowed:
+            continue
+        if key in other:
+            where = "[tunnel]" if section != TUNNEL_SECTION else "a listener section"
+            hint = f"{key!r} belongs in {where}"
+        else:
+            close = difflib.get_close_matches(key, sorted(allowed), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else _known_keys_hint(allowed)
+        ctx.error(f"unknown key {key!r}", section, key, hint)
+
+
+def _known_keys_hint(allowed: frozenset[str]) -> str:
+    return "known keys: " + ", ".join(sorted(allowed))
+
+
+def _convert_keys(
+    section: str,
+    items: Mapping[str, str],
+    converters: Mapping[str, Callable[[str], Any]],
+    ctx: _Context,
+) -> dict[str, Any]:
+    """Convert every present key that has a converter; report bad or empty values."""
+    values: dict[str, Any] = {}
+    for key, convert in converters.items():
+        text = items.get(key)
+        if text is None:
+            continue
+        if not text.strip():
+            ctx.error("has no value", section, key, "give a value or delete the line")
+            continue
+        try:
+            values[key] = convert(text)
+        except ConfigValueError as exc:
+            ctx.value_error(exc, section, key)
+    return values
+
+
+def _parse_tunnel(items: Mapping[str, str], ctx: _Context) -> tuple[TunnelSettings, dict[str, Any]]:
+    """Parse [tunnel]: returns the process settings and the listener defaults."""
+    _check_keys(TUNNEL_SECTION, list(items), TUNNEL_KEYS, LISTENER_KEYS - TUNNEL_KEYS, ctx)
+    settings = TunnelSettings(**_convert_keys(TUNNEL_SECTION, items, _PROCESS_CONVERTERS, ctx))
+    defaults = _convert_keys(TUNNEL_SECTION, items, _INHERITABLE_CONVERTERS, ctx)
+    _check_tls_range(TUNNEL_SECTION, defaults, ctx)
+    return settings, defaults
+
+
+def _check_tls_range(section: str, values: Mapping[str, Any], ctx: _Context) -> None:
+    low = values.get("tls_min", TLS_VERSIONS[0])
+    high = values.get("tls_max", TLS_VERSIONS[-1])
+    if TLS_VERSIONS.index(low) > TLS_VERSIONS.index(high):
+        ctx.error(
+            f"tls_min {low} is newer than tls_max {high}",
+            section,
+            "tls_min",
+            "tls_min must be lower than or equal to tls_max",
+        )
+
+
+def _check_listener_name(name: str, ctx: _Context) -> bool:
+    if ":" in name:
+        kind = name.split(":", 1)[0]
+        ctx.error(
+            f"section type {kind!r} is not supported yet",
+            name,
+            hint="every section except [tunnel] is a listener; name it like [web]",
+        )
+        return False
+    if name.lower() in ("default", TUNNEL_SECTION):
+        ctx.error(
+            f"[{name}] is not a listener and not the [tunnel] section (names are case-sensitive)",
+            name,
+            hint="write [tunnel] in lower case for process settings and listener defaults",
+        )
+        return False
+    if not _LISTENER_NAME_RE.fullmatch(name):
+        ctx.error(
+            f"invalid listener name {name!r}",
+            name,
+            hint="use letters, digits, '-', '_' and '.', starting with a letter or digit",
+        )
+        return False
+    return True
+
+
+def _parse_addresses(
+    section: str, key: str, text: str, ctx: _Context, *, accept: bool
+) -> tuple[Address, ...]:
+    result: list[Address] = []
+    for word in filter(None, _LIST_SPLIT_RE.split(text)):
+        try:
+            address = parse_address(word)
+        except ConfigValueError as exc:
+            ctx.value_error(exc, section, key)
+            continue
+        problem = _address_problem(word, address, accept=accept)
+        if problem:
+            ctx.error(problem[0], section, key, problem[1])
+            continue
+        if address.kind == "unix":
+            address = Address("unix", path=ctx.resolve(address.path))
+            if len(os.fsencode(address.path)) > _UNIX_PATH_MAX:
+                ctx.error(
+                    f"unix socket path {address.path!r} is too long",
+                    section,
+                    key,
+                    f"use a path of at most {_UNIX_PATH_MAX} bytes",
+                )
+                continue
+        if address in result:
+            ctx.error(f"{word!r} is listed twice", section, key, "remove one")
+            continue
+        if accept and not _claim(address, section, ctx):
+            continue
+        result.append(address)
+    return tuple(result)
+
+
+def _claim(address: Address, section: str, ctx: _Context) -> bool:
+    """Register an accept address; report it if another listener already has it."""
+    owner = ctx.accept_owner.setdefault(address, section)
+    if owner != section:
+        ctx.error(
+            f"{address} is already accepted by [{owner}]",
+            section,
+            "accept",
+            "each address can be used by one listener only",
+        )
+    return owner == section
+
+
+def _address_problem(word: str, address: Address, *, accept: bool) -> tuple[str, str] | None:
+    if accept and address.kind == "unix":
+        return f"cannot accept on {word!r}", "accept takes TCP addresses only: host:port"
+    if not accept and word.startswith("*:"):
+        return f"cannot connect to {word!r}", "'*' means all interfaces; give a backend host"
+    return None
+
+
+def _parse_cert(section: str, text: str, ctx: _Context) -> tuple[str, ...]:
+    if not text.strip():
+        return ()  # reported as a missing required key
+    paths = _PATH_SPLIT_RE.split(text.strip())
+    if not all(paths):
+        ctx.error("has an empty path", section, "cert", "separate PEM file paths with commas")
+        return ()
+    return tuple(ctx.resolve(p) for p in paths)
+
+
+def _parse_listener(
+    name: str,
+    items: Mapping[str, str],
+    defaults: Mapping[str, Any],
+    settings: TunnelSettings,
+    ctx: _Context,
+) -> ListenerConfig | None:
+    """Parse one listener section; None when it has errors (already reported)."""
+    before = len(ctx.errors)
+    if not _check_listener_name(name, ctx):
+        return None
+    _check_keys(name, list(items), LISTENER_KEYS, TUNNEL_KEYS - LISTENER_KEYS, ctx)
+    converters = {**_INHERITABLE_CONVERTERS, "max_connections": _MAX_CONNECTIONS}
+    options = {"max_connections": settings.max_connections, **defaults}
+    options.update(_convert_keys(name, items, converters, ctx))
+    if "tls_min" in items or "tls_max" in items:
+        _check_tls_range(name, options, ctx)
+    required = _parse_required(name, items, ctx)
+    if len(ctx.errors) > before or required is None:
+        return None
+    accept, cert, key, connect = required
+    return ListenerConfig(name, accept, cert, key, connect, **options)
+
+
+_Required = tuple[tuple[Address, ...], tuple[str, ...], str | None, tuple[Address, ...]]
+
+
+_REQUIRED_EXAMPLES = (
+    ("accept", "127.0.0.1:8443"),
+    ("cert", "/etc/tunnel/site.pem"),
+    ("connect", "127.0.0.1:8080"),
+)
+
+
+def _require(name: str, items: Mapping[str, str], key: str, example: str, ctx: _Context) -> bool:
+    """Report a missing or empty required key; True if it has a value."""
+    if items.get(key, "").strip():
+        return True
+    what = "missing" if key not in items else "empty"
+    ctx.error(f"required key is {what}", name, key, f"add e.g. '{key} = {example}'")
+    return False
+
+
+def _parse_required(name: str, items: Mapping[str, str], ctx: _Context) -> _Required | None:
+    """Parse accept, cert, key and connect; None if one of them is missing or empty."""
+    present = [_require(name, items, key, example, ctx) for key, example in _REQUIRED_EXAMPLES]
+    accept = _parse_addresses(name, "accept", items.get("accept", ""), ctx, accept=True)
+    connect = _parse_addresses(name, "connect", items.get("connect", ""), ctx, accept=False)
+    cert = _parse_cert(name, items["cert"], ctx) if "cert" in items else ()
+    key_path = _parse_key(name, items, cert, ctx)
+    if not all(present):
+        return None
+    return accept, cert, key_path, connect
+
+
+def _parse_key(
+    name: str, items: Mapping[str, str], cert: tuple[str, ...], ctx: _Context
+) -> str | None:
+    text = items.get("key")
+    if text is None:
+        return None
+    if not text.strip():
+        ctx.error("has no value", name, "key", "give a path or delete the line")
+        return None
+    if len(cert) > 1:
+        ctx.error(
+            "one key cannot serve several certificates",
+            name,
+            "key",
+            "delete the key line and put each key into its cert file (combined PEM)",
+        )
+        return None
+    return ctx.resolve(text.strip())
+
+
+# --------------------------------------------------------------------------- public entry points
+
+
+def parse_config(text: str, path: str = "<config>", *, base_dir: str | None = None) -> Config:
+    """Parse configuration ``text`` (named ``path`` in errors) into a ``Config``.
+
+    Relative ``cert``/``key``/``unix:`` paths are resolved against ``base_dir`` (default: the
+    directory of ``path``; no resolution when ``path`` looks like ``<name>``), after ``~``
+    expansion. Raises ``ConfigErrors`` listing every problem; never raises anything else.
+    """
+    ctx = _Context(path, base_dir if base_dir is not None else _default_base_dir(path))
+    parser = _read_ini(text.removeprefix("\ufeff"), ctx)
+    if parser is None:
+        raise ConfigErrors(ctx.errors)
+    sections = {name: _section_items(parser, name) for name in parser.sections()}
+    settings, defaults = _parse_tunnel(sections.pop(TUNNEL_SECTION, {}), ctx)
+    listeners = []
+    for name, items in sections.items():
+        listener = _parse_listener(name, items, defaults, settings, ctx)
+        if listener is not None:
+            listeners.append(listener)
+    if not sections:
+        ctx.error(
+            "no listener is configured", hint="add a listener section with accept/cert/connect"
+        )
+    if ctx.errors:
+        raise ConfigErrors(ctx.errors)
+    return Config(path=path, tunnel=settings, listeners=tuple(listeners))
+
+
+def _section_items(parser: configparser.RawConfigParser, name: str) -> dict[str, str]:
+    return {key: value or "" for key, value in parser.items(name, raw=True)}
+
+
+def load_config(path: str) -> Config:
+    """Read the UTF-8 file at ``path`` and parse it with ``parse_config``.
+
+    Relative paths inside are resolved against the file's directory. A missing, unreadable or
+    non-UTF-8 file raises ``ConfigErrors`` with one ``ConfigError`` naming the file.
+    """
+    try:
+        with open(path, encoding="utf-8-sig") as stream:
+            text = stream.read()
+    except FileNotFoundError:
+        raise _file_error(path, "file not found", "check the path or create the file") from None
+    except UnicodeDecodeError as exc:
+        raise _file_error(
+            path, f"not valid UTF-8 at byte {exc.start}", "save the file as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise _file_error(
+            path, f"cannot read the file: {exc.strerror or exc}", "check the path and permissions"
+        ) from None
+    return parse_config(text, path, base_dir=os.path.dirname(os.path.abspath(path)))
+
+
+def _file_error(path: str, message: str, hint: str) -> ConfigErrors:
+    return ConfigErrors([ConfigError(message, file=path, hint=hint)])
