@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark of Tunnel against hitch, HAProxy, nginx (stream) and stunnel.
+
+    python bench/run.py [--quick] [--workers 1|2] [--targets direct,haproxy] [--out DIR]
+
+See bench/README.md for what each row means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from tlsbench import environment, loads, report
+from tlsbench.backend import start_backend
+from tlsbench.certs import make_certs
+from tlsbench.procs import Registry, raise_nofile_limit
+from tlsbench.runner import Bench
+from tlsbench.suite import Durations, Test, build_tests
+from tlsbench.targets import TARGETS
+
+BENCH_DIR = Path(__file__).resolve().parent
+ALL_TESTS = ("keepalive", "hs_ecdsa", "hs_rsa", "resume", "bulk1", "bulk4", "idle")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short run: 1 round, < 2 min")
+    parser.add_argument("--workers", type=int, choices=(1, 2), default=1)
+    parser.add_argument("--rounds", type=int, help="override the number of rounds")
+    parser.add_argument(
+        "--targets",
+        default=",".join(TARGETS),
+        help=f"comma-separated subset of {','.join(TARGETS)}",
+    )
+    parser.add_argument(
+        "--tests",
+        default=",".join(ALL_TESTS),
+        help=f"comma-separated subset of {','.join(ALL_TESTS)}",
+    )
+    parser.add_argument("--no-speed", action="store_true", help="skip `openssl speed`")
+    parser.add_argument("--out", type=Path, default=BENCH_DIR / "results")
+    args = parser.parse_args(argv)
+    for option, allowed in (("targets", TARGETS), ("tests", ALL_TESTS)):
+        chosen = [x.strip() for x in getattr(args, option).split(",") if x.strip()]
+        unknown = [x for x in chosen if x not in allowed]
+        if unknown or not chosen:
+            parser.error(f"--{option}: unknown or empty: {unknown}")
+        setattr(args, option, chosen)
+    return args
+
+
+def durations_for(quick: bool, fd_limit: int) -> Durations:
+    if quick:
+        return Durations(keepalive=2, handshake=1, resume=1, bulk=1, idle_counts=(2000,))
+    # The terminator needs two descriptors per connection (client + backend side).
+    large = min(10_000, (fd_limit - 200) // 2 // 100 * 100)
+    return Durations(keepalive=5, handshake=4, resume=4, bulk=4, idle_counts=(2000, large))
+
+
+def install_tools(target_names: list[str]) -> list[str]:
+    """Install what is missing; return targets that cannot run."""
+    binaries = ["nginx", "wrk", "openssl"] + [
+        b for name in target_names if (b := TARGETS[name].binary) and b not in ("nginx",)
+    ]
+    missing = environment.ensure_tools(binaries, want_stream="nginx" in target_names)
+    essential = [b for b in missing if b in environment.ESSENTIAL]
+    if essential:
+        sys.exit(f"cannot run without: {', '.join(essential)}")
+    unavailable = []
+    for name in target_names:
+        binary = TARGETS[name].binary
+        if binary in missing or (name == "nginx" and "nginx-stream-module" in missing):
+            unavailable.append(name)
+    return unavailable
+
+
+def run_speed() -> dict[str, tuple[str, str, float]]:
+    speed = {}
+    for name, (_kind, title, unit) in loads.SPEED_ROWS.items():
+        try:
+            speed[name] = (title, unit, loads.openssl_speed(name))
+        except Exception as exc:
+            print(f"openssl speed {name}: {exc}", flush=True)
+    return speed
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    unavailable = install_tools(args.targets)
+    fd_limit = raise_nofile_limit()
+    durations = durations_for(args.quick, fd_limit)
+    rounds = args.rounds or (1 if args.quick else 3)
+    started = time.monotonic()
+    registry = Registry()
+    tmp = Path(tempfile.mkdtemp(prefix="tunnel-bench-"))
+    try:
+        print(f"temp dir {tmp}; generating certificates", flush=True)
+        certs = make_certs(tmp)
+        backend = start_backend(registry, tmp / "backend", args.workers)
+        print(f"backend nginx on 127.0.0.1:{backend.port} (pid {backend.managed.pid})", flush=True)
+        bench = Bench(
+            registry,
+            tmp,
+            backend,
+            certs,
+            durations,
+            args.workers,
+            rounds,
+            [TARGETS[name] for name in args.targets],
+        )
+        for name in unavailable:
+            state = bench.collected.states[name]
+            state.status, state.error = "unavailable", "not installed"
+        bench.preflight()
+        tests = [t for t in build_tests(durations) if t.key in args.tests]
+        for test in tests:
+            bench.log(f"--- {test.title}")
+            bench.run_test(test)
+        speed = {} if args.no_speed else run_speed()
+        meta = {
+            "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "mode": "quick" if args.quick else "full",
+            "rounds": rounds,
+            "workers": args.workers,
+            "durations": durations.__dict__ | {"idle_counts": list(durations.idle_counts)},
+            "machine": environment.machine_info(),
+            "versions": environment.tool_versions(),
+            "elapsed_s": round(time.monotonic() - started, 1),
+        }
+        write_outputs(args.out, meta, tests, bench, speed)
+    except KeyboardInterrupt:
+        print("interrupted; stopping everything", flush=True)
+        return 130
+    finally:
+        registry.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def write_outputs(
+    out: Path,
+    meta: dict[str, Any],
+    tests: list[Test],
+    bench: Bench,
+    speed: dict[str, tuple[str, str, float]],
+) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = [m for t in tests for m in t.metrics]
+    rows = report.build_rows(metrics, bench.collected)
+    report.write_json(out / "results.json", meta, rows, bench.collected, speed)
+    report.write_markdown(out / "results.md", meta, rows, bench.collected, speed)
+    charted = report.write_chart(out / "ratios.png", rows, list(bench.collected.states))
+    print(f"wrote {out / 'results.md'}, results.json" + (", ratios.png" if charted else ""))
+    print(f"total time {meta['elapsed_s']}s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Helpers for the side-by-side TLS terminator benchmark (see ../README.md)."""
