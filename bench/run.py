@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             "workers": args.workers,
             "durations": durations.__dict__ | {"idle_counts": list(durations.idle_counts)},
             "machine": environment.machine_info(),
-            "versions": environment.tool_versions(),
+            "versions": environment.tool_versions(BENCH_DIR.parent),
             "elapsed_s": round(time.monotonic() - started, 1),
         }
         write_outputs(args.out, meta, tests, bench, speed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import importlib.metadata
 import importlib.util
 import os
 import platform
@@ -11,6 +12,7 @@ import shutil
 import ssl
 import subprocess
 import sys
+from pathlib import Path
 
 # binary -> Debian package providing it
 APT_PACKAGES = {
@@ -68,13 +70,14 @@ def have_matplotlib() -> bool:
     return importlib.util.find_spec("matplotlib") is not None
 
 
-def _first_line(argv: list[str]) -> str:
+def _version(argv: list[str], name: str) -> str:
+    """``name`` plus the first version number that ``argv`` prints."""
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return "unavailable"
-    text = (out.stdout + out.stderr).strip()
-    return text.splitlines()[0] if text else "unknown"
+    match = re.search(r"\d+\.\d+[\w.+~-]*", out.stdout + out.stderr)
+    return f"{name} {match.group(0)}" if match else "unknown"
 
 
 def cpu_model() -> str:
@@ -88,13 +91,18 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def tunnel_version() -> str:
+def tunnel_version(repo_root: Path) -> str:
+    """Installed package version, else ``__version__`` from the source tree."""
     try:
-        from importlib.metadata import version
-
-        return f"tunnel {version('tunnel')}"
-    except Exception:
-        return "tunnel (not installed as a package)"
+        return f"tunnel {importlib.metadata.version('tunnel')}"
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    try:
+        text = (repo_root / "src" / "tunnel" / "__init__.py").read_text()
+    except OSError:
+        return "tunnel (not found)"
+    match = re.search(r"__version__\s*=\s*[\"']([^\"']+)", text)
+    return f"tunnel {match.group(1)} (source tree)" if match else "tunnel (source tree)"
 
 
 def machine_info() -> dict[str, str]:
@@ -102,28 +110,19 @@ def machine_info() -> dict[str, str]:
         "nproc": str(os.cpu_count()),
         "cpu": cpu_model(),
         "kernel": platform.release(),
-        "openssl_cli": _first_line(["openssl", "version"]),
+        "openssl_cli": _version(["openssl", "version"], "OpenSSL"),
         "python_ssl": ssl.OPENSSL_VERSION,
         "python": platform.python_version(),
     }
 
 
-def tool_versions() -> dict[str, str]:
+def tool_versions(repo_root: Path) -> dict[str, str]:
     versions = {
-        "hitch": _first_line(["hitch", "--version"]),
-        "haproxy": _first_line(["haproxy", "-v"]),
-        "nginx": _first_line(["nginx", "-v"]),
-        "stunnel": _stunnel_version(),
-        "wrk": _first_line(["wrk", "-v"]),
-        "tunnel": tunnel_version(),
+        "hitch": _version(["hitch", "--version"], "hitch"),
+        "haproxy": _version(["haproxy", "-v"], "HAProxy"),
+        "nginx": _version(["nginx", "-v"], "nginx"),
+        "stunnel": _version(["stunnel", "-version"], "stunnel"),
+        "wrk": _version(["wrk", "-v"], "wrk"),
+        "tunnel": tunnel_version(repo_root),
     }
     return versions
-
-
-def _stunnel_version() -> str:
-    try:
-        out = subprocess.run(["stunnel", "-version"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return "unavailable"
-    match = re.search(r"stunnel \d[\w.]*", out.stdout + out.stderr)
-    return match.group(0) if match else "unknown"

@@ -173,6 +173,7 @@ def _readline_with_timeout(proc: subprocess.Popen[str], timeout: float) -> str:
 
 SPEED_ROWS = {
     "aes-128-gcm": ("evp", "AES-128-GCM", "MB/s (16 KiB blocks)"),
+    "aes-256-gcm": ("evp", "AES-256-GCM", "MB/s (16 KiB blocks)"),
     "chacha20-poly1305": ("evp", "ChaCha20-Poly1305", "MB/s (16 KiB blocks)"),
     "ecdsap256": ("+F4", "ECDSA P-256 sign", "sign/s"),
     "rsa2048": ("+F2", "RSA-2048 sign", "sign/s"),

@@ -212,8 +212,17 @@ def write_markdown(
 # ---------------------------------------------------------------- chart
 
 
+COLORS = {
+    "tunnel": "tab:orange",
+    "hitch": "tab:blue",
+    "haproxy": "tab:green",
+    "nginx": "tab:purple",
+    "stunnel": "tab:gray",
+}
+
+
 def write_chart(path: Path, rows: list[MetricRow], targets: list[str]) -> bool:
-    """Bar charts: Tunnel / best peer, and every target relative to the best peer."""
+    """Bar charts (log scale): Tunnel / best peer, and every target relative to the best peer."""
     try:
         import matplotlib
 
@@ -221,38 +230,66 @@ def write_chart(path: Path, rows: list[MetricRow], targets: list[str]) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    rows = [r for r in rows if r.best_peer]
+    rows = [r for r in rows if r.best_peer and r.metric.in_chart]
     labels = [f"{r.metric.title} {_direction(r.metric)}" for r in rows]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 11))
     _tunnel_panel(top, rows, labels)
-    _all_targets_panel(bottom, rows, labels, [t for t in targets if t != "direct"])
+    _all_targets_panel(bottom, rows, labels, [t for t in targets if t in COLORS])
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
 
 
+def _advantage(metric: Metric, ratio: float | None) -> float:
+    """Ratio turned so that > 1 always means "better than the reference" (NaN if unknown)."""
+    if not ratio:
+        return float("nan")
+    return ratio if metric.higher_is_better else 1.0 / ratio
+
+
+def _bars(ax: Any, ys: list[float], values: list[float], height: float, **kw: Any) -> None:
+    """Horizontal bars growing from 1.0 (left for worse, right for better), with labels."""
+    ax.barh(ys, [v - 1.0 for v in values], left=1.0, height=height, **kw)
+    for y, v in zip(ys, values, strict=True):
+        if v == v:  # not NaN
+            ax.text(v, y, f" {v:.2f} ", va="center", fontsize=6, ha="left" if v >= 1 else "right")
+
+
+def _style_ratio_axis(ax: Any, labels: list[str]) -> None:
+    ax.axvline(1.0, color="black", linewidth=1)
+    ax.set_xscale("log")
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda v, _pos: f"{v:g}")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="x", which="minor", labelsize=6)
+    ax.set_yticks(list(range(len(labels))), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("advantage, log scale (>1: better, <1: worse; lower-is-better rows inverted)")
+    ax.grid(axis="x", which="both", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+
+
 def _tunnel_panel(ax: Any, rows: list[MetricRow], labels: list[str]) -> None:
-    ys = range(len(rows))
-    raw = [r.tunnel_ratio or 0.0 for r in rows]
-    cpu = [r.tunnel_ratio_per_cpu or 0.0 for r in rows]
-    ax.barh([y - 0.2 for y in ys], raw, height=0.4, color="tab:orange", label="Tunnel / best peer")
-    ax.barh(
+    ys = list(range(len(rows)))
+    raw = [_advantage(r.metric, r.tunnel_ratio) for r in rows]
+    cpu = [_advantage(r.metric, r.tunnel_ratio_per_cpu) for r in rows]
+    _bars(ax, [y - 0.2 for y in ys], raw, 0.4, color="tab:orange", label="Tunnel vs best peer")
+    _bars(
+        ax,
         [y + 0.2 for y in ys],
         cpu,
-        height=0.4,
+        0.4,
         color="tab:blue",
         label="same, per terminator CPU-second",
     )
-    ax.axvline(1.0, color="black", linewidth=1)
-    ax.set_yticks(list(ys), labels, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel("ratio (↑ metrics: >1 Tunnel better; ↓ metrics: <1 Tunnel better)")
-    title = "Tunnel / best peer"
-    if not any(raw):
-        title += " — no Tunnel results"
-    ax.set_title(title)
-    ax.legend(loc="lower right", fontsize=8)
+    if not any(r.tunnel_ratio for r in rows):
+        ax.text(0.5, 0.5, "no Tunnel results", transform=ax.transAxes, ha="center", fontsize=14)
+        ax.set_xlim(0.5, 2)
+    ax.set_title("Tunnel vs. the best peer per metric (right of 1 = Tunnel better)")
+    _style_ratio_axis(ax, labels)
 
 
 def _all_targets_panel(
@@ -264,13 +301,9 @@ def _all_targets_panel(
         for row in rows:
             mine = row.by_target.get(target)
             best = row.by_target[row.best_peer] if row.best_peer else None
-            values.append(mine.median / best.median if mine and best and best.median else 0.0)
+            ratio = mine.median / best.median if mine and best and best.median else None
+            values.append(_advantage(row.metric, ratio))
         offsets = [y - 0.4 + width * (i + 0.5) for y in range(len(rows))]
-        color = "tab:orange" if target == "tunnel" else None
-        ax.barh(offsets, values, height=width, label=target, color=color)
-    ax.axvline(1.0, color="black", linewidth=1)
-    ax.set_yticks(list(range(len(rows))), labels, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel("median / best peer's median")
-    ax.set_title("Every target relative to the best peer")
-    ax.legend(loc="lower right", fontsize=8)
+        _bars(ax, offsets, values, width, label=target, color=COLORS[target])
+    ax.set_title("Every target vs. the best peer (right of 1 = better)")
+    _style_ratio_axis(ax, labels)

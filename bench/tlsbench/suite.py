@@ -23,6 +23,7 @@ class Metric:
     unit: str
     higher_is_better: bool
     per_cpu_unit: str | None = None  # None: per CPU-second is meaningless for this metric
+    in_chart: bool = True
 
 
 @dataclass
@@ -224,7 +225,13 @@ def build_tests(d: Durations) -> list[Test]:
                     True,
                     "conn/CPU-s",
                 ),
-                Metric("resume_share", "Share of reconnects actually resumed", "%", True),
+                Metric(
+                    "resume_share",
+                    "Share of reconnects actually resumed",
+                    "%",
+                    True,
+                    in_chart=False,
+                ),
             ),
         ),
         Test(
