@@ -1,0 +1,196 @@
+"""One client's life: TLS handshake, backend connect with failover, PROXY header, relay, log.
+
+The byte pumping itself lives in :mod:`tunnel.relay`; this module adds what depends on the
+listener's configuration: which backends to try and for how long, what to send them
+first, and what to count and log when the connection ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from tunnel import proxy_protocol
+from tunnel.config import Address, ListenerConfig
+from tunnel.relay import CONNECTING, PlainSide, TLSSide
+
+log = logging.getLogger("tunnel.conn")
+
+
+class AcceptControl(Protocol):
+    """What a connection tells its worker (which pauses accepting at the limit)."""
+
+    def opened(self) -> None: ...
+
+    def closed(self) -> None: ...
+
+
+@dataclass(slots=True)
+class ListenerStats:
+    """Counters of one listener in one worker."""
+
+    accepted: int = 0
+    active: int = 0
+    handshakes_ok: int = 0
+    handshakes_failed: int = 0
+    backend_failures: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    closed: Counter[str] = field(default_factory=Counter)
+
+
+class ListenerRuntime:
+    """Per-worker state of one listener: its TLS context, backends, live connections."""
+
+    def __init__(
+        self,
+        config: ListenerConfig,
+        ctx: ssl.SSLContext,
+        loop: asyncio.AbstractEventLoop,
+        control: AcceptControl,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.ctx = ctx
+        self.loop = loop
+        self.control = control
+        self.stats = ListenerStats()
+        self.live: set[ClientConnection] = set()
+
+    def protocol_factory(self) -> ClientConnection:
+        """Create the protocol for one accepted client connection."""
+        return ClientConnection(self)
+
+
+def _proxy_header(conn: ClientConnection, version: str) -> bytes:
+    transport = conn.transport
+    src = _tcp_addr(conn.peer)
+    dst = _tcp_addr(transport.get_extra_info("sockname"))
+    if version == "v1":
+        return proxy_protocol.encode_v1(src, dst)
+    sslobj = conn.sslobj
+    tlvs: list[tuple[int, bytes]] = []
+    alpn = sslobj.selected_alpn_protocol()
+    if alpn:
+        tlvs.append((proxy_protocol.PP2_TYPE_ALPN, alpn.encode()))
+    sni = getattr(sslobj, "sni", None)
+    if sni:
+        tlvs.append((proxy_protocol.PP2_TYPE_AUTHORITY, sni.encode()))
+    cipher = sslobj.cipher()
+    tlvs.append(
+        proxy_protocol.ssl_tlv(
+            client_flags=proxy_protocol.PP2_CLIENT_SSL,
+            verify=0,
+            version=sslobj.version(),
+            cn=None,
+            cipher=cipher[0] if cipher else None,
+            sig_alg=None,
+            key_alg=None,
+        )
+    )
+    return proxy_protocol.encode_v2(src, dst, tlvs)
+
+
+def _tcp_addr(addr: Any) -> tuple[str, int] | None:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        return (str(addr[0]), int(addr[1]))
+    return None
+
+
+class ClientConnection(TLSSide):
+    """A client connection of a listener."""
+
+    __slots__ = ("backend_addr", "listener", "started", "task")
+
+    def __init__(self, listener: ListenerRuntime) -> None:
+        cfg = listener.config
+        super().__init__(
+            listener.loop, listener.ctx, cfg.handshake_timeout, cfg.idle_timeout, cfg.buffer_size
+        )
+        self.listener = listener
+        self.backend_addr: Address | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.started = time.monotonic()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        listener = self.listener
+        listener.live.add(self)
+        listener.stats.accepted += 1
+        listener.stats.active += 1
+        listener.control.opened()
+
+    def on_handshake(self) -> None:
+        self.listener.stats.handshakes_ok += 1
+        self.task = self.listener.loop.create_task(self._connect())
+
+    async def _connect(self) -> None:
+        cfg = self.listener.config
+        loop = self.listener.loop
+        preamble = b""
+        if cfg.proxy_protocol != "off":
+            preamble = _proxy_header(self, cfg.proxy_protocol)
+        failures = []
+        for addr in cfg.connect:
+            self.backend_addr = addr
+            try:
+                async with asyncio.timeout(cfg.connect_timeout):
+                    if addr.kind == "unix":
+                        await loop.create_unix_connection(
+                            lambda: PlainSide(self, preamble), addr.path
+                        )
+                    else:
+                        await loop.create_connection(
+                            lambda: PlainSide(self, preamble), addr.host, addr.port
+                        )
+                return
+            except TimeoutError:
+                failures.append(f"{addr}: connect timed out")
+            except OSError as exc:
+                failures.append(f"{addr}: {exc.strerror or exc}")
+            self.listener.stats.backend_failures += 1
+            if self.state != CONNECTING:
+                return  # the client went away meanwhile
+        self.close_early("backend unreachable: " + "; ".join(failures))
+
+    def on_closed(self) -> None:
+        listener = self.listener
+        listener.live.discard(self)
+        stats = listener.stats
+        stats.active -= 1
+        stats.bytes_in += self.bytes_in
+        stats.bytes_out += self.bytes_out
+        reason = self.reason or "closed"
+        stats.closed[reason.split(":", 1)[0]] += 1
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        if reason.startswith(("handshake", "client closed during")):
+            stats.handshakes_failed += 1
+        listener.control.closed()
+        if log.isEnabledFor(logging.INFO):
+            log.info("%s", self.summary())
+
+    def summary(self) -> str:
+        """The one log line that describes this connection."""
+        sslobj = self.sslobj
+        cipher = sslobj.cipher()
+        peer = _tcp_addr(self.peer)
+        peer_text = (
+            f"[{peer[0]}]:{peer[1]}"
+            if peer and ":" in peer[0]
+            else (f"{peer[0]}:{peer[1]}" if peer else "-")
+        )
+        return (
+            f"conn peer={peer_text} listener={self.listener.name}"
+            f" sni={getattr(sslobj, 'sni', None) or '-'}"
+            f" alpn={sslobj.selected_alpn_protocol() or '-'}"
+            f" tls={sslobj.version() or '-'} cipher={cipher[0] if cipher else '-'}"
+            f" resumed={'yes' if sslobj.session_reused else 'no'}"
+            f" backend={self.backend_addr or '-'} in={self.bytes_in} out={self.bytes_out}"
+            f' duration={time.monotonic() - self.started:.3f}s reason="{self.reason or "closed"}"'
+        )

@@ -1,0 +1,382 @@
+"""The byte pump: TLS on the client side, plain bytes on the backend side.
+
+Theory of operation
+-------------------
+One relayed connection is two protocol objects. :class:`TLSSide` sits on the accepted
+client socket and runs its own TLS layer: an ``ssl.SSLObject`` over two ``MemoryBIO``
+objects, so this code decides when bytes hit the socket. That is what lets Tunnel
+(unlike asyncio's SSL transport) flush the alert OpenSSL wrote before closing, half-close
+each direction separately, and time the handshake. :class:`PlainSide` sits on the backend
+socket and forwards everything to its ``TLSSide``.
+
+* Reads use one buffer shared by every connection of the process (``BufferedProtocol``):
+  each chunk is consumed synchronously (copied into the TLS layer or the peer's transport)
+  before the next read, so an idle connection holds no read buffer.
+* Client to backend: the chunk goes into the incoming BIO; records are decrypted while
+  the BIO has bytes (no exception on the hot path) and the plaintext is written to the
+  backend in one call.
+* Backend to client: the chunk is encrypted by one ``SSLObject.write`` and the outgoing
+  BIO is written to the client in one call.
+* Back-pressure: when one side's transport buffer passes the high-water mark, the other
+  side stops reading until it drains, so memory per connection is bounded whatever the
+  peers do.
+* Half-close: a close_notify (or FIN) from the client becomes a FIN to the backend; a FIN
+  from the backend becomes a close_notify to the client. Each direction keeps flowing
+  until its own end; the connection ends when both have.
+* Closing early (TLS error, backend failure, timeout, drain): whatever OpenSSL queued
+  (an alert, a close_notify) is flushed, our side of the TCP stream is shut down, and the
+  client's remaining input is read and discarded for a short "linger" period, so that the
+  kernel does not answer unread input with an RST that could destroy the alert.
+* Timers: one ``TimerHandle`` per connection: the handshake deadline, then an idle check
+  every quarter of the idle timeout (data events only set a flag, which is cheaper than
+  re-arming a timer per chunk), then the linger/close deadline.
+
+This module knows nothing of the configuration: subclasses supply the hooks
+``on_handshake`` and ``on_closed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import Any, cast
+
+READ_SIZE = 65536
+LINGER_SECONDS = 2.0
+CLOSE_SECONDS = 30.0
+
+_buffer = bytearray(READ_SIZE)
+_view = memoryview(_buffer)
+
+HANDSHAKE, CONNECTING, RELAY, LINGER, CLOSED = range(5)
+
+
+def _sni_callback(sslobj: Any, name: str | None, _ctx: ssl.SSLContext) -> None:
+    # The SSLObject has no __slots__: remember the client's server name on it.
+    sslobj.sni = name
+
+
+def enable_sni_capture(ctx: ssl.SSLContext) -> None:
+    """Make every connection of ``ctx`` remember the SNI the client sent."""
+    ctx.sni_callback = _sni_callback
+
+
+class TLSSide(asyncio.BufferedProtocol):
+    """Client side of a relayed connection: TLS termination plus the relay logic."""
+
+    __slots__ = (
+        "_active",
+        "_hs_timeout",
+        "_idle_timeout",
+        "_in",
+        "_loop",
+        "_out",
+        "_quiet",
+        "_timer",
+        "backend",
+        "backend_done",
+        "bytes_in",
+        "bytes_out",
+        "client_done",
+        "ctx",
+        "high_water",
+        "peer",
+        "reason",
+        "sslobj",
+        "state",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        ctx: ssl.SSLContext,
+        handshake_timeout: float,
+        idle_timeout: float,
+        high_water: int,
+    ) -> None:
+        self._loop = loop
+        self.ctx = ctx
+        self._hs_timeout = handshake_timeout
+        self._idle_timeout = idle_timeout
+        self.high_water = high_water
+        self.state = HANDSHAKE
+        self.backend: asyncio.Transport | None = None
+        self.client_done = False
+        self.backend_done = False
+        self._active = False
+        self._quiet = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.reason = ""
+        self.peer: Any = None
+
+    # -- hooks for subclasses ---------------------------------------------------------
+    def on_handshake(self) -> None:
+        """Called once the handshake completed; must eventually call ``attach_backend``."""
+
+    def on_closed(self) -> None:
+        """Called once when the client connection is gone."""
+
+    # -- client transport events ------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        self.peer = transport.get_extra_info("peername")
+        self._in = ssl.MemoryBIO()
+        self._out = ssl.MemoryBIO()
+        self.sslobj = self.ctx.wrap_bio(self._in, self._out, server_side=True)
+        self._timer = self._loop.call_later(self._hs_timeout, self._handshake_expired)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        state = self.state
+        if state == RELAY:
+            self._active = True
+            self._in.write(_view[:nbytes])
+            self._read_tls()
+        elif state == HANDSHAKE:
+            self._in.write(_view[:nbytes])
+            self._handshake()
+        elif state == CONNECTING:
+            self._in.write(_view[:nbytes])  # decrypted once the backend is up
+
+    def eof_received(self) -> bool:
+        if self.state in (RELAY, CONNECTING):
+            self._client_finished("client closed")
+            return True  # keep the transport to send the rest of the reply
+        if self.state == HANDSHAKE:
+            self.reason = "client closed during handshake"
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None and not self.reason:
+            self.reason = f"client error: {_describe(exc)}"
+        self.state = CLOSED
+        self._timer.cancel()
+        backend = self.backend
+        if backend is not None and not backend.is_closing():
+            if exc is None:
+                backend.close()
+            else:
+                backend.abort()
+        self.on_closed()
+
+    def pause_writing(self) -> None:
+        if self.backend is not None:
+            self.backend.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.backend is not None and not self.backend.is_closing():
+            self.backend.resume_reading()
+
+    # -- TLS --------------------------------------------------------------------------
+    def _flush(self) -> None:
+        if self._out.pending:
+            self.transport.write(self._out.read())
+
+    def _handshake(self) -> None:
+        try:
+            self.sslobj.do_handshake()
+        except ssl.SSLWantReadError:
+            self._flush()
+            return
+        except ssl.SSLError as exc:
+            self.close_early(f"handshake failed: {_describe(exc)}")
+            return
+        self._timer.cancel()
+        self._flush()
+        self.state = CONNECTING
+        self.transport.pause_reading()
+        self.on_handshake()
+
+    def _read_tls(self) -> None:
+        incoming = self._in
+        read = self.sslobj.read
+        chunks = []
+        eof = False
+        error: ssl.SSLError | None = None
+        try:
+            while incoming.pending:
+                chunks.append(read(READ_SIZE))
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLZeroReturnError:
+            eof = True
+        except ssl.SSLError as exc:
+            error = exc
+        if chunks:
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            self.bytes_in += len(data)
+            assert self.backend is not None
+            self.backend.write(data)
+        if error is not None:
+            self.close_early(f"TLS error from client: {_describe(error)}")
+            return
+        self._flush()  # alerts, KeyUpdate replies
+        if eof:
+            self._client_finished("client closed")
+
+    def _send_close_notify(self) -> None:
+        try:
+            self.sslobj.unwrap()
+        except ssl.SSLWantReadError:
+            pass  # ours is sent; the client's may come later
+        except (ssl.SSLError, ValueError):
+            pass
+        self._flush()
+
+    # -- relay ------------------------------------------------------------------------
+    def attach_backend(self, backend: asyncio.Transport, preamble: bytes = b"") -> None:
+        """Start relaying to ``backend`` (``preamble``, e.g. a PROXY header, goes first)."""
+        if self.state != CONNECTING:
+            backend.close()
+            return
+        self.backend = backend
+        backend.set_write_buffer_limits(high=self.high_water)
+        self.transport.set_write_buffer_limits(high=self.high_water)
+        if preamble:
+            backend.write(preamble)
+        self.state = RELAY
+        self._timer = self._loop.call_later(self._idle_timeout / 4, self._idle_tick)
+        if self._in.pending or self.sslobj.pending():
+            self._read_tls()
+        if self.client_done and backend.can_write_eof():
+            backend.write_eof()
+        if self.state == RELAY:
+            self.transport.resume_reading()
+
+    def from_backend(self, nbytes: int) -> None:
+        """Encrypt ``nbytes`` of the shared buffer and send them to the client."""
+        if self.state >= LINGER:
+            return
+        self._active = True
+        self.bytes_out += nbytes
+        try:
+            self.sslobj.write(_view[:nbytes])
+        except ssl.SSLError as exc:
+            self.close_early(f"TLS error: {_describe(exc)}")
+            return
+        self.transport.write(self._out.read())
+
+    def backend_finished(self) -> None:
+        """The backend sent FIN: pass it on as close_notify."""
+        if self.backend_done or self.state >= LINGER:
+            return
+        self.backend_done = True
+        self._send_close_notify()
+        if self.client_done:
+            self._finish("done")
+
+    def backend_lost(self, exc: Exception | None) -> None:
+        """The backend connection is gone (closed by us, or reset/closed by the backend)."""
+        if self.state >= LINGER:
+            return
+        if exc is not None:
+            self.close_early(f"backend error: {_describe(exc)}")
+        elif not (self.backend_done and self.client_done):
+            self.close_early("backend closed")
+
+    def _client_finished(self, reason: str) -> None:
+        if self.client_done:
+            return
+        self.client_done = True
+        backend = self.backend
+        if backend is not None and backend.can_write_eof() and not backend.is_closing():
+            backend.write_eof()
+        if self.backend_done:
+            self._finish("done")
+        elif not self.reason:
+            self.reason = reason
+
+    def _finish(self, reason: str) -> None:
+        self.reason = reason
+        self.state = LINGER
+        self._timer.cancel()
+        if self.backend is not None:
+            self.backend.close()
+        self.transport.close()
+        self._timer = self._loop.call_later(CLOSE_SECONDS, self.transport.abort)
+
+    def close_early(self, reason: str) -> None:
+        """End the connection from our side: flush alerts/close_notify, FIN, linger, close."""
+        if self.state >= LINGER:
+            return
+        self.reason = reason
+        if self.state != HANDSHAKE and not self.backend_done:
+            self._send_close_notify()
+        else:
+            self._flush()  # the alert OpenSSL wrote, if any
+        self.state = LINGER
+        self._timer.cancel()
+        if self.backend is not None:
+            self.backend.close()
+        transport = self.transport
+        if transport.is_closing():
+            return
+        try:
+            transport.write_eof()
+            transport.resume_reading()
+        except (OSError, RuntimeError):
+            transport.abort()
+            return
+        self._timer = self._loop.call_later(LINGER_SECONDS, transport.abort)
+
+    # -- timers -----------------------------------------------------------------------
+    def _handshake_expired(self) -> None:
+        self.reason = "handshake timeout"
+        self.state = LINGER
+        self.transport.abort()
+
+    def _idle_tick(self) -> None:
+        if self._active:
+            self._active = False
+            self._quiet = 0
+        else:
+            self._quiet += 1
+            if self._quiet >= 4:
+                self.close_early("idle timeout")
+                return
+        self._timer = self._loop.call_later(self._idle_timeout / 4, self._idle_tick)
+
+
+class PlainSide(asyncio.BufferedProtocol):
+    """Backend side of a relayed connection: forwards everything to its TLSSide."""
+
+    __slots__ = ("client", "preamble", "transport")
+
+    def __init__(self, client: TLSSide, preamble: bytes = b"") -> None:
+        self.client = client
+        self.preamble = preamble
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.client.attach_backend(self.transport, self.preamble)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.client.from_backend(nbytes)
+
+    def eof_received(self) -> bool:
+        self.client.backend_finished()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client.backend_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.client.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        client = self.client
+        if client.state == RELAY:
+            client.transport.resume_reading()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return exc.reason.lower().replace("_", " ")
+    return str(exc) or type(exc).__name__

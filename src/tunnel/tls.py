@@ -1,0 +1,165 @@
+"""TLS contexts from listener configuration; the only code that reads key and cert files.
+
+Defaults follow Mozilla's "intermediate" profile: TLS 1.2 and 1.3 only, ECDHE key exchange
+with AEAD ciphers only, server cipher preference for TLS 1.2, no compression and no
+client-initiated renegotiation. Contexts are built in the supervisor before workers fork,
+so every worker shares the same session-ticket keys and a client resumes on any of them.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import ssl
+from dataclasses import dataclass
+
+from tunnel import _openssl
+from tunnel.config import ListenerConfig
+from tunnel.errors import TLSSetupError
+
+# Mozilla intermediate TLS 1.2 suites, ECDHE only (no DHE, CBC, CCM or legacy ciphers).
+DEFAULT_CIPHERS = ":".join(
+    [
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    ]
+)
+DEFAULT_CIPHERSUITES = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
+DEFAULT_CURVES = "X25519:P-256:P-384"
+
+_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+
+
+@dataclass(frozen=True, slots=True)
+class CertInfo:
+    """What ``tunnel check`` shows about one certificate."""
+
+    path: str
+    subject: str
+    names: tuple[str, ...]
+    key_type: str
+    not_after: datetime.datetime
+
+    def expires_in_days(self, now: datetime.datetime | None = None) -> float:
+        """Days until the certificate expires (negative once it has)."""
+        now = now or datetime.datetime.now(datetime.UTC)
+        return (self.not_after - now).total_seconds() / 86400
+
+
+def _refuse_password(*_args: object) -> str:
+    # Without this, OpenSSL would prompt on the terminal for an encrypted key's passphrase.
+    raise TLSSetupError("encrypted private keys are not supported")
+
+
+def _setup_error(file: str, section: str, key: str, message: str, hint: str) -> TLSSetupError:
+    return TLSSetupError(message, file=file, section=section, key=key, hint=hint)
+
+
+def _load_chain(ctx: ssl.SSLContext, listener: ListenerConfig, cert: str, file: str) -> None:
+    key_file = listener.key
+    which = "cert"
+    for path in (cert, key_file):
+        if path is not None and not os.access(path, os.R_OK):
+            which = "key" if path == key_file and path != cert else "cert"
+            why = "does not exist" if not os.path.exists(path) else "is not readable"
+            raise _setup_error(
+                file,
+                listener.name,
+                which,
+                f"{path} {why}",
+                "check the path and permissions (run 'tunnel gen-cert' for a demo certificate)",
+            )
+    try:
+        ctx.load_cert_chain(cert, key_file, password=_refuse_password)
+    except TLSSetupError as exc:
+        raise _setup_error(
+            file, listener.name, "key", f"{key_file or cert}: {exc.message}", "decrypt the key"
+        ) from None
+    except ssl.SSLError as exc:
+        reason = exc.reason or str(exc)
+        if "KEY_VALUES_MISMATCH" in reason.upper():
+            message, hint = (
+                f"{key_file or cert}: key does not match {cert}",
+                "pair each cert with its key",
+            )
+        elif key_file is None:
+            message = f"{cert}: no usable certificate and private key in it ({reason})"
+            hint = "put the PEM certificate chain and key in the file, or set 'key'"
+        else:
+            message = f"{cert} / {key_file}: cannot load ({reason})"
+            hint = "both must be PEM: certificate chain in 'cert', private key in 'key'"
+        raise _setup_error(file, listener.name, "cert", message, hint) from None
+
+
+def _apply_openssl(ctx: ssl.SSLContext, listener: ListenerConfig, file: str) -> None:
+    suites = listener.ciphersuites or DEFAULT_CIPHERSUITES
+    try:
+        _openssl.set_ciphersuites(ctx, suites)
+    except _openssl.OpenSSLCallError as exc:
+        raise _setup_error(
+            file, listener.name, "ciphersuites", str(exc), "use e.g. TLS_AES_128_GCM_SHA256"
+        ) from None
+    try:
+        _openssl.set_groups(ctx, listener.curves or DEFAULT_CURVES)
+    except _openssl.OpenSSLCallError as exc:
+        raise _setup_error(
+            file, listener.name, "curves", str(exc), "use e.g. X25519:P-256"
+        ) from None
+
+
+def build_server_context(listener: ListenerConfig, file: str = "<config>") -> ssl.SSLContext:
+    """Build the server-side context of one listener; raise TLSSetupError naming the key."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = _VERSIONS.get(listener.tls_min, ssl.TLSVersion.TLSv1_2)
+    ctx.maximum_version = _VERSIONS.get(listener.tls_max, ssl.TLSVersion.TLSv1_3)
+    ctx.options |= (
+        ssl.OP_NO_COMPRESSION
+        | ssl.OP_NO_RENEGOTIATION
+        | ssl.OP_CIPHER_SERVER_PREFERENCE
+        | ssl.OP_SINGLE_ECDH_USE
+    )
+    try:
+        ctx.set_ciphers(listener.ciphers or DEFAULT_CIPHERS)
+    except ssl.SSLError:
+        raise _setup_error(
+            file,
+            listener.name,
+            "ciphers",
+            f"OpenSSL accepts none of the ciphers {listener.ciphers!r}",
+            "use an OpenSSL cipher string, e.g. ECDHE-ECDSA-AES128-GCM-SHA256",
+        ) from None
+    _apply_openssl(ctx, listener, file)
+    for cert in listener.cert:
+        _load_chain(ctx, listener, cert, file)
+    return ctx
+
+
+def describe_certificates(listener: ListenerConfig) -> list[CertInfo]:
+    """Read each certificate file of a listener (first certificate = the leaf)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    infos = []
+    for path in listener.cert:
+        with open(path, "rb") as f:
+            cert = x509.load_pem_x509_certificates(f.read())[0]
+        try:
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+            names = tuple(san.value.get_values_for_type(x509.DNSName))
+        except x509.ExtensionNotFound:
+            names = ()
+        key = cert.public_key()
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            key_type = f"ECDSA {key.curve.name}"
+        elif isinstance(key, rsa.RSAPublicKey):
+            key_type = f"RSA {key.key_size}"
+        else:
+            key_type = type(key).__name__
+        infos.append(
+            CertInfo(path, cert.subject.rfc4514_string(), names, key_type, cert.not_valid_after_utc)
+        )
+    return infos

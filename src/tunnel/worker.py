@@ -1,0 +1,153 @@
+"""One worker process: a uvloop event loop serving the listening sockets it was handed.
+
+Accepting is paused at ``max_connections`` by closing the worker's *duplicate* of each
+listening socket: the supervisor still holds the original, so the kernel keeps queueing
+new connections in the backlog instead of refusing them, and accepting resumes on a
+fresh duplicate once connections have ended. Accept errors such as EMFILE are handled by
+the event loop itself, which keeps serving.
+
+SIGTERM starts a drain: stop accepting, let open connections finish until the drain
+timeout, then close the rest with close_notify. A second SIGTERM closes everything now.
+SIGINT is ignored here: the supervisor turns a Ctrl-C into SIGTERM for its workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import ssl
+
+import uvloop
+
+from tunnel.config import Config
+from tunnel.connection import ClientConnection, ListenerRuntime
+
+log = logging.getLogger("tunnel.worker")
+
+RESUME_FRACTION = 0.9
+
+
+class Worker:
+    """The serving state of one worker process."""
+
+    def __init__(
+        self,
+        config: Config,
+        contexts: dict[str, ssl.SSLContext],
+        sockets: dict[str, list[socket.socket]],
+    ) -> None:
+        self.config = config
+        self.contexts = contexts
+        self.sockets = sockets
+        self.max_connections = config.tunnel.max_connections
+        self.count = 0
+        self.runtimes: list[ListenerRuntime] = []
+        self.servers: list[asyncio.Server] = []
+        self.paused = False
+        self.stopping = False
+        self.hurry = False
+        self._stop = asyncio.Event()
+        self._stop_now = asyncio.Event()
+
+    # -- accept control (called by connections) ---------------------------------------
+    def opened(self) -> None:
+        """A connection was accepted; pause accepting at the limit."""
+        self.count += 1
+        if self.count >= self.max_connections and not self.paused and not self.stopping:
+            self.paused = True
+            log.warning(
+                "max_connections (%d) reached: not accepting until connections end",
+                self.max_connections,
+            )
+            self._close_servers()
+
+    def closed(self) -> None:
+        """A connection ended; resume accepting below the limit."""
+        self.count -= 1
+        if self.stopping:
+            if self.count == 0:
+                self._stop_now.set()
+        elif self.paused and self.count <= self.max_connections * RESUME_FRACTION:
+            self.paused = False
+            asyncio.get_running_loop().create_task(self._open_servers())
+
+    # -- serving ----------------------------------------------------------------------
+    async def _open_servers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for runtime in self.runtimes:
+            for sock in self.sockets[runtime.name]:
+                server = await loop.create_server(
+                    runtime.protocol_factory, sock=sock.dup(), backlog=runtime.config.backlog
+                )
+                self.servers.append(server)
+
+    def _close_servers(self) -> None:
+        servers, self.servers = self.servers, []
+        for server in servers:
+            server.close()
+
+    def _on_signal(self) -> None:
+        if self._stop.is_set():
+            self.hurry = True
+            self._stop_now.set()
+        self._stop.set()
+
+    async def serve(self) -> None:
+        """Serve until SIGTERM, then drain."""
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._on_signal)
+        for listener in self.config.listeners:
+            self.runtimes.append(
+                ListenerRuntime(listener, self.contexts[listener.name], loop, self)
+            )
+        await self._open_servers()
+        await self._stop.wait()
+        await self.drain()
+
+    def live_connections(self) -> list[ClientConnection]:
+        """Every open client connection of this worker."""
+        return [conn for runtime in self.runtimes for conn in runtime.live]
+
+    async def drain(self) -> None:
+        """Stop accepting; wait for connections up to the drain timeout; close the rest."""
+        self.stopping = True
+        self._close_servers()
+        timeout = self.config.tunnel.drain_timeout
+        live = self.count
+        if live:
+            log.info("draining %d connection(s) for up to %.0fs", live, timeout)
+            if self.count:
+                try:
+                    async with asyncio.timeout(timeout):
+                        await self._stop_now.wait()
+                except TimeoutError:
+                    pass
+        if self.hurry:
+            for conn in self.live_connections():
+                conn.reason = "shutdown"
+                conn.transport.abort()
+            return
+        for conn in self.live_connections():
+            conn.close_early("shutdown")
+        if self.count:
+            self._stop_now.clear()
+            try:
+                async with asyncio.timeout(2.0):
+                    await self._stop_now.wait()
+            except TimeoutError:
+                for conn in self.live_connections():
+                    conn.transport.abort()
+
+
+def run_worker(
+    config: Config,
+    contexts: dict[str, ssl.SSLContext],
+    sockets: dict[str, list[socket.socket]],
+) -> int:
+    """Run one worker's event loop to completion; return its exit code."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    worker = Worker(config, contexts, sockets)
+    uvloop.run(worker.serve())
+    return 0
