@@ -85,6 +85,20 @@ def _bind_error(
     )
 
 
+def probe_free(addr: Address) -> None:
+    """Raise OSError(EADDRINUSE) if anything already listens on ``addr``.
+
+    Our sockets use SO_REUSEPORT, which would let a second Tunnel (same user) silently
+    share the port; a plain bind first makes that an "address in use" error instead.
+    """
+    family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        probe.bind((addr.host, addr.port))
+
+
 def bind_socket(addr: Address, backlog: int) -> socket.socket:
     """One non-blocking SO_REUSEPORT listening socket."""
     family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
@@ -110,6 +124,12 @@ def bind_all(config: Config, workers: int) -> dict[str, list[list[socket.socket]
     for listener in config.listeners:
         per_worker: list[list[socket.socket]] = [[] for _ in range(workers)]
         for addr in listener.accept:
+            if addr.port:
+                try:
+                    probe_free(addr)
+                except OSError as exc:
+                    errors.append(_bind_error(config, listener, addr, exc))
+                    continue
             for index in range(workers):
                 try:
                     per_worker[index].append(bind_socket(addr, listener.backlog))
