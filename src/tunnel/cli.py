@@ -1,0 +1,306 @@
+"""Command line: ``tunnel run | check | demo | gen-cert``.
+
+:func:`main` is the only code in Tunnel that prints to the user or decides the exit
+code: 0 success, 1 a runtime failure, 2 a configuration or usage mistake, 130 Ctrl-C
+before serving began. User mistakes never end in a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from tunnel import __version__, demo, supervisor
+from tunnel.config import Config, ListenerConfig, load_config
+from tunnel.errors import ConfigError, ConfigErrors, TunnelError
+from tunnel.log import setup_logging
+from tunnel.tls import CertInfo, describe_certificates
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+EXIT_INTERRUPTED = 130
+EXPIRY_WARNING_DAYS = 30
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+Command = Callable[[argparse.Namespace], int]
+
+
+class UsageError(TunnelError):
+    """A bad command-line argument (exit code 2)."""
+
+
+def _err(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _out(text: str = "") -> None:
+    print(text, flush=True)
+
+
+# --------------------------------------------------------------------------- run
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``tunnel run``: serve the configured listeners in the foreground."""
+    config = load_config(args.config)
+    settings = config.tunnel
+    setup_logging(args.log_level or settings.log_level, settings.log_target, settings.log_facility)
+    return supervisor.run(config)
+
+
+# --------------------------------------------------------------------------- check
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g}m"
+    if seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    return f"{seconds:g}s"
+
+
+def _tls_range(listener: ListenerConfig) -> str:
+    if listener.tls_min == listener.tls_max:
+        return f"TLS {listener.tls_min}"
+    return f"TLS {listener.tls_min}-{listener.tls_max}"
+
+
+def _cert_line(info: CertInfo, now: datetime.datetime) -> str:
+    names = ", ".join(info.names) or info.subject or "-"
+    days = info.expires_in_days(now)
+    return (
+        f"    cert {info.path}: {info.key_type}; names {names}; "
+        f"expires {info.not_after:%Y-%m-%d} ({days:.0f} days)"
+    )
+
+
+def _expiry_warning(listener: ListenerConfig, info: CertInfo, now: datetime.datetime) -> str:
+    days = info.expires_in_days(now)
+    when = f"{info.not_after:%Y-%m-%d %H:%M} UTC"
+    state = f"EXPIRED on {when}" if days < 0 else f"expires in {days:.0f} days ({when})"
+    return f"WARN [{listener.name}] cert {info.path}: {state}; renew it"
+
+
+def _describe_all(config: Config) -> dict[str, list[CertInfo]]:
+    """Certificate facts per listener; ConfigErrors if a file cannot be read."""
+    described: dict[str, list[CertInfo]] = {}
+    errors: list[ConfigError] = []
+    for listener in config.listeners:
+        try:
+            described[listener.name] = describe_certificates(listener)
+        except (OSError, ValueError) as exc:
+            errors.append(
+                ConfigError(
+                    f"cannot read the certificate: {exc}",
+                    file=config.path,
+                    section=listener.name,
+                    key="cert",
+                    hint="the cert file must start with a PEM certificate",
+                )
+            )
+    if errors:
+        raise ConfigErrors(errors)
+    return described
+
+
+def _listener_summary(listener: ListenerConfig) -> list[str]:
+    accept = ", ".join(str(a) for a in listener.accept)
+    connect = ", ".join(str(a) for a in listener.connect)
+    return [
+        f"  listener [{listener.name}]: accept {accept} -> connect {connect}",
+        f"    {_tls_range(listener)}; proxy_protocol {listener.proxy_protocol}; "
+        f"max_connections {listener.max_connections}",
+        f"    timeouts: handshake {_duration(listener.handshake_timeout)}, "
+        f"connect {_duration(listener.connect_timeout)}, "
+        f"idle {_duration(listener.idle_timeout)}",
+    ]
+
+
+def _summary(config: Config, certs: dict[str, list[CertInfo]]) -> tuple[list[str], list[str]]:
+    """The lines ``tunnel check`` prints: the summary and the warnings."""
+    now = datetime.datetime.now(datetime.UTC)
+    settings = config.tunnel
+    count = supervisor.worker_count(config)
+    how = " (auto: one per CPU core)" if settings.workers == 0 else ""
+    lines = [
+        f"{config.path}: OK",
+        f"  workers {count}{how}; max_connections {settings.max_connections}; "
+        f"drain_timeout {_duration(settings.drain_timeout)}",
+        f"  log: {settings.log_level} to {settings.log_target}"
+        + (f" (facility {settings.log_facility})" if settings.log_target == "syslog" else ""),
+    ]
+    warnings = []
+    for listener in config.listeners:
+        lines += _listener_summary(listener)
+        for info in certs.get(listener.name, []):
+            lines.append(_cert_line(info, now))
+            if info.expires_in_days(now) < EXPIRY_WARNING_DAYS:
+                warnings.append(_expiry_warning(listener, info, now))
+    return lines, warnings
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """``tunnel check``: validate everything, certificates included, without serving."""
+    config = load_config(args.config)
+    supervisor.build_contexts(config)
+    lines, warnings = _summary(config, _describe_all(config))
+    for line in lines:
+        _out(line)
+    for warning in warnings:
+        _err(warning)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- demo
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``tunnel demo``: self-signed certificate, built-in backend, one listener."""
+    try:
+        accept = demo.demo_address(args.host, args.port)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    setup_logging(args.log_level, "stderr", "daemon")
+    cert, made = demo.ensure_demo_cert()
+    _out(f"{'Created' if made else 'Using'} the demo certificate {cert} (self-signed)")
+    socket_path = demo.state_dir() / demo.BACKEND_SOCKET
+    config = demo.demo_config(accept, cert, socket_path)
+    backend = demo.start_backend(socket_path)
+    try:
+        runner = _prepare_demo(config, args.port)
+        _out(f"Demo backend (plain HTTP, pid {backend.pid}) listens on unix:{socket_path}")
+        _out(f"Tunnel terminates TLS on {accept}. Try it:")
+        _out(f"    curl -k https://localhost:{accept.port}/")
+        _out("Press Ctrl-C to stop.")
+        return runner.run()
+    finally:
+        backend.stop()
+
+
+def _prepare_demo(config: Config, port: int) -> supervisor.Supervisor:
+    """Load the certificate and bind the port; a clash becomes a usage error."""
+    runner = supervisor.Supervisor(config)
+    try:
+        runner.prepare()
+    except ConfigErrors as exc:
+        problems = "; ".join(e.message for e in exc.errors)
+        raise UsageError(f"{problems} (choose another --port, e.g. --port {port + 1})") from None
+    except OSError as exc:
+        raise TunnelError(f"cannot start: {exc}") from exc
+    return runner
+
+
+# --------------------------------------------------------------------------- gen-cert
+
+
+def cmd_gen_cert(args: argparse.Namespace) -> int:
+    """``tunnel gen-cert``: write a self-signed certificate and key as one PEM file."""
+    path = Path(os.path.expanduser(args.out)) if args.out else demo.default_cert_path()
+    names = args.name or list(demo.DEFAULT_NAMES)
+    if args.days < 1:
+        raise UsageError("--days must be at least 1")
+    try:
+        pem = demo.make_self_signed(names, days=args.days)
+        demo.write_private_file(path, pem, force=args.force)
+    except FileExistsError:
+        raise UsageError(f"{path} exists; use --force to replace it") from None
+    except ValueError as exc:
+        raise UsageError(f"bad --name: {exc}") from None
+    except OSError as exc:
+        raise TunnelError(f"cannot write {path}: {exc.strerror or exc}") from None
+    _out(f"Wrote a self-signed certificate and key (mode 0600) to {path}")
+    _out(f"  names: {', '.join(names)}; valid for {args.days} days")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``tunnel`` command."""
+    parser = argparse.ArgumentParser(
+        prog="tunnel", description="Tunnel: a lightweight TLS terminator."
+    )
+    parser.add_argument("--version", action="version", version=f"tunnel {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="serve the configured listeners in the foreground")
+    run.add_argument("-c", "--config", required=True, metavar="FILE", help="configuration file")
+    run.add_argument("--log-level", choices=LOG_LEVELS, help="override [tunnel] log_level")
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check", help="validate a configuration without serving")
+    check.add_argument("-c", "--config", required=True, metavar="FILE", help="configuration file")
+    check.set_defaults(func=cmd_check)
+
+    dem = sub.add_parser("demo", help="run a self-contained demo on https://localhost:8443/")
+    dem.add_argument("--port", type=int, default=8443, help="port to accept on (default 8443)")
+    dem.add_argument("--host", default="127.0.0.1", help="address to accept on (127.0.0.1)")
+    dem.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="default info")
+    dem.set_defaults(func=cmd_demo)
+
+    gen = sub.add_parser("gen-cert", help="write a self-signed certificate and key (PEM)")
+    gen.add_argument("--out", metavar="PATH", help=f"default: {demo.default_cert_path()}")
+    gen.add_argument(
+        "--name",
+        action="append",
+        metavar="NAME",
+        help="DNS name or IP address; repeatable (default: localhost, 127.0.0.1, ::1)",
+    )
+    gen.add_argument("--days", type=int, default=365, help="validity in days (default 365)")
+    gen.add_argument("--force", action="store_true", help="replace an existing file")
+    gen.set_defaults(func=cmd_gen_cert)
+    return parser
+
+
+def _report_config_errors(errors: Sequence[ConfigError], args: argparse.Namespace) -> None:
+    for error in errors:
+        _err(f"error: {error}")
+    config = getattr(args, "config", None)
+    count = f"{len(errors)} problem{'s' if len(errors) != 1 else ''}"
+    if args.command == "check" or not config:
+        _err(f"tunnel: {count} found; fix them and run this command again")
+    else:
+        _err(f"tunnel: {count} found; fix them, then run 'tunnel check -c {config}'")
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    func: Command = args.func
+    try:
+        return func(args)
+    except ConfigErrors as exc:
+        _report_config_errors(exc.errors, args)
+        return EXIT_CONFIG
+    except ConfigError as exc:
+        _report_config_errors([exc], args)
+        return EXIT_CONFIG
+    except UsageError as exc:
+        _err(f"tunnel {args.command}: error: {exc}")
+        return EXIT_CONFIG
+    except TunnelError as exc:
+        _err(f"tunnel: error: {exc}")
+        return EXIT_FAILURE
+    except OSError as exc:
+        _err(f"tunnel: error: {exc}")
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        _err("tunnel: interrupted")
+        return EXIT_INTERRUPTED
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``tunnel`` command line; return the process exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version or a usage error, already printed
+        return exc.code if isinstance(exc.code, int) else EXIT_CONFIG
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_CONFIG
+    return _dispatch(args)

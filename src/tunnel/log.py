@@ -1,0 +1,88 @@
+"""Logging setup: stderr or syslog, level and facility from the configuration.
+
+Everything in Tunnel logs through loggers named ``tunnel.*``; :func:`setup_logging`
+attaches one handler to the ``tunnel`` logger (replacing any earlier one, so it may be
+called again, e.g. after a reload). Nothing in Tunnel logs the contents of files, so
+private keys never reach a log.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import socket
+import sys
+
+ROOT_LOGGER = "tunnel"
+DEV_LOG = "/dev/log"
+STDERR_FORMAT = "%(asctime)s tunnel[%(process)d] %(levelname)s %(name)s: %(message)s"
+SYSLOG_FORMAT = "tunnel[%(process)d]: %(levelname)s %(name)s: %(message)s"
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+def level_number(level: str) -> int:
+    """The ``logging`` level for a config name (``debug`` .. ``error``); ValueError if unknown."""
+    try:
+        return _LEVELS[level.strip().lower()]
+    except KeyError:
+        raise ValueError(f"unknown log level {level!r}: use {', '.join(_LEVELS)}") from None
+
+
+def _facility_number(facility: str) -> int:
+    names = logging.handlers.SysLogHandler.facility_names
+    try:
+        return names[facility.strip().lower()]
+    except KeyError:
+        raise ValueError(f"unknown syslog facility {facility!r}") from None
+
+
+def _stderr_handler() -> logging.Handler:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(STDERR_FORMAT, datefmt="%Y-%m-%d %H:%M:%S"))
+    return handler
+
+
+def _syslog_handler(facility: str) -> logging.Handler:
+    number = _facility_number(facility)
+    handler: logging.handlers.SysLogHandler | None = None
+    if os.path.exists(DEV_LOG):
+        try:
+            handler = logging.handlers.SysLogHandler(address=DEV_LOG, facility=number)
+        except OSError:
+            handler = None  # no syslog daemon listening there: fall back to UDP
+    if handler is None:
+        handler = logging.handlers.SysLogHandler(
+            address=("localhost", 514), facility=number, socktype=socket.SOCK_DGRAM
+        )
+    handler.setFormatter(logging.Formatter(SYSLOG_FORMAT))
+    return handler
+
+
+def setup_logging(level: str = "info", target: str = "stderr", facility: str = "daemon") -> None:
+    """Send Tunnel's logs to ``target`` (``stderr`` or ``syslog``) at ``level``.
+
+    Idempotent: handlers installed by an earlier call are closed and replaced.
+    Raises ValueError for an unknown level, target or facility.
+    """
+    number = level_number(level)
+    kind = target.strip().lower()
+    if kind == "stderr":
+        handler = _stderr_handler()
+    elif kind == "syslog":
+        handler = _syslog_handler(facility)
+    else:
+        raise ValueError(f"unknown log target {target!r}: use stderr or syslog")
+    logger = logging.getLogger(ROOT_LOGGER)
+    for old in list(logger.handlers):
+        logger.removeHandler(old)
+        old.close()
+    logger.addHandler(handler)
+    logger.setLevel(number)
+    logger.propagate = False
