@@ -15,7 +15,7 @@ import time
 
 CONCURRENCY = 64
 CONNECT_TIMEOUT = 10.0
-BATCH_TIMEOUT = 180.0
+BATCH_TIMEOUT = 90.0
 
 
 def client_context() -> ssl.SSLContext:

@@ -119,8 +119,8 @@ class Bench:
     # ------------------------------------------------------------ measuring
 
     def run_test(self, test: Test) -> None:
-        targets = [t for t in self.targets if t.is_tls or test.direct]
         for rnd in range(self.rounds):
+            targets = [t for t in self.targets if (t.is_tls or test.direct) and self.usable(t)]
             shift = rnd % max(1, len(targets))
             for target in targets[shift:] + targets[:shift]:  # rotate to spread order bias
                 if self.usable(target):
