@@ -105,6 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     durations = durations_for(args.quick, fd_limit)
     rounds = args.rounds or (1 if args.quick else 3)
     started = time.monotonic()
+    load_before = environment.load_average()
+    if load_before > 0.5:
+        print(
+            f"warning: load average is {load_before:.2f} before starting; other work on "
+            "this machine will skew the results",
+            flush=True,
+        )
     registry = Registry()
     tmp = Path(tempfile.mkdtemp(prefix="tunnel-bench-"))
     try:
@@ -140,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
             "machine": environment.machine_info(),
             "versions": environment.tool_versions(BENCH_DIR.parent),
             "elapsed_s": round(time.monotonic() - started, 1),
+            "load_average_before": load_before,
+            "load_average_after": environment.load_average(),
         }
         write_outputs(args.out, meta, tests, bench, speed)
     except KeyboardInterrupt:

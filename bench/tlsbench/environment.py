@@ -126,3 +126,11 @@ def tool_versions(repo_root: Path) -> dict[str, str]:
         "tunnel": tunnel_version(repo_root),
     }
     return versions
+
+
+def load_average() -> float:
+    """1-minute load average (other work on the machine skews every figure)."""
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0

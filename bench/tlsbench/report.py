@@ -154,14 +154,15 @@ def _detail_table(rows: list[MetricRow]) -> list[str]:
 
 def _target_table(collected: Collected, versions: dict[str, str]) -> list[str]:
     lines = [
-        "| target | version | status | session resumption (s_client) | errors |",
-        "|---|---|---|---|---|",
+        "| target | version | status | TLS 1.3 cipher | session resumption (s_client) | errors |",
+        "|---|---|---|---|---|---|",
     ]
     for name, st in collected.states.items():
         status = st.status + (f": {st.error}" if st.error else "")
         errors = "<br>".join(st.errors[:5]) + (" …" if len(st.errors) > 5 else "")
         version = versions.get(name, "") if name != "direct" else "plain HTTP to the backend"
-        lines.append(f"| {name} | {version} | {status} | {st.resumption or '-'} | {errors} |")
+        cells = [name, version, status, st.cipher or "-", st.resumption or "-", errors]
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
@@ -182,6 +183,9 @@ def write_markdown(
         f"- machine: {machine['nproc']} CPUs, {machine['cpu']}, kernel {machine['kernel']}",
         f"- OpenSSL: {machine['openssl_cli']} (Python ssl: {machine['python_ssl']})",
         f"- durations: {meta['durations']}",
+        f"- 1-min load average before / after: {meta['load_average_before']:.2f} / "
+        f"{meta['load_average_after']:.2f} (the benchmark itself adds ~2; a high value "
+        "*before* means other work shared the machine)",
         "",
         "↑ higher is better, ↓ lower is better. Cells are medians over rounds; "
         "*Tunnel / best* is Tunnel's median divided by the best peer's (hitch, HAProxy, "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import shutil
 import socket
 import ssl
@@ -30,6 +31,7 @@ class TargetState:
     status: str = "ok"  # ok | failed | unavailable
     error: str = ""
     resumption: str = ""
+    cipher: str = ""
     start_failures: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -114,6 +116,8 @@ class Bench:
                 self.log(f"preflight {target.name}: FAILED: {state.error}")
                 continue
             state.resumption = ("yes: " if resumed else "NO: ") + detail
+            cipher = re.search(r"Cipher is (\S+)", detail)
+            state.cipher = cipher.group(1) if cipher else "?"
             self.log(f"preflight {target.name}: ok, session resumption {state.resumption}")
 
     # ------------------------------------------------------------ measuring

@@ -19,6 +19,9 @@ from .certs import CertFiles
 from .procs import fd_budget
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# Same TLS 1.3 suites, in the same server-preferred order, for every target (Tunnel's
+# default order; left alone, OpenSSL-based peers follow the client and pick AES-256).
+CIPHERSUITES = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ def tunnel_launch(s: Setup) -> Launch:
         f"accept = 127.0.0.1:{s.port}\n"
         f"cert = {s.cert.combined}\n"
         f"connect = 127.0.0.1:{s.backend_port}\n"
+        f"ciphersuites = {CIPHERSUITES}\n"
     )
     exe = shutil.which("tunnel")
     if exe:
@@ -71,6 +75,8 @@ def hitch_launch(s: Setup) -> Launch:
         f'pem-file = "{s.cert.combined}"\n'
         f"workers = {s.workers}\n"
         "tls-protos = TLSv1.2 TLSv1.3\n"
+        f'ciphersuites = "{CIPHERSUITES}"\n'
+        "prefer-server-ciphers = on\n"
         "daemon = off\n"
         "backlog = 4096\n"
         "log-level = 0\n"
@@ -93,7 +99,7 @@ def haproxy_launch(s: Setup) -> Launch:
         f"    maxconn {fd_budget() // 2}\n"
         "frontend fe\n"
         f"    bind 127.0.0.1:{s.port} ssl crt {s.cert.combined} ssl-min-ver TLSv1.2"
-        " ssl-max-ver TLSv1.3\n"
+        f" ssl-max-ver TLSv1.3 ciphersuites {CIPHERSUITES}\n"  # server order is the default
         "    default_backend be\n"
         "backend be\n"
         f"    server s1 127.0.0.1:{s.backend_port}\n"
@@ -118,6 +124,8 @@ stream {{
         ssl_certificate {s.cert.cert};
         ssl_certificate_key {s.cert.key};
         ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_conf_command Ciphersuites {CIPHERSUITES};
+        ssl_prefer_server_ciphers on;
         proxy_pass 127.0.0.1:{s.backend_port};
     }}
 }}
@@ -139,6 +147,8 @@ def stunnel_launch(s: Setup) -> Launch:
         f"cert = {s.cert.combined}\n"
         "sslVersionMin = TLSv1.2\n"
         "sslVersionMax = TLSv1.3\n"
+        f"ciphersuites = {CIPHERSUITES}\n"
+        "options = CIPHER_SERVER_PREFERENCE\n"
     )
     return Launch(["stunnel", str(conf)])
 
