@@ -199,7 +199,13 @@ class TLSSide(asyncio.BufferedProtocol):
         error: ssl.SSLError | None = None
         try:
             while incoming.pending:
-                chunks.append(read(READ_SIZE))
+                data = read(READ_SIZE)
+                if not data:
+                    # close_notify: CPython's SSLObject.read() returns b"" instead of
+                    # raising SSLZeroReturnError when only our side received a shutdown.
+                    eof = True
+                    break
+                chunks.append(data)
         except ssl.SSLWantReadError:
             pass
         except ssl.SSLZeroReturnError:
