@@ -1,0 +1,1 @@
+"""System tests: the ``tunnel`` command as a subprocess."""
