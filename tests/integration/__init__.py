@@ -1,0 +1,1 @@
+"""Integration tests: Tunnel in a child process, real loopback sockets."""

@@ -1,0 +1,32 @@
+"""Fixtures of the integration tests (the machinery lives in ``harness.py``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .harness import BackendFactory, Certs, TunnelFactory, make_certs
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    """A trustme CA and a server certificate for localhost, 127.0.0.1 and ::1."""
+    return make_certs(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture
+def start_tunnel(certs: Certs, tmp_path: Path) -> Iterator[TunnelFactory]:
+    """Start ``tunnel run`` child processes; all are stopped by PID afterwards."""
+    factory = TunnelFactory(certs, tmp_path)
+    yield factory
+    factory.stop_all()
+
+
+@pytest.fixture
+def start_backend() -> Iterator[BackendFactory]:
+    """Start plain backends in threads; all are closed afterwards."""
+    factory = BackendFactory()
+    yield factory
+    factory.close_all()
