@@ -521,15 +521,15 @@ def sender_handler(record: ConnRecord) -> None:
     sock = record.sock
     sock.settimeout(2.0)
     block = pattern(MiB, 7)
-    while True:
-        try:
+    try:
+        while True:
             record.bytes_sent += sock.send(block)
-        except TimeoutError:
-            record.blocked.set()
-            return
-        except OSError as exc:
-            record.error = exc
-            return
+    except TimeoutError:
+        record.blocked.set()
+    except OSError as exc:
+        record.error = exc
+    finally:
+        record.ended_at = time.monotonic()
 
 
 # The "hash" protocol: the client sends a header ">QQ" (upload size, download size), then
