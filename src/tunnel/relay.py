@@ -147,6 +147,10 @@ class TLSSide(asyncio.BufferedProtocol):
             self._client_finished("client closed")
             return True  # keep the transport to send the rest of the reply
         if self.state == HANDSHAKE:
+            # Let OpenSSL see the EOF: it fails the handshake with an alert (decode_error)
+            # that close_early flushes, so a truncated ClientHello is answered in TLS.
+            self._in.write_eof()
+            self._handshake()
             self.reason = "client closed during handshake"
         return False
 
