@@ -46,6 +46,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=",".join(ALL_TESTS),
         help=f"comma-separated subset of {','.join(ALL_TESTS)}",
     )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=1,
+        help="re-measure a sample this often when unrelated work used > 0.5 cores (default 1)",
+    )
     parser.add_argument("--no-speed", action="store_true", help="skip `openssl speed`")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results")
     args = parser.parse_args(argv)
@@ -128,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             args.workers,
             rounds,
             [TARGETS[name] for name in args.targets],
+            retries=max(0, args.retries),
         )
         for name in unavailable:
             state = bench.collected.states[name]

@@ -213,3 +213,47 @@ def wait_for_port(managed: Managed, port: int, timeout: float = 15.0) -> None:
             return
         time.sleep(0.05)
     raise RuntimeError(f"{managed.name} did not accept on port {port} within {timeout:.0f}s")
+
+
+# ---------------------------------------------------------------- other load on the machine
+
+
+def _busy_seconds() -> float:
+    """CPU-seconds spent busy on all CPUs since boot (everything but idle and iowait)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(fields) - fields[3] - fields[4]) / CLK_TCK
+
+
+def _own_seconds() -> float:
+    """CPU-seconds of this process and its reaped children (the finished load tools)."""
+    me, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+@dataclass
+class LoadMeter:
+    """Estimates CPU used by *other* work during a measurement, in cores.
+
+    Busy time of the whole machine minus what the benchmark's own processes used
+    (the terminator and backend trees, this process and its finished load tools).
+    Interrupt time the kernel charges to no process shows up here too, so a small
+    positive value is normal.
+    """
+
+    roots: list[int]
+    _start: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    def _ours(self) -> float:
+        return _own_seconds() + sum(tree_cpu_seconds(pid) for pid in self.roots)
+
+    def start(self) -> None:
+        self._start = (time.monotonic(), _busy_seconds(), self._ours())
+
+    def other_cores(self) -> float:
+        t0, busy0, ours0 = self._start
+        wall = max(1e-3, time.monotonic() - t0)
+        other = (_busy_seconds() - busy0) - (self._ours() - ours0)
+        return max(0.0, other / wall)

@@ -21,6 +21,7 @@ class Summary:
     per_cpu: float | None
     n: int
     notes: list[str]
+    other_load_max: float | None
 
 
 @dataclass
@@ -35,6 +36,7 @@ class MetricRow:
 def summarize(samples: list[Sample]) -> Summary:
     values = [s.value for s in samples]
     per_cpu = [p for p in (s.per_cpu for s in samples) if p is not None]
+    other = [s.other_load for s in samples if s.other_load is not None]
     return Summary(
         median=statistics.median(values),
         low=min(values),
@@ -42,6 +44,7 @@ def summarize(samples: list[Sample]) -> Summary:
         per_cpu=statistics.median(per_cpu) if per_cpu else None,
         n=len(values),
         notes=sorted({s.note for s in samples if s.note}),
+        other_load_max=max(other) if other else None,
     )
 
 
@@ -134,7 +137,16 @@ def _summary_table(rows: list[MetricRow], targets: list[str]) -> list[str]:
 
 
 def _detail_table(rows: list[MetricRow]) -> list[str]:
-    head = ["Metric", "target", "median", "min-max", "per terminator CPU-s", "n", "notes"]
+    head = [
+        "Metric",
+        "target",
+        "median",
+        "min-max",
+        "per terminator CPU-s",
+        "n",
+        "other load",
+        "notes",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         for target, s in row.by_target.items():
@@ -146,6 +158,7 @@ def _detail_table(rows: list[MetricRow]) -> list[str]:
                 f"{fmt(s.low)}-{fmt(s.high)}",
                 per_cpu,
                 str(s.n),
+                f"{s.other_load_max:.2f}" if s.other_load_max is not None else "-",
                 "; ".join(s.notes),
             ]
             lines.append("| " + " | ".join(cells) + " |")
@@ -189,7 +202,9 @@ def write_markdown(
         "",
         "↑ higher is better, ↓ lower is better. Cells are medians over rounds; "
         "*Tunnel / best* is Tunnel's median divided by the best peer's (hitch, HAProxy, "
-        "nginx, stunnel); *per CPU-s* is the same ratio for work per terminator CPU-second.",
+        "nginx, stunnel); *per CPU-s* is the same ratio for work per terminator CPU-second. "
+        "*other load* is the most CPU (in cores) that work unrelated to the benchmark used "
+        "during any of the samples: well above ~0.2 means the figures are disturbed.",
         "",
         "## Summary",
         "",

@@ -32,6 +32,7 @@ class Sample:
     work: float | None = None  # amount of work done, for the per-CPU-second figure
     cpu_s: float | None = None  # terminator CPU-seconds while doing it
     note: str = ""
+    other_load: float | None = None  # cores used by unrelated work meanwhile (LoadMeter)
 
     @property
     def per_cpu(self) -> float | None:
