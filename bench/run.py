@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             rounds,
             [TARGETS[name] for name in args.targets],
             retries=max(0, args.retries),
+            retry_budget_s=20.0 if args.quick else 120.0,
         )
         for name in unavailable:
             state = bench.collected.states[name]
