@@ -217,16 +217,15 @@ def test_second_sigterm_exits_at_once(
 
     running = start_run(tunnel, tmp_path, certs, backend_factory(stalling), drain_timeout="60s")
     try:
-        sock = tls_client(running)
-        sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK")
-        running.proc.signal(signal.SIGTERM)
-        running.proc.wait_log(r"draining 1 connection")
-        started = time.monotonic()
-        running.proc.signal(signal.SIGTERM)
-        assert running.proc.wait(10) == 0
-        assert time.monotonic() - started < 5
-        sock.close()
+        with tls_client(running) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK")
+            running.proc.signal(signal.SIGTERM)
+            running.proc.wait_log(r"draining 1 connection")
+            started = time.monotonic()
+            running.proc.signal(signal.SIGTERM)
+            assert running.proc.wait(10) == 0
+            assert time.monotonic() - started < 5
     finally:
         hold.set()
 
