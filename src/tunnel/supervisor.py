@@ -203,6 +203,11 @@ class Supervisor:
                 signal.pthread_sigmask(signal.SIG_SETMASK, set())
                 _die_with_parent()
                 mine = {name: socks[slot.index] for name, socks in self.sockets.items()}
+                for per_worker in self.sockets.values():
+                    for index, socks in enumerate(per_worker):
+                        if index != slot.index:
+                            for sock in socks:
+                                sock.close()
                 code = run_worker(self.config, self.contexts, mine)
             except BaseException:
                 log.exception("worker %d failed", slot.index)
@@ -263,6 +268,10 @@ class Supervisor:
                 self.stopping = True
                 self.deadline = time.monotonic() + self.config.tunnel.drain_timeout + 5.0
             self._kill_all(signal.SIGTERM)
+            # Workers close their copies when they start draining; once ours are closed
+            # too, new connections are refused at once (a balancer fails over) instead
+            # of waiting in a backlog nobody accepts from.
+            close_sockets(self.sockets)
         elif signo == signal.SIGHUP:
             log.warning("SIGHUP: reload is not supported yet; still serving the old configuration")
 

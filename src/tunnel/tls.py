@@ -149,7 +149,9 @@ def describe_certificates(listener: ListenerConfig) -> list[CertInfo]:
             cert = x509.load_pem_x509_certificates(f.read())[0]
         try:
             san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-            names = tuple(san.value.get_values_for_type(x509.DNSName))
+            names = tuple(san.value.get_values_for_type(x509.DNSName)) + tuple(
+                str(ip) for ip in san.value.get_values_for_type(x509.IPAddress)
+            )
         except x509.ExtensionNotFound:
             names = ()
         key = cert.public_key()

@@ -114,6 +114,9 @@ class Worker:
         """Stop accepting; wait for connections up to the drain timeout; close the rest."""
         self.stopping = True
         self._close_servers()
+        for socks in self.sockets.values():
+            for sock in socks:
+                sock.close()
         timeout = self.config.tunnel.drain_timeout
         live = self.count
         if live:

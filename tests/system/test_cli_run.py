@@ -193,7 +193,6 @@ def test_sigterm_drains_transfer_in_flight(
     assert not port_accepts(running.port)
 
 
-@pytest.mark.xfail(reason="engine: the supervisor keeps listening during a drain", strict=False)
 def test_new_connections_refused_while_draining(
     tunnel: Launcher, tmp_path: Path, certs: Certs, backend_factory: BackendFactory
 ) -> None:

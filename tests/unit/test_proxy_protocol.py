@@ -454,7 +454,7 @@ inet = st.tuples(st.one_of(ip4, ip6), ports)
 tlv_types = st.integers(0, 255).filter(lambda t: t not in (PP2_TYPE_CRC32C, PP2_TYPE_SSL))
 tlv_lists = st.lists(st.tuples(tlv_types, st.binary(max_size=40)), max_size=6)
 unix_paths = st.text(
-    st.characters(exclude_characters="\0"),
+    st.characters(exclude_characters="\0", exclude_categories=("Cs",)),
     min_size=1,
     max_size=60,
 ).filter(lambda p: len(p.encode()) <= 108)
