@@ -516,13 +516,17 @@ def reset_handler(record: ConnRecord) -> None:
     abort(record.sock)
 
 
+SENDER_LIMIT = 256 * MiB
+
+
 def sender_handler(record: ConnRecord) -> None:
-    """Send without end; set ``blocked`` once a 1 MiB send makes no progress for 2 s."""
+    """Send up to 256 MiB (so a failing test cannot eat the machine's memory); set
+    ``blocked`` once a 1 MiB send makes no progress for 2 s."""
     sock = record.sock
     sock.settimeout(2.0)
     block = pattern(MiB, 7)
     try:
-        while True:
+        while record.bytes_sent < SENDER_LIMIT:
             record.bytes_sent += sock.send(block)
     except TimeoutError:
         record.blocked.set()
