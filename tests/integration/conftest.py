@@ -18,10 +18,12 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
 
 @pytest.fixture
 def start_tunnel(certs: Certs, tmp_path: Path) -> Iterator[TunnelFactory]:
-    """Start ``tunnel run`` child processes; all are stopped by PID afterwards."""
+    """Start ``tunnel run`` child processes; all are stopped by PID afterwards and their
+    logs checked for crashes."""
     factory = TunnelFactory(certs, tmp_path)
     yield factory
     factory.stop_all()
+    factory.check_logs()
 
 
 @pytest.fixture

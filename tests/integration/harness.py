@@ -356,6 +356,14 @@ class TunnelFactory:
         for proc in self.started:
             proc.stop()
 
+    def check_logs(self) -> None:
+        """Fail if any tunnel logged a traceback or lost a worker (a crash hidden by a
+        restart would otherwise go unnoticed)."""
+        for proc in self.started:
+            text = proc.log()
+            for marker in ("Traceback", "restarting in", "did not stop in time"):
+                assert marker not in text, f"{marker!r} in the tunnel log:\n{text[-3000:]}"
+
 
 # --------------------------------------------------------------------------- backends
 
