@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,3 +33,22 @@ def start_backend() -> Iterator[BackendFactory]:
     factory = BackendFactory()
     yield factory
     factory.close_all()
+
+
+@pytest.fixture
+def unreachable() -> Iterator[str]:
+    """A loopback address whose connects hang: a listener with backlog 0, already full."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    filler = socket.create_connection(listener.getsockname(), timeout=2)
+    probe = socket.socket()
+    probe.settimeout(0.3)
+    try:
+        with pytest.raises(TimeoutError):  # the trick works on this kernel
+            probe.connect(listener.getsockname())
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        probe.close()
+        filler.close()
+        listener.close()

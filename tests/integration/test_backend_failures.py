@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import socket
 import ssl
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -27,25 +25,6 @@ from .harness import (
 pytestmark = pytest.mark.timeout(30)
 
 VERSIONS = ["1.2", "1.3"]
-
-
-@pytest.fixture
-def unreachable() -> Iterator[str]:
-    """A loopback address whose connects hang: a listener with backlog 0, already full."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    filler = socket.create_connection(listener.getsockname(), timeout=2)
-    probe = socket.socket()
-    probe.settimeout(0.3)
-    try:
-        with pytest.raises(TimeoutError):  # the trick works on this kernel
-            probe.connect(listener.getsockname())
-        yield f"127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        probe.close()
-        filler.close()
-        listener.close()
 
 
 def assert_clean_tls_close(sock: ssl.SSLSocket) -> None:

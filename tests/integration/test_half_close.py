@@ -90,3 +90,28 @@ def test_client_close_becomes_fin_reply_still_delivered(
     assert bytes(record.received) == request
     assert client.recv_all() == REPLY  # recv_all ends on close_notify, raises on a bare FIN
     client.close()
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_request_and_close_notify_while_backend_connects(
+    version: str,
+    certs: Certs,
+    start_tunnel: TunnelFactory,
+    start_backend: BackendFactory,
+    unreachable: str,
+) -> None:
+    """A request and close_notify sent while Tunnel is still connecting (the first backend
+    hangs for connect_timeout) reach the second backend intact, then EOF; the reply
+    comes back in full."""
+    backend = start_backend(reply_after_eof)
+    tunnel = start_tunnel([unreachable, backend.address], connect_timeout="500ms")
+    client = BioClient(certs.client_context(version), tunnel.address)
+    client.handshake()
+    request = pattern(100_000, 4)
+    client.send(request)
+    client.close_notify()
+    assert client.recv_all() == REPLY
+    (record,) = backend.wait_connections(1)
+    assert record.eof.is_set()
+    assert bytes(record.received) == request
+    client.close()
