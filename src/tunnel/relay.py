@@ -141,6 +141,8 @@ class TLSSide(asyncio.BufferedProtocol):
             self._handshake()
         elif state == CONNECTING:
             self._in.write(_view[:nbytes])  # decrypted once the backend is up
+            if self._in.pending >= self.high_water:
+                self.transport.pause_reading()  # resumed by attach_backend
 
     def eof_received(self) -> bool:
         if self.state in (RELAY, CONNECTING):
@@ -192,7 +194,9 @@ class TLSSide(asyncio.BufferedProtocol):
         self._timer.cancel()
         self._flush()
         self.state = CONNECTING
-        self.transport.pause_reading()
+        # Keep reading while the backend connects (up to high_water bytes, see
+        # buffer_updated), so that a client that leaves is noticed at once and its
+        # pending connect cancelled rather than completed for nobody.
         self.on_handshake()
 
     def _read_tls(self) -> None:
