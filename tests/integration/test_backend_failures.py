@@ -118,3 +118,22 @@ def test_client_abort_during_download_releases_backend(
     wait_until(lambda: record.ended_at is not None, timeout=3, what="backend connection end")
     assert isinstance(record.error, OSError), record.error  # reset / broken pipe, no block
     assert record.ended_at is not None and record.ended_at - aborted < 1.0
+
+
+def test_client_abort_while_backend_connects(
+    certs: Certs, start_tunnel: TunnelFactory, start_backend: BackendFactory, unreachable: str
+) -> None:
+    """A client that leaves while the backend connect hangs is cleaned up: the pending
+    connect is abandoned (the failover backend never sees a connection)."""
+    backend = start_backend(echo_handler)
+    tunnel = start_tunnel([unreachable, backend.address], connect_timeout="500ms")
+    # TLS 1.2: the server's Finished comes last, so once the client's handshake is done
+    # the server's is too, and Tunnel is connecting to the (hanging) first backend.
+    sock = tunnel.connect(certs.client_context("1.2"))
+    abort(sock)
+    wait_until(lambda: len(tunnel.conn_lines()) == 1, what="summary line")
+    assert "client error" in tunnel.conn_lines()[0]
+    with tunnel.connect(certs.client_context()) as other:  # the worker still serves
+        other.sendall(b"ping")
+        assert recv_exactly(other.recv, 4) == b"ping"
+    assert len(backend.records) == 1  # only the second client's connection
