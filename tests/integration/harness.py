@@ -1,10 +1,10 @@
 """Integration-test harness: Tunnel in a child process, backends in threads, TLS clients.
 
-* :class:`TunnelFactory` writes an ini file (short timeouts) and runs the supervisor via
-  ``run_tunnel.py`` in a child process; stderr goes to a log file whose lines carry
-  ``tunnel[PID]``. Every process is stopped by its PID in the fixture's finalizer.
+* :class:`TunnelFactory` writes an ini file (short timeouts) and runs
+  ``python -m tunnel run -c FILE`` in a child process; its stderr goes to a log file
+  whose lines carry ``tunnel[PID]`` (so a connection maps to its worker). Every process is stopped by its PID in the fixture's finalizer.
 * :class:`BackendFactory` runs a listening socket in a thread and each accepted
-  connection's ``handler(conn, record)`` in its own thread; :class:`ConnRecord` tells the
+  connection's ``handler(record)`` in its own thread; :class:`ConnRecord` tells the
   test what the backend saw (data, EOF, reset, timings).
 * :class:`BioClient` is a blocking TLS client over a raw socket and ``ssl.MemoryBIO``, so a
   test controls every byte (corrupt a record, half-close, read alerts).
