@@ -1,4 +1,4 @@
-"""Command line: ``tunnel run | check | demo | gen-cert``.
+"""Command line: ``tunnel run | check | reload | demo | gen-cert``.
 
 :func:`main` is the only code in Tunnel that prints to the user or decides the exit
 code: 0 success, 1 a runtime failure, 2 a configuration or usage mistake, 130 Ctrl-C
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ from tunnel import __version__, demo, supervisor
 from tunnel.config import Config, ListenerConfig, load_config
 from tunnel.errors import ConfigError, ConfigErrors, TunnelError
 from tunnel.log import setup_logging
+from tunnel.pidfile import PidFile, read_pid
 from tunnel.tls import CertInfo, describe_certificates
 
 EXIT_OK = 0
@@ -45,12 +47,84 @@ def _out(text: str = "") -> None:
 # --------------------------------------------------------------------------- run
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    """``tunnel run``: serve the configured listeners in the foreground."""
-    config = load_config(args.config)
+def _setup_logging(config: Config, override: str | None) -> None:
     settings = config.tunnel
-    setup_logging(args.log_level or settings.log_level, settings.log_target, settings.log_facility)
-    return supervisor.run(config)
+    try:
+        setup_logging(
+            override or settings.log_level,
+            settings.log_target,
+            settings.log_facility,
+            settings.log_file,
+        )
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot open the log file {settings.log_file}: {exc.strerror or exc}",
+            file=config.path,
+            section="tunnel",
+            key="log_file",
+            hint="check that the directory exists and is writable",
+        ) from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``tunnel run``: serve the configured listeners."""
+    config = load_config(args.config)
+    _setup_logging(config, args.log_level)
+    pidfile = PidFile(config.tunnel.pid_file) if config.tunnel.pid_file else None
+    if pidfile is not None:
+        pidfile.claim()  # before binding: "already running" beats "address in use"
+    runner = supervisor.Supervisor(config, log_level=args.log_level)
+    try:
+        try:
+            runner.prepare()
+        except OSError as exc:
+            raise TunnelError(f"cannot start: {exc}") from exc
+        if pidfile is not None:
+            runner.before_workers.append(pidfile.write)
+        return runner.run()
+    finally:
+        if pidfile is not None:
+            pidfile.remove()
+
+
+# --------------------------------------------------------------------------- reload
+
+
+def _pid_from_config(config: Config) -> int:
+    path = config.tunnel.pid_file
+    if not path:
+        raise ConfigError(
+            "no pid_file is set, so the running Tunnel cannot be found",
+            file=config.path,
+            section="tunnel",
+            key="pid_file",
+            hint="set pid_file (and restart Tunnel), or give the process id with --pid",
+        )
+    pid = read_pid(path)
+    if pid is None:
+        raise TunnelError(f"the pid file {path} is missing or empty: is Tunnel running?")
+    return pid
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """``tunnel reload``: validate the configuration, then send SIGHUP to the supervisor."""
+    if args.config is None and args.pid is None:
+        raise UsageError("give -c FILE (its pid_file finds the process) or --pid PID")
+    pid = args.pid
+    if args.config is not None:
+        # Validate first, so that mistakes reach this terminal and nothing is signalled.
+        config = load_config(args.config)
+        supervisor.build_contexts(config)
+        if pid is None:
+            pid = _pid_from_config(config)
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        raise TunnelError(f"no process {pid}: Tunnel is not running (stale pid file?)") from None
+    except PermissionError:
+        raise TunnelError(f"not allowed to signal pid {pid}: run as its user or root") from None
+    _out(f"Sent SIGHUP to pid {pid}: it reloads and logs the outcome")
+    return EXIT_OK
 
 
 # --------------------------------------------------------------------------- check
@@ -229,10 +303,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tunnel {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = sub.add_parser("run", help="serve the configured listeners in the foreground")
+    run = sub.add_parser("run", help="serve the configured listeners")
     run.add_argument("-c", "--config", required=True, metavar="FILE", help="configuration file")
     run.add_argument("--log-level", choices=LOG_LEVELS, help="override [tunnel] log_level")
     run.set_defaults(func=cmd_run)
+
+    rel = sub.add_parser("reload", help="make a running Tunnel re-read its configuration")
+    rel.add_argument(
+        "-c", "--config", metavar="FILE", help="validate FILE; its pid_file finds Tunnel"
+    )
+    rel.add_argument("--pid", type=int, metavar="PID", help="the supervisor's process id")
+    rel.set_defaults(func=cmd_reload)
 
     check = sub.add_parser("check", help="validate a configuration without serving")
     check.add_argument("-c", "--config", required=True, metavar="FILE", help="configuration file")

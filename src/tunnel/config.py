@@ -88,6 +88,9 @@ class TunnelSettings:
     log_facility: str = "daemon"
     max_connections: int = 10000
     drain_timeout: float = 30.0
+    log_file: str | None = None  # with log_target = file
+    watch: bool = False  # reload when a certificate or key file changes
+    pid_file: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,8 +130,20 @@ INHERITABLE_KEYS: frozenset[str] = frozenset(
     }
 )
 _PROCESS_KEYS: frozenset[str] = frozenset(
-    {"workers", "log_level", "log_target", "log_facility", "max_connections", "drain_timeout"}
+    {
+        "workers",
+        "log_level",
+        "log_target",
+        "log_facility",
+        "max_connections",
+        "drain_timeout",
+        "log_file",
+        "watch",
+        "pid_file",
+    }
 )
+# [tunnel] keys holding file paths (resolved like cert paths).
+_PATH_KEYS = ("log_file", "pid_file")
 TUNNEL_KEYS: frozenset[str] = _PROCESS_KEYS | INHERITABLE_KEYS
 LISTENER_KEYS: frozenset[str] = INHERITABLE_KEYS | {
     "accept",
@@ -139,7 +154,7 @@ LISTENER_KEYS: frozenset[str] = INHERITABLE_KEYS | {
 }
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
-LOG_TARGETS = ("stderr", "syslog")
+LOG_TARGETS = ("stderr", "syslog", "file")
 LOG_FACILITIES = (
     "kern",
     "user",
@@ -353,6 +368,17 @@ def _tls_version(text: str) -> str:
     raise ConfigValueError(f"{text!r} is not a TLS version", "use 1.2 or 1.3")
 
 
+_BOOLEANS = {"yes": True, "true": True, "on": True, "1": True}
+_BOOLEANS.update({"no": False, "false": False, "off": False, "0": False})
+
+
+def _boolean(text: str) -> bool:
+    try:
+        return _BOOLEANS[text.strip().lower()]
+    except KeyError:
+        raise ConfigValueError(f"{text!r} is not yes or no", "use yes or no") from None
+
+
 def _passthrough(text: str) -> str:
     return text.strip()
 
@@ -388,6 +414,9 @@ _PROCESS_CONVERTERS: dict[str, Callable[[str], Any]] = {
     "log_facility": _choice(LOG_FACILITIES),
     "max_connections": _MAX_CONNECTIONS,
     "drain_timeout": _duration(3600.0, allow_zero=True),
+    "log_file": _passthrough,
+    "watch": _boolean,
+    "pid_file": _passthrough,
 }
 
 # --------------------------------------------------------------------------- parsing context
@@ -562,10 +591,33 @@ def _convert_keys(
 def _parse_tunnel(items: Mapping[str, str], ctx: _Context) -> tuple[TunnelSettings, dict[str, Any]]:
     """Parse [tunnel]: returns the process settings and the listener defaults."""
     _check_keys(TUNNEL_SECTION, list(items), TUNNEL_KEYS, LISTENER_KEYS - TUNNEL_KEYS, ctx)
-    settings = TunnelSettings(**_convert_keys(TUNNEL_SECTION, items, _PROCESS_CONVERTERS, ctx))
+    values = _convert_keys(TUNNEL_SECTION, items, _PROCESS_CONVERTERS, ctx)
+    for key in _PATH_KEYS:
+        if key in values:
+            values[key] = ctx.resolve(values[key])
+    _check_log_file(values, ctx)
+    settings = TunnelSettings(**values)
     defaults = _convert_keys(TUNNEL_SECTION, items, _INHERITABLE_CONVERTERS, ctx)
     _check_tls_range(TUNNEL_SECTION, defaults, ctx)
     return settings, defaults
+
+
+def _check_log_file(values: Mapping[str, Any], ctx: _Context) -> None:
+    target = values.get("log_target", "stderr")
+    if target == "file" and "log_file" not in values:
+        ctx.error(
+            "log_target = file needs a log_file",
+            TUNNEL_SECTION,
+            "log_file",
+            "add e.g. 'log_file = /var/log/tunnel.log'",
+        )
+    elif target != "file" and "log_file" in values:
+        ctx.error(
+            f"log_file is only used with log_target = file (log_target is {target})",
+            TUNNEL_SECTION,
+            "log_target",
+            "set 'log_target = file' or delete the log_file line",
+        )
 
 
 def _check_tls_range(section: str, values: Mapping[str, Any], ctx: _Context) -> None:

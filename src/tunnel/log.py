@@ -1,4 +1,8 @@
-"""Logging setup: stderr or syslog, level and facility from the configuration.
+"""Logging setup: stderr, syslog or a file; level and facility from the configuration.
+
+With ``log_target = file`` the file is opened in append mode and reopened by
+:func:`reopen_logs` (SIGUSR1, in the supervisor and every worker) so that logrotate can
+move it away and a new file is started.
 
 Everything in Tunnel logs through loggers named ``tunnel.*``; :func:`setup_logging`
 attaches one handler to the ``tunnel`` logger (replacing any earlier one, so it may be
@@ -49,6 +53,33 @@ def _stderr_handler() -> logging.Handler:
     return handler
 
 
+class ReopenableFileHandler(logging.FileHandler):
+    """A log file that :meth:`reopen` closes and opens again at the same path."""
+
+    def reopen(self) -> None:
+        """Start writing to whatever file is now at the path (after a rotation)."""
+        self.acquire()
+        try:
+            if self.stream is not None:
+                self.stream.close()
+            self.stream = self._open()
+        finally:
+            self.release()
+
+
+def _file_handler(path: str) -> logging.Handler:
+    handler = ReopenableFileHandler(path, mode="a", encoding="utf-8")
+    handler.setFormatter(logging.Formatter(STDERR_FORMAT, datefmt="%Y-%m-%d %H:%M:%S"))
+    return handler
+
+
+def reopen_logs() -> None:
+    """Reopen Tunnel's log file, if it logs to one (no-op for stderr and syslog)."""
+    for handler in logging.getLogger(ROOT_LOGGER).handlers:
+        if isinstance(handler, ReopenableFileHandler):
+            handler.reopen()
+
+
 def _syslog_handler(facility: str) -> logging.Handler:
     number = _facility_number(facility)
     handler: logging.handlers.SysLogHandler | None = None
@@ -65,11 +96,17 @@ def _syslog_handler(facility: str) -> logging.Handler:
     return handler
 
 
-def setup_logging(level: str = "info", target: str = "stderr", facility: str = "daemon") -> None:
-    """Send Tunnel's logs to ``target`` (``stderr`` or ``syslog``) at ``level``.
+def setup_logging(
+    level: str = "info",
+    target: str = "stderr",
+    facility: str = "daemon",
+    log_file: str | None = None,
+) -> None:
+    """Send Tunnel's logs to ``target`` (``stderr``, ``syslog`` or ``file``) at ``level``.
 
     Idempotent: handlers installed by an earlier call are closed and replaced.
-    Raises ValueError for an unknown level, target or facility.
+    Raises ValueError for an unknown level, target or facility (or ``file`` without
+    ``log_file``), OSError when the log file cannot be opened.
     """
     number = level_number(level)
     kind = target.strip().lower()
@@ -77,8 +114,12 @@ def setup_logging(level: str = "info", target: str = "stderr", facility: str = "
         handler = _stderr_handler()
     elif kind == "syslog":
         handler = _syslog_handler(facility)
+    elif kind == "file" and log_file:
+        handler = _file_handler(log_file)
+    elif kind == "file":
+        raise ValueError("log target 'file' needs a log_file")
     else:
-        raise ValueError(f"unknown log target {target!r}: use stderr or syslog")
+        raise ValueError(f"unknown log target {target!r}: use stderr, syslog or file")
     logger = logging.getLogger(ROOT_LOGGER)
     for old in list(logger.handlers):
         logger.removeHandler(old)

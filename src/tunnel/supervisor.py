@@ -13,14 +13,22 @@ The TLS contexts are built before ``fork()``, so all workers share the same sess
 ticket keys and a client resumes its session whichever worker it lands on.
 
 Signals are never handled asynchronously here: they are blocked, and the main loop
-collects them with ``sigtimedwait`` (SIGCHLD included) and acts on them in order.
+collects them with ``sigtimedwait`` (SIGCHLD included); handling a signal only records
+it, and the loop acts on what was recorded.
+
+Reload (SIGHUP, or a watched certificate file changing) is a transaction: the new
+configuration is parsed, every TLS context built and every new address bound first; any
+error leaves the running generation of workers untouched. Otherwise a new generation is
+forked with the new configuration (reusing the already-bound sockets of unchanged
+addresses, see :mod:`tunnel.listen`), and only then is the old generation told to drain
+(SIGTERM: stop accepting, finish open connections up to its ``drain_timeout``). A new
+generation has new TLS contexts and therefore new session-ticket keys.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import logging
 import os
 import resource
@@ -28,17 +36,22 @@ import signal
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from tunnel.config import Address, Config, ListenerConfig
+from tunnel.config import Address, Config, load_config
 from tunnel.errors import ConfigError, ConfigErrors, TunnelError
+from tunnel.listen import SocketPool, close_foreign
+from tunnel.log import reopen_logs, setup_logging
 from tunnel.relay import enable_sni_capture
 from tunnel.tls import build_server_context
+from tunnel.watch import FileState, changed, snapshot, watched_files
 from tunnel.worker import run_worker
 
 log = logging.getLogger("tunnel.supervisor")
 
-_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
+_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD}
+WATCH_INTERVAL = 2.0
 _STABLE_SECONDS = 10.0
 _MAX_BACKOFF = 30.0
 _PR_SET_PDEATHSIG = 1
@@ -68,89 +81,6 @@ def build_contexts(config: Config) -> dict[str, ssl.SSLContext]:
     return contexts
 
 
-def _bind_error(
-    config: Config, listener: ListenerConfig, addr: Address, exc: OSError
-) -> ConfigError:
-    hints = {
-        errno.EADDRINUSE: "another process listens there: stop it or change 'accept'",
-        errno.EACCES: "ports below 1024 need root or CAP_NET_BIND_SERVICE",
-        errno.EADDRNOTAVAIL: "no network interface of this machine has that address",
-    }
-    return ConfigError(
-        f"cannot listen on {addr}: {exc.strerror or exc}",
-        file=config.path,
-        section=listener.name,
-        key="accept",
-        hint=hints.get(exc.errno or 0, "check the address"),
-    )
-
-
-def probe_free(addr: Address) -> None:
-    """Raise OSError(EADDRINUSE) if anything already listens on ``addr``.
-
-    Our sockets use SO_REUSEPORT, which would let a second Tunnel (same user) silently
-    share the port; a plain bind first makes that an "address in use" error instead.
-    """
-    family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        probe.bind((addr.host, addr.port))
-
-
-def bind_socket(addr: Address, backlog: int) -> socket.socket:
-    """One non-blocking SO_REUSEPORT listening socket."""
-    family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind((addr.host, addr.port))
-        sock.listen(backlog)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def bind_all(config: Config, workers: int) -> dict[str, list[list[socket.socket]]]:
-    """Per listener, per worker: the sockets of all its accept addresses."""
-    bound: dict[str, list[list[socket.socket]]] = {}
-    errors: list[ConfigError] = []
-    for listener in config.listeners:
-        per_worker: list[list[socket.socket]] = [[] for _ in range(workers)]
-        for addr in listener.accept:
-            if addr.port:
-                try:
-                    probe_free(addr)
-                except OSError as exc:
-                    errors.append(_bind_error(config, listener, addr, exc))
-                    continue
-            for index in range(workers):
-                try:
-                    per_worker[index].append(bind_socket(addr, listener.backlog))
-                except OSError as exc:
-                    errors.append(_bind_error(config, listener, addr, exc))
-                    break
-        bound[listener.name] = per_worker
-    if errors:
-        close_sockets(bound)
-        raise ConfigErrors(errors)
-    return bound
-
-
-def close_sockets(bound: dict[str, list[list[socket.socket]]]) -> None:
-    """Close every socket of ``bind_all``'s result."""
-    for per_worker in bound.values():
-        for socks in per_worker:
-            for sock in socks:
-                sock.close()
-
-
 def raise_fd_limit() -> None:
     """Raise the soft open-files limit to the hard one (each connection needs two fds)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -177,37 +107,64 @@ class WorkerSlot:
     restart_at: float | None = None
 
 
-class Supervisor:
-    """Owns the listening sockets and the worker processes."""
+Hook = Callable[[], None]
 
-    def __init__(self, config: Config) -> None:
+
+class Supervisor:
+    """Owns the listening sockets and the worker processes.
+
+    ``log_level`` is the command line's override of ``log_level`` (kept across reloads).
+    ``notify`` receives service-manager state lines (``READY=1`` ...); ``before_workers``
+    runs once after everything is bound and loaded, before the first worker is forked
+    (the place to drop privileges); ``on_ready`` runs once the first workers exist.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        log_level: str | None = None,
+        inherited: dict[Address, socket.socket] | None = None,
+    ) -> None:
         self.config = config
+        self.log_level = log_level
         self.workers = worker_count(config)
         self.contexts: dict[str, ssl.SSLContext] = {}
-        self.sockets: dict[str, list[list[socket.socket]]] = {}
+        self.pool = SocketPool(inherited)
         self.slots = [WorkerSlot(i) for i in range(self.workers)]
+        self.retired: dict[int, float] = {}  # old generation's workers: pid -> kill deadline
+        self.generation = 1
         self.stopping = False
         self.deadline = 0.0
+        self.reload_requested = False
+        self.reopen_requested = False
+        self.watch_state: dict[str, FileState] = {}
+        self.next_watch = 0.0
+        self.notify: Callable[[str], None] = lambda _state: None
+        self.before_workers: list[Hook] = []
+        self.on_ready: list[Hook] = []
+        self.child_fds: list[int] = []  # closed in every worker right after fork
 
     def prepare(self) -> None:
         """Load certificates and bind sockets; raise ConfigErrors on any problem."""
         raise_fd_limit()
         self.contexts = build_contexts(self.config)
-        self.sockets = bind_all(self.config, self.workers)
+        self.pool.commit(self.pool.plan(self.config, self.workers))
 
     def _spawn(self, slot: WorkerSlot) -> None:
         pid = os.fork()
         if pid == 0:  # the worker
             code = 1
             try:
+                # Until the worker's own handler exists, a forwarded SIGUSR1 must not kill it.
+                signal.signal(signal.SIGUSR1, signal.SIG_IGN)
                 signal.pthread_sigmask(signal.SIG_SETMASK, set())
                 _die_with_parent()
-                mine = {name: socks[slot.index] for name, socks in self.sockets.items()}
-                for per_worker in self.sockets.values():
-                    for index, socks in enumerate(per_worker):
-                        if index != slot.index:
-                            for sock in socks:
-                                sock.close()
+                for fd in self.child_fds:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+                close_foreign(self.pool, self.config, slot.index)
+                mine = self.pool.for_worker(self.config, slot.index)
                 code = run_worker(self.config, self.contexts, mine)
             except BaseException:
                 log.exception("worker %d failed", slot.index)
@@ -217,27 +174,35 @@ class Supervisor:
         slot.pid = pid
         slot.started = time.monotonic()
         slot.restart_at = None
-        log.info("worker %d started (pid %d)", slot.index, pid)
+        log.info("worker %d started (pid %d), generation %d", slot.index, pid, self.generation)
+
+    def _log_listeners(self) -> None:
+        for listener in self.config.listeners:
+            log.info(
+                "listener %s: %s -> %s",
+                listener.name,
+                ", ".join(str(a) for a in listener.accept),
+                ", ".join(str(a) for a in listener.connect),
+            )
 
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT and every worker has drained; return the exit code."""
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
         try:
-            for listener in self.config.listeners:
-                addrs = ", ".join(str(a) for a in listener.accept)
-                log.info(
-                    "listener %s: %s -> %s",
-                    listener.name,
-                    addrs,
-                    ", ".join(str(a) for a in listener.connect),
-                )
+            for hook in self.before_workers:
+                hook()
+            self._log_listeners()
             for slot in self.slots:
                 self._spawn(slot)
+            self._watch_reset()
             log.info("tunnel started: %d worker(s), pid %d", self.workers, os.getpid())
+            for hook in self.on_ready:
+                hook()
+            self.notify(f"READY=1\nSTATUS=serving, {self.workers} worker(s)\nMAINPID={os.getpid()}")
             return self._loop()
         finally:
-            self._kill_all(signal.SIGKILL)
-            close_sockets(self.sockets)
+            self._kill_all(signal.SIGKILL, retired=True)
+            self.pool.close_all()
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
 
     def _loop(self) -> int:
@@ -247,39 +212,153 @@ class Supervisor:
                 self._on_signal(info.si_signo)
             self._reap()
             now = time.monotonic()
+            self._kill_overdue(now)
+            if self.reopen_requested:
+                self.reopen_requested = False
+                reopen_logs()
+                self._kill_all(signal.SIGUSR1, retired=True)
             if self.stopping:
-                if not any(slot.pid for slot in self.slots):
+                if not any(slot.pid for slot in self.slots) and not self.retired:
                     log.info("tunnel stopped")
                     return 0
                 if now > self.deadline:
                     log.warning("workers did not stop in time: killing them")
-                    self._kill_all(signal.SIGKILL)
+                    self._kill_all(signal.SIGKILL, retired=True)
                 continue
+            if self.reload_requested:
+                self.reload_requested = False
+                self.reload()
+            elif self.config.tunnel.watch and now >= self.next_watch:
+                self._watch_poll(now)
             for slot in self.slots:
                 if not slot.pid and slot.restart_at is not None and now >= slot.restart_at:
                     self._spawn(slot)
 
     def _on_signal(self, signo: int) -> None:
+        # Only record or forward here; reloads and restarts happen in the loop.
         if signo in (signal.SIGTERM, signal.SIGINT):
             if self.stopping:
                 log.info("second stop signal: closing all connections now")
+                self._kill_all(signal.SIGTERM, retired=True)
             else:
                 log.info("stop signal: draining (up to %.0fs)", self.config.tunnel.drain_timeout)
+                self.notify("STOPPING=1\nSTATUS=draining")
                 self.stopping = True
                 self.deadline = time.monotonic() + self.config.tunnel.drain_timeout + 5.0
-            self._kill_all(signal.SIGTERM)
+                self.deadline = max([self.deadline, *self.retired.values()])
+                # Old-generation workers are draining already; a SIGTERM would hurry them.
+                self._kill_all(signal.SIGTERM)
             # Workers close their copies when they start draining; once ours are closed
             # too, new connections are refused at once (a balancer fails over) instead
             # of waiting in a backlog nobody accepts from.
-            close_sockets(self.sockets)
+            self.pool.close_all()
         elif signo == signal.SIGHUP:
-            log.warning("SIGHUP: reload is not supported yet; still serving the old configuration")
+            self.reload_requested = True
+        elif signo == signal.SIGUSR1:
+            self.reopen_requested = True
 
-    def _kill_all(self, signo: int) -> None:
+    # -- reload -----------------------------------------------------------------------
+    def reload(self) -> bool:
+        """Re-read the configuration and certificates; switch generations if all is well.
+
+        A transaction: the new TLS contexts are built and the new sockets bound first; on
+        any error the running generation keeps serving and the error is logged.
+        """
+        path = self.config.path
+        if path.startswith("<"):
+            log.warning("reload: %s has no configuration file to re-read; ignored", path)
+            return False
+        self.notify(
+            f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}"
+        )
+        log.info("reload: reading %s", path)
+        try:
+            config = load_config(path)
+            contexts = build_contexts(config)
+            workers = worker_count(config)
+            planned = self.pool.plan(config, workers)
+        except ConfigErrors as exc:
+            return self._reload_failed([str(e) for e in exc.errors])
+        except (TunnelError, OSError) as exc:
+            return self._reload_failed([str(exc)])
+        old_pids = [slot.pid for slot in self.slots if slot.pid]
+        kill_at = time.monotonic() + self.config.tunnel.drain_timeout + 5.0
+        self._apply_logging(config)
+        self.pool.commit(planned)
+        self.config, self.contexts, self.workers = config, contexts, workers
+        self.generation += 1
+        self.slots = [WorkerSlot(i) for i in range(workers)]
+        self._log_listeners()
+        # The new generation starts before the old one stops accepting; the sockets of
+        # unchanged addresses are the same, so a connection arriving in between waits
+        # in the backlog for whichever worker accepts first.
         for slot in self.slots:
-            if slot.pid:
+            self._spawn(slot)
+        for pid in old_pids:
+            self.retired[pid] = kill_at
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        self._watch_reset()
+        log.info(
+            "reload: generation %d serving with %d worker(s); %d old worker(s) draining",
+            self.generation,
+            workers,
+            len(old_pids),
+        )
+        self.notify(f"READY=1\nSTATUS=serving, generation {self.generation}")
+        return True
+
+    def _reload_failed(self, problems: list[str]) -> bool:
+        for problem in problems:
+            log.error("reload failed: %s", problem)
+        log.error("reload failed: still serving the previous configuration")
+        self.notify(f"READY=1\nSTATUS=reload failed: {problems[0]}")
+        return False
+
+    def _apply_logging(self, config: Config) -> None:
+        new, old = config.tunnel, self.config.tunnel
+        settings = ("log_level", "log_target", "log_facility", "log_file")
+        if all(getattr(new, name) == getattr(old, name) for name in settings):
+            return
+        try:
+            setup_logging(
+                self.log_level or new.log_level, new.log_target, new.log_facility, new.log_file
+            )
+        except (ValueError, OSError) as exc:
+            log.error("reload: cannot set up logging (%s); keeping the previous setup", exc)
+
+    # -- watch ------------------------------------------------------------------------
+    def _watch_reset(self) -> None:
+        if self.config.tunnel.watch:
+            self.watch_state = snapshot(watched_files(self.config))
+            self.next_watch = time.monotonic() + WATCH_INTERVAL
+
+    def _watch_poll(self, now: float) -> None:
+        self.next_watch = now + WATCH_INTERVAL
+        state = snapshot(list(self.watch_state))
+        moved = changed(self.watch_state, state)
+        if moved:
+            # Remember what we saw even if the reload fails (e.g. a key written after its
+            # certificate): the next change tries again instead of failing every poll.
+            self.watch_state = state
+            log.info("watch: %s changed; reloading", ", ".join(moved))
+            self.reload()
+
+    # -- workers ----------------------------------------------------------------------
+    def _kill_all(self, signo: int, *, retired: bool = False) -> None:
+        pids = [slot.pid for slot in self.slots if slot.pid]
+        if retired:
+            pids += list(self.retired)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signo)
+
+    def _kill_overdue(self, now: float) -> None:
+        for pid, deadline in self.retired.items():
+            if now > deadline:
+                log.warning("old worker (pid %d) did not drain in time: killing it", pid)
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(slot.pid, signo)
+                    os.kill(pid, signal.SIGKILL)
 
     def _reap(self) -> None:
         while True:
@@ -289,6 +368,9 @@ class Supervisor:
                 return
             if pid == 0:
                 return
+            if self.retired.pop(pid, None) is not None:
+                log.info("old worker (pid %d) finished draining", pid)
+                continue
             for slot in self.slots:
                 if slot.pid == pid:
                     self._worker_exited(slot, status)
@@ -309,9 +391,9 @@ class Supervisor:
         log.error("worker %d (pid %d) %s; restarting in %.1fs", slot.index, pid, how, delay)
 
 
-def run(config: Config) -> int:
+def run(config: Config, *, log_level: str | None = None) -> int:
     """Prepare and run a supervisor (raises ConfigErrors/TunnelError before serving)."""
-    supervisor = Supervisor(config)
+    supervisor = Supervisor(config, log_level=log_level)
     try:
         supervisor.prepare()
     except OSError as exc:

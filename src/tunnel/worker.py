@@ -9,6 +9,7 @@ the event loop itself, which keeps serving.
 SIGTERM starts a drain: stop accepting, let open connections finish until the drain
 timeout, then close the rest with close_notify. A second SIGTERM closes everything now.
 SIGINT is ignored here: the supervisor turns a Ctrl-C into SIGTERM for its workers.
+SIGUSR1 reopens the log file (forwarded by the supervisor after a log rotation).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import uvloop
 
 from tunnel.config import Config
 from tunnel.connection import ClientConnection, ListenerRuntime
+from tunnel.log import reopen_logs
 
 log = logging.getLogger("tunnel.worker")
 
@@ -98,6 +100,7 @@ class Worker:
         """Serve until SIGTERM, then drain."""
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._on_signal)
+        loop.add_signal_handler(signal.SIGUSR1, reopen_logs)
         for listener in self.config.listeners:
             self.runtimes.append(
                 ListenerRuntime(listener, self.contexts[listener.name], loop, self)

@@ -437,7 +437,7 @@ def test_tls_min_above_max_in_tunnel_is_reported_once() -> None:
         ("workers", "257", "auto or 1..256"),
         ("workers", "two", "auto or 1..256"),
         ("log_level", "verbose", "debug, info, warning, error"),
-        ("log_target", "file", "stderr, syslog"),
+        ("log_target", "console", "stderr, syslog, file"),
         ("log_facility", "local8", "local7"),
         ("max_connections", "-1", "whole number"),
         ("drain_timeout", "2h", "too long"),

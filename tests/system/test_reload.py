@@ -1,0 +1,279 @@
+"""Reload (SIGHUP, ``tunnel reload``, ``watch = yes``) without dropping a connection."""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from .conftest import (
+    Backend,
+    Certs,
+    Launcher,
+    Running,
+    free_port,
+    port_accepts,
+    read_request,
+    start_run,
+    wait_for,
+    write_certs,
+)
+from .test_cli_run import (
+    SLOW_CHUNK,
+    SLOW_PAUSE,
+    read_all,
+    slow_body,
+    slow_handler,
+    start_slow_transfer,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+BackendFactory = Callable[[Callable[[socket.socket], None]], Backend]
+
+
+def routing_handler(conn: socket.socket) -> None:
+    """``GET /slow`` gets the slow 3 MiB body; anything else a short hello."""
+    head = read_request(conn)
+    if not head.startswith(b"GET /slow"):
+        body = b"hello from the backend\n"
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        return
+    body = slow_body()
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
+    for offset in range(0, len(body), SLOW_CHUNK):
+        conn.sendall(body[offset : offset + SLOW_CHUNK])
+        time.sleep(SLOW_PAUSE)  # pacing the transfer, not synchronisation
+
+
+def fetch(port: int, ca_pem: Path) -> tuple[bytes, bytes]:
+    """One fresh TLS connection: GET / and return (server certificate DER, response)."""
+    ctx = ssl.create_default_context(cafile=str(ca_pem))
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        ctx.wrap_socket(raw, server_hostname="localhost") as sock,
+    ):
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        der = sock.getpeercert(binary_form=True) or b""
+        return der, read_all(sock)
+
+
+class ClientLoop:
+    """Threads opening connections back to back; counts successes and failures."""
+
+    def __init__(self, running: Running, threads: int = 6) -> None:
+        self.running = running
+        self.ok = 0
+        self.failures: list[str] = []
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                _, response = fetch(self.running.port, self.running.certs.ca_pem)
+                good = response.endswith(b"hello from the backend\n")
+                problem = "" if good else f"bad response {response[:80]!r}"
+            except OSError as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+            with self.lock:
+                if problem:
+                    self.failures.append(problem)
+                else:
+                    self.ok += 1
+
+    def __enter__(self) -> ClientLoop:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(15)
+
+    def wait_more(self, count: int) -> None:
+        """Wait until ``count`` more connections have succeeded."""
+        target = self.ok + count
+        wait_for(
+            f"{count} more successful connections", lambda: self.ok >= target or bool(self.failures)
+        )
+
+
+def generation_line(n: int) -> str:
+    return rf"reload: generation {n} serving"
+
+
+def test_five_reloads_lose_no_connection(
+    tunnel: Launcher, tmp_path: Path, certs: Certs, backend_factory: BackendFactory
+) -> None:
+    running = start_run(tunnel, tmp_path, certs, backend_factory(routing_handler), workers="2")
+    proc = running.proc
+    old_workers = set(proc.worker_pids())
+    sock, first = start_slow_transfer_at(running, "/slow")
+    with sock, ClientLoop(running) as loop:
+        loop.wait_more(20)
+        for n in range(2, 7):
+            proc.signal(signal.SIGHUP)
+            proc.wait_log(generation_line(n))
+            loop.wait_more(20)
+        assert not loop.failures, loop.failures[:5]
+        data = read_all(sock, first)
+    assert loop.ok >= 120
+    body = data.partition(b"\r\n\r\n")[2]
+    assert hashlib.sha256(body).digest() == hashlib.sha256(slow_body()).digest()
+    wait_for("the first generation to finish", lambda: not old_workers & set(proc.worker_pids()))
+    assert len(proc.worker_pids()) == 2
+    assert proc.stderr().count("finished draining") >= 2
+
+
+def start_slow_transfer_at(running: Running, path: str) -> tuple[ssl.SSLSocket, bytes]:
+    """Like start_slow_transfer, for the routing backend's slow path."""
+    ctx = ssl.create_default_context(cafile=str(running.certs.ca_pem))
+    raw = socket.create_connection(("127.0.0.1", running.port), timeout=10)
+    sock = ctx.wrap_socket(raw, server_hostname="localhost")
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+    received = sock.recv(65536)
+    assert received.startswith(b"HTTP/1.1 200 OK")
+    return sock, received
+
+
+def test_reload_serves_new_certificate_and_keeps_old_connection(
+    tunnel: Launcher, tmp_path: Path, certs: Certs, backend_factory: BackendFactory
+) -> None:
+    running = start_run(tunnel, tmp_path, certs, backend_factory(slow_handler))
+    before, _ = fetch_any(running)
+    sock, first = start_slow_transfer(running)
+    with sock:
+        write_certs(certs.ca, certs.cert_pem.parent)  # a new leaf at the same paths
+        running.proc.signal(signal.SIGHUP)
+        running.proc.wait_log(generation_line(2))
+        after, _ = fetch_any(running)
+        assert after != before
+        data = read_all(sock, first)
+    assert data.partition(b"\r\n\r\n")[2] == slow_body()
+
+
+def fetch_any(running: Running) -> tuple[bytes, bytes]:
+    """Like fetch, but tolerating any response (the slow backend answers slowly)."""
+    ctx = ssl.create_default_context(cafile=str(running.certs.ca_pem))
+    with (
+        socket.create_connection(("127.0.0.1", running.port), timeout=10) as raw,
+        ctx.wrap_socket(raw, server_hostname="localhost") as sock,
+    ):
+        return sock.getpeercert(binary_form=True) or b"", b""
+
+
+def test_bad_reload_keeps_serving(
+    tunnel: Launcher, tmp_path: Path, certs: Certs, hello_backend: Backend
+) -> None:
+    running = start_run(tunnel, tmp_path, certs, hello_backend)
+    workers = running.proc.worker_pids()
+    good = running.config.read_text()
+    running.config.write_text(good.replace("handshake_timeout", "handshake_timout"))
+    running.proc.signal(signal.SIGHUP)
+    line = running.proc.wait_log(r"reload failed: (.*)").group(1)
+    assert "tunnel.ini: [web] handshake_timout: unknown key" in line
+    assert "did you mean 'handshake_timeout'" in line
+    running.proc.wait_log(r"still serving the previous configuration")
+    assert fetch(running.port, certs.ca_pem)[1].endswith(b"hello from the backend\n")
+    assert running.proc.worker_pids() == workers
+
+    # A certificate that does not match its key: same, named by section and key.
+    running.config.write_text(good)
+    other = write_certs(certs.ca, tmp_path / "other")
+    certs.key_pem.write_bytes(other.key_pem.read_bytes())
+    offset = len(running.proc.stderr())
+    running.proc.signal(signal.SIGHUP)
+    line = running.proc.wait_log(r"reload failed: (.*)", start=offset).group(1)
+    assert "[web] cert" in line or "[web] key" in line
+    assert fetch(running.port, certs.ca_pem)[1].endswith(b"hello from the backend\n")
+    assert running.proc.worker_pids() == workers
+
+
+def test_reload_adds_and_removes_listeners(
+    tunnel: Launcher, tmp_path: Path, certs: Certs, hello_backend: Backend
+) -> None:
+    running = start_run(tunnel, tmp_path, certs, hello_backend)
+    good = running.config.read_text()
+    extra = free_port()
+    added = (
+        good
+        + "\n[more]\n"
+        + "\n".join(
+            [
+                f"accept = 127.0.0.1:{extra}",
+                f"cert = {certs.cert_pem}",
+                f"key = {certs.key_pem}",
+                f"connect = 127.0.0.1:{hello_backend.port}",
+            ]
+        )
+    )
+    running.config.write_text(added)
+    running.proc.signal(signal.SIGHUP)
+    running.proc.wait_log(generation_line(2))
+    assert fetch(extra, certs.ca_pem)[1].endswith(b"hello from the backend\n")
+    assert fetch(running.port, certs.ca_pem)[1].endswith(b"hello from the backend\n")
+
+    # Remove [web] (the original listener); its port stops accepting.
+    running.config.write_text(
+        added.replace("[web]", "[web-gone]").replace(
+            f"accept = 127.0.0.1:{running.port}", f"accept = 127.0.0.1:{free_port()}"
+        )
+    )
+    running.proc.signal(signal.SIGHUP)
+    running.proc.wait_log(generation_line(3))
+    wait_for("the removed port to refuse", lambda: not port_accepts(running.port))
+    assert fetch(extra, certs.ca_pem)[1].endswith(b"hello from the backend\n")
+
+
+def test_watch_reloads_changed_certificate(
+    tunnel: Launcher, tmp_path: Path, certs: Certs, hello_backend: Backend
+) -> None:
+    running = start_run(tunnel, tmp_path, certs, hello_backend, watch="yes")
+    before, _ = fetch(running.port, certs.ca_pem)
+    write_certs(certs.ca, certs.cert_pem.parent)
+    running.proc.wait_log(r"watch: .*cert\.pem.* changed; reloading")
+    running.proc.wait_log(generation_line(2))
+    after, response = fetch(running.port, certs.ca_pem)
+    assert after != before
+    assert response.endswith(b"hello from the backend\n")
+
+
+def test_reload_command(
+    tunnel: Launcher, tmp_path: Path, certs: Certs, hello_backend: Backend
+) -> None:
+    pid_file = tmp_path / "tunnel.pid"
+    running = start_run(tunnel, tmp_path, certs, hello_backend, pid_file=str(pid_file))
+    wait_for("the pid file", lambda: pid_file.exists())
+    assert pid_file.read_text() == f"{running.proc.pid}\n"
+    result = tunnel.run("reload", "-c", str(running.config))
+    assert result.returncode == 0, result.stderr
+    assert f"Sent SIGHUP to pid {running.proc.pid}" in result.stdout
+    running.proc.wait_log(generation_line(2))
+
+    # A broken file is reported here, and the running Tunnel is not signalled.
+    good = running.config.read_text()
+    running.config.write_text(good.replace("connect =", "conect ="))
+    result = tunnel.run("reload", "-c", str(running.config))
+    assert result.returncode == 2
+    assert "[web] conect: unknown key" in result.stderr
+    assert (
+        "reload: reading"
+        not in running.proc.stderr().split(generation_line(2).replace("\\", ""))[-1]
+    )
+
+    result = tunnel.run("reload", "--pid", str(running.proc.pid))
+    assert result.returncode == 0, result.stderr
+    running.proc.wait_log(r"reload failed: .*conect")
+    running.config.write_text(good)
+    running.proc.stop()
+    assert not pid_file.exists()
