@@ -15,6 +15,7 @@ import signal
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -69,7 +70,7 @@ def durations_for(quick: bool, fd_limit: int) -> Durations:
         return Durations(keepalive=2, handshake=1, resume=1, bulk=1, idle_counts=(2000,))
     # The terminator needs two descriptors per connection (client + backend side).
     large = min(10_000, (fd_limit - 200) // 2 // 100 * 100)
-    return Durations(keepalive=5, handshake=4, resume=4, bulk=4, idle_counts=(2000, large))
+    return Durations(keepalive=4, handshake=3, resume=3, bulk=3, idle_counts=(2000, large))
 
 
 def install_tools(target_names: list[str]) -> list[str]:
@@ -103,62 +104,70 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    unavailable = install_tools(args.targets)
-    fd_limit = raise_nofile_limit()
-    durations = durations_for(args.quick, fd_limit)
-    rounds = args.rounds or (1 if args.quick else 3)
-    started = time.monotonic()
-    load_before = environment.load_average()
-    if load_before > 0.5:
+def warn_if_busy() -> float:
+    load = environment.load_average()
+    if load > 0.5:
         print(
-            f"warning: load average is {load_before:.2f} before starting; other work on "
+            f"warning: load average is {load:.2f} before starting; other work on "
             "this machine will skew the results",
             flush=True,
         )
+    return load
+
+
+def run_benchmark(args: argparse.Namespace, registry: Registry, tmp: Path) -> None:
+    """Everything between installing tools and cleaning up."""
+    unavailable = install_tools(args.targets)
+    durations = durations_for(args.quick, raise_nofile_limit())
+    rounds = args.rounds or (1 if args.quick else 3)
+    started, load_before = time.monotonic(), warn_if_busy()
+    print(f"temp dir {tmp}; generating certificates", flush=True)
+    certs = make_certs(tmp)
+    backend = start_backend(registry, tmp / "backend", args.workers)
+    print(f"backend nginx on 127.0.0.1:{backend.port} (pid {backend.managed.pid})", flush=True)
+    bench = Bench(
+        registry,
+        tmp,
+        backend,
+        certs,
+        durations,
+        args.workers,
+        rounds,
+        [TARGETS[name] for name in args.targets],
+        retries=max(0, args.retries),
+        retry_budget_s=20.0 if args.quick else 60.0,
+    )
+    for name in unavailable:
+        state = bench.collected.states[name]
+        state.status, state.error = "unavailable", "not installed"
+    bench.preflight()
+    tests = [t for t in build_tests(durations) if t.key in args.tests]
+    for test in tests:
+        bench.log(f"--- {test.title}")
+        bench.run_test(test)
+    speed = {} if args.no_speed else run_speed()
+    meta = {
+        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "mode": "quick" if args.quick else "full",
+        "rounds": rounds,
+        "workers": args.workers,
+        "durations": asdict(durations),
+        "machine": environment.machine_info(),
+        "versions": environment.tool_versions(BENCH_DIR.parent),
+        "elapsed_s": round(time.monotonic() - started, 1),
+        "load_average_before": load_before,
+        "load_average_after": environment.load_average(),
+    }
+    write_outputs(args.out, meta, tests, bench, speed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     registry = Registry()
     tmp = Path(tempfile.mkdtemp(prefix="tunnel-bench-"))
     try:
-        print(f"temp dir {tmp}; generating certificates", flush=True)
-        certs = make_certs(tmp)
-        backend = start_backend(registry, tmp / "backend", args.workers)
-        print(f"backend nginx on 127.0.0.1:{backend.port} (pid {backend.managed.pid})", flush=True)
-        bench = Bench(
-            registry,
-            tmp,
-            backend,
-            certs,
-            durations,
-            args.workers,
-            rounds,
-            [TARGETS[name] for name in args.targets],
-            retries=max(0, args.retries),
-            retry_budget_s=20.0 if args.quick else 120.0,
-        )
-        for name in unavailable:
-            state = bench.collected.states[name]
-            state.status, state.error = "unavailable", "not installed"
-        bench.preflight()
-        tests = [t for t in build_tests(durations) if t.key in args.tests]
-        for test in tests:
-            bench.log(f"--- {test.title}")
-            bench.run_test(test)
-        speed = {} if args.no_speed else run_speed()
-        meta = {
-            "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "mode": "quick" if args.quick else "full",
-            "rounds": rounds,
-            "workers": args.workers,
-            "durations": durations.__dict__ | {"idle_counts": list(durations.idle_counts)},
-            "machine": environment.machine_info(),
-            "versions": environment.tool_versions(BENCH_DIR.parent),
-            "elapsed_s": round(time.monotonic() - started, 1),
-            "load_average_before": load_before,
-            "load_average_after": environment.load_average(),
-        }
-        write_outputs(args.out, meta, tests, bench, speed)
+        run_benchmark(args, registry, tmp)
     except KeyboardInterrupt:
         print("interrupted; stopping everything", flush=True)
         return 130

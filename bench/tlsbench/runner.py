@@ -152,7 +152,8 @@ class Bench:
                 return
             if best is None or measured[1] < best[1]:
                 best = measured
-            if best[1] <= RETRY_CORES or attempt == self.retries or self.retry_budget_s <= 0:
+            calm = best[1] <= RETRY_CORES or not test.cpu_bound
+            if calm or attempt == self.retries or self.retry_budget_s <= 0:
                 break
             self.log(f"{prefix}: other load {measured[1]:.2f} cores, measuring again")
             started = time.monotonic()
@@ -163,7 +164,8 @@ class Bench:
         for sample in results.values():
             sample.other_load = other
         self.collected.add(target.name, results)
-        busy = f" [other load {other:.2f} cores]" if other > NOISY_CORES else ""
+        noisy = other > NOISY_CORES and test.cpu_bound
+        busy = f" [other load {other:.2f} cores]" if noisy else ""
         self.log(f"{prefix}: {describe(test, results)}{busy}")
 
     def _measure_once(
