@@ -288,7 +288,7 @@ def _style_ratio_axis(ax: Any, labels: list[str]) -> None:
     ax.invert_yaxis()
     ax.set_xlabel("advantage, log scale (>1: better, <1: worse; lower-is-better rows inverted)")
     ax.grid(axis="x", which="both", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="lower left", fontsize=8)
 
 
 def _tunnel_panel(ax: Any, rows: list[MetricRow], labels: list[str]) -> None:
