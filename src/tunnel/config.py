@@ -36,6 +36,7 @@ from typing import Any, Literal
 from tunnel.errors import ConfigError, ConfigErrors
 
 AddressKind = Literal["tcp", "unix"]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,12 @@ class ListenerConfig:
     buffer_size: int = 65536
     backlog: int = 1024
     proxy_protocol: str = "off"  # PROXY header sent to the backend: off | v1 | v2
+    proxy_crc32c: bool = False
+    proxy_unique_id: bool = False
+    proxy_cert_tlv: int = 0  # 0: the DER client certificate is not sent
+    proxy_keep_tlvs: bool = False
+    proxy_from: tuple[IPNetwork, ...] = ()  # non-empty: a PROXY header is required
+    proxy_timeout: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +98,8 @@ class TunnelSettings:
     log_file: str | None = None  # with log_target = file
     watch: bool = False  # reload when a certificate or key file changes
     pid_file: str | None = None
+    log_format: str = "text"
+    admin: Address | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +136,12 @@ INHERITABLE_KEYS: frozenset[str] = frozenset(
         "buffer_size",
         "backlog",
         "proxy_protocol",
+        "proxy_crc32c",
+        "proxy_unique_id",
+        "proxy_cert_tlv",
+        "proxy_keep_tlvs",
+        "proxy_from",
+        "proxy_timeout",
     }
 )
 _PROCESS_KEYS: frozenset[str] = frozenset(
@@ -140,6 +155,10 @@ _PROCESS_KEYS: frozenset[str] = frozenset(
         "log_file",
         "watch",
         "pid_file",
+        "log_format",
+        "max_connections",
+        "drain_timeout",
+        "admin",
     }
 )
 # [tunnel] keys holding file paths (resolved like cert paths).
@@ -171,6 +190,7 @@ LOG_FACILITIES = (
     *(f"local{i}" for i in range(8)),
 )
 PROXY_PROTOCOLS = ("off", "v1", "v2")
+LOG_FORMATS = ("text", "json")
 TLS_VERSIONS = ("1.2", "1.3")
 
 _DURATION_HINT = "use e.g. 10s, 500ms, 2m"
@@ -392,6 +412,43 @@ def _curves(text: str) -> str:
     return value
 
 
+def _tlv_type(text: str) -> int:
+    value = text.strip().lower()
+    if value in ("off", "no", "0"):
+        return 0
+    try:
+        number = int(value, 0)
+    except ValueError:
+        number = -1
+    if not 0xE0 <= number <= 0xEF:
+        raise ConfigValueError(
+            f"{text!r} is not a custom TLV type", "use off or 0xE0..0xEF (the custom range)"
+        )
+    return number
+
+
+def _networks(text: str) -> tuple[IPNetwork, ...]:
+    networks: list[IPNetwork] = []
+    for word in filter(None, _LIST_SPLIT_RE.split(text.strip())):
+        try:
+            networks.append(ipaddress.ip_network(word, strict=True))
+        except ValueError as exc:
+            raise ConfigValueError(
+                f"{word!r} is not a network: {exc}",
+                "use address/prefix with the host bits zero, e.g. 10.0.0.0/8, ::1/128",
+            ) from None
+    return tuple(networks)
+
+
+def _admin(text: str) -> Address | None:
+    if text.strip().lower() == "off":
+        return None
+    address = parse_address(text)
+    if address.kind != "tcp":
+        raise ConfigValueError(f"cannot serve the admin endpoint on {text!r}", "use host:port")
+    return address
+
+
 _MAX_CONNECTIONS = _integer(1, 10_000_000)
 
 _INHERITABLE_CONVERTERS: dict[str, Callable[[str], Any]] = {
@@ -406,6 +463,12 @@ _INHERITABLE_CONVERTERS: dict[str, Callable[[str], Any]] = {
     "buffer_size": _size(4 << 10, 16 << 20),
     "backlog": _integer(1, 65535),
     "proxy_protocol": _choice(PROXY_PROTOCOLS),
+    "proxy_crc32c": _boolean,
+    "proxy_unique_id": _boolean,
+    "proxy_cert_tlv": _tlv_type,
+    "proxy_keep_tlvs": _boolean,
+    "proxy_from": _networks,
+    "proxy_timeout": _duration(300.0),
 }
 _PROCESS_CONVERTERS: dict[str, Callable[[str], Any]] = {
     "workers": _workers,
@@ -417,6 +480,8 @@ _PROCESS_CONVERTERS: dict[str, Callable[[str], Any]] = {
     "log_file": _passthrough,
     "watch": _boolean,
     "pid_file": _passthrough,
+    "log_format": _choice(LOG_FORMATS),
+    "admin": _admin,
 }
 
 # --------------------------------------------------------------------------- parsing context

@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from tunnel import proxy_protocol
+from tunnel import proxy_out
 from tunnel.config import Address, ListenerConfig
+from tunnel.proxy_out import ProxyOptions
 from tunnel.relay import CONNECTING, PlainSide, TLSSide
+from tunnel.tls import client_cert
 
 log = logging.getLogger("tunnel.conn")
+
+UNIQUE_ID_BYTES = 16  # the spec allows up to 128; 16 random bytes never collide in practice
 
 
 class AcceptControl(Protocol):
@@ -61,39 +66,52 @@ class ListenerRuntime:
         self.control = control
         self.stats = ListenerStats()
         self.live: set[ClientConnection] = set()
+        self.proxy = proxy_options(config)
+        # Listeners that read an inbound PROXY header use a subclass (tunnel.proxy_in),
+        # so the others pay nothing for it.
+        self.conn_class: type[ClientConnection] = ClientConnection
 
     def protocol_factory(self) -> ClientConnection:
         """Create the protocol for one accepted client connection."""
-        return ClientConnection(self)
+        return self.conn_class(self)
 
 
-def _proxy_header(conn: ClientConnection, version: str) -> bytes:
-    transport = conn.transport
-    src = _tcp_addr(conn.peer)
-    dst = _tcp_addr(transport.get_extra_info("sockname"))
-    if version == "v1":
-        return proxy_protocol.encode_v1(src, dst)
+def _proxy_header(conn: ClientConnection, options: ProxyOptions) -> bytes:
     sslobj = conn.sslobj
-    tlvs: list[tuple[int, bytes]] = []
-    alpn = sslobj.selected_alpn_protocol()
-    if alpn:
-        tlvs.append((proxy_protocol.PP2_TYPE_ALPN, alpn.encode()))
-    sni = getattr(sslobj, "sni", None)
-    if sni:
-        tlvs.append((proxy_protocol.PP2_TYPE_AUTHORITY, sni.encode()))
-    cipher = sslobj.cipher()
-    tlvs.append(
-        proxy_protocol.ssl_tlv(
-            client_flags=proxy_protocol.PP2_CLIENT_SSL,
-            verify=0,
-            version=sslobj.version(),
-            cn=None,
-            cipher=cipher[0] if cipher else None,
-            sig_alg=None,
-            key_alg=None,
+    local = conn.local if conn.local is not None else conn.transport.get_extra_info("sockname")
+    if options.version == "v1":
+        return proxy_out.build_header(
+            options, _tcp_addr(conn.peer), _tcp_addr(local), proxy_out.TLSFacts()
         )
+    cipher = sslobj.cipher()
+    facts = proxy_out.TLSFacts(
+        version=sslobj.version(),
+        cipher=cipher[0] if cipher else None,
+        alpn=sslobj.selected_alpn_protocol(),
+        sni=getattr(sslobj, "sni", None),
     )
-    return proxy_protocol.encode_v2(src, dst, tlvs)
+    return proxy_out.build_header(
+        options,
+        _tcp_addr(conn.peer),
+        _tcp_addr(local),
+        facts,
+        cert=client_cert(sslobj, der=bool(options.cert_tlv)),
+        unique_id=conn.uid,
+        balancer_tlvs=conn.balancer_tlvs,
+    )
+
+
+def proxy_options(cfg: ListenerConfig) -> ProxyOptions | None:
+    """The listener's PROXY-out settings, or None when it sends no header."""
+    if cfg.proxy_protocol == "off":
+        return None
+    return ProxyOptions(
+        version=cfg.proxy_protocol,
+        crc32c=cfg.proxy_crc32c,
+        unique_id=cfg.proxy_unique_id,
+        cert_tlv=cfg.proxy_cert_tlv,
+        keep_tlvs=cfg.proxy_keep_tlvs,
+    )
 
 
 def _tcp_addr(addr: Any) -> tuple[str, int] | None:
@@ -105,7 +123,7 @@ def _tcp_addr(addr: Any) -> tuple[str, int] | None:
 class ClientConnection(TLSSide):
     """A client connection of a listener."""
 
-    __slots__ = ("backend_addr", "listener", "started", "task")
+    __slots__ = ("backend_addr", "balancer_tlvs", "listener", "local", "started", "task", "uid")
 
     def __init__(self, listener: ListenerRuntime) -> None:
         cfg = listener.config
@@ -116,6 +134,9 @@ class ClientConnection(TLSSide):
         self.backend_addr: Address | None = None
         self.task: asyncio.Task[None] | None = None
         self.started = time.monotonic()
+        self.uid: bytes | None = None
+        self.local: Any = None  # the address the client connected to, if not our socket's
+        self.balancer_tlvs: tuple[tuple[int, bytes], ...] = ()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -133,8 +154,11 @@ class ClientConnection(TLSSide):
         cfg = self.listener.config
         loop = self.listener.loop
         preamble = b""
-        if cfg.proxy_protocol != "off":
-            preamble = _proxy_header(self, cfg.proxy_protocol)
+        options = self.listener.proxy
+        if options is not None:
+            if options.unique_id:
+                self.uid = os.urandom(UNIQUE_ID_BYTES)
+            preamble = _proxy_header(self, options)
         failures = []
         for addr in cfg.connect:
             self.backend_addr = addr
@@ -193,4 +217,5 @@ class ClientConnection(TLSSide):
             f" resumed={'yes' if sslobj.session_reused else 'no'}"
             f" backend={self.backend_addr or '-'} in={self.bytes_in} out={self.bytes_out}"
             f' duration={time.monotonic() - self.started:.3f}s reason="{self.reason or "closed"}"'
+            + (f" uid={self.uid.hex()}" if self.uid else "")
         )

@@ -12,10 +12,14 @@ import datetime
 import os
 import ssl
 from dataclasses import dataclass
+from typing import cast
+
+from cryptography import x509
 
 from tunnel import _openssl
 from tunnel.config import ListenerConfig
 from tunnel.errors import TLSSetupError
+from tunnel.proxy_out import ClientCert
 
 # Mozilla intermediate TLS 1.2 suites, ECDHE only (no DHE, CBC, CCM or legacy ciphers).
 DEFAULT_CIPHERS = ":".join(
@@ -165,3 +169,44 @@ def describe_certificates(listener: ListenerConfig) -> list[CertInfo]:
             CertInfo(path, cert.subject.rfc4514_string(), names, key_type, cert.not_valid_after_utc)
         )
     return infos
+
+
+def client_cert(sslobj: ssl.SSLObject, *, der: bool = False) -> ClientCert | None:
+    """What the client's certificate says for a PROXY v2 header; None without one.
+
+    ``getpeercert()`` only returns the parsed certificate when the context verifies
+    peers (mTLS). OpenSSL fails the handshake on a certificate that does not verify, so
+    one that is present here has verify result 0. The DER form (parsed once per
+    connection by ``cryptography``) supplies the signature and key algorithm names.
+    """
+    try:
+        raw = sslobj.getpeercert(binary_form=True)
+    except ValueError:  # handshake not done
+        return None
+    if not raw:
+        return None
+    parsed = sslobj.getpeercert() or {}
+    subject = cast(tuple[tuple[tuple[str, str], ...], ...], parsed.get("subject", ()))
+    cn = None
+    for rdn in subject:
+        for name, value in rdn:
+            if name == "commonName":
+                cn = value
+    sig_alg = key_alg = None
+    try:
+        cert = x509.load_der_x509_certificate(raw)
+        sig_alg = cert.signature_algorithm_oid._name
+        key_alg = cert.public_key_algorithm_oid._name
+        if cn is None:
+            names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+            cn = str(names[0].value) if names else None
+    except ValueError:
+        pass  # OpenSSL accepted what cryptography cannot parse: send what we know
+    return ClientCert(
+        cn=cn,
+        sig_alg=sig_alg,
+        key_alg=key_alg,
+        verify=0,
+        this_connection=not sslobj.session_reused,
+        der=raw if der else None,
+    )
