@@ -25,6 +25,7 @@ import uvloop
 from tunnel.config import Config
 from tunnel.connection import ClientConnection, ListenerRuntime
 from tunnel.log import reopen_logs
+from tunnel.proxy_in import ProxiedConnection
 
 log = logging.getLogger("tunnel.worker")
 
@@ -102,9 +103,10 @@ class Worker:
         loop.add_signal_handler(signal.SIGTERM, self._on_signal)
         loop.add_signal_handler(signal.SIGUSR1, reopen_logs)
         for listener in self.config.listeners:
-            self.runtimes.append(
-                ListenerRuntime(listener, self.contexts[listener.name], loop, self)
-            )
+            runtime = ListenerRuntime(listener, self.contexts[listener.name], loop, self)
+            if listener.proxy_from:
+                runtime.conn_class = ProxiedConnection
+            self.runtimes.append(runtime)
         await self._open_servers()
         await self._stop.wait()
         await self.drain()
