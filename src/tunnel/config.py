@@ -156,8 +156,6 @@ _PROCESS_KEYS: frozenset[str] = frozenset(
         "watch",
         "pid_file",
         "log_format",
-        "max_connections",
-        "drain_timeout",
         "admin",
     }
 )

@@ -2,7 +2,8 @@
 
 * :class:`TunnelFactory` writes an ini file (short timeouts) and runs
   ``python -m tunnel run -c FILE`` in a child process; its stderr goes to a log file
-  whose lines carry ``tunnel[PID]`` (so a connection maps to its worker). Every process is stopped by its PID in the fixture's finalizer.
+  whose lines carry ``tunnel[PID]`` (so a connection maps to its worker). Every process
+  is stopped by its PID in the fixture's finalizer.
 * :class:`BackendFactory` runs a listening socket in a thread and each accepted
   connection's ``handler(record)`` in its own thread; :class:`ConnRecord` tells the
   test what the backend saw (data, EOF, reset, timings).
