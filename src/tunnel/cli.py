@@ -15,11 +15,11 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tunnel import __version__, demo, supervisor
+from tunnel import __version__, demo, service, supervisor
 from tunnel.config import Config, ListenerConfig, load_config
 from tunnel.errors import ConfigError, ConfigErrors, TunnelError
 from tunnel.log import setup_logging
-from tunnel.pidfile import PidFile, read_pid
+from tunnel.pidfile import read_pid
 from tunnel.tls import CertInfo, describe_certificates
 
 EXIT_OK = 0
@@ -67,24 +67,10 @@ def _setup_logging(config: Config, override: str | None) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """``tunnel run``: serve the configured listeners."""
+    """``tunnel run``: serve the configured listeners (in the background with --daemon)."""
     config = load_config(args.config)
     _setup_logging(config, args.log_level)
-    pidfile = PidFile(config.tunnel.pid_file) if config.tunnel.pid_file else None
-    if pidfile is not None:
-        pidfile.claim()  # before binding: "already running" beats "address in use"
-    runner = supervisor.Supervisor(config, log_level=args.log_level)
-    try:
-        try:
-            runner.prepare()
-        except OSError as exc:
-            raise TunnelError(f"cannot start: {exc}") from exc
-        if pidfile is not None:
-            runner.before_workers.append(pidfile.write)
-        return runner.run()
-    finally:
-        if pidfile is not None:
-            pidfile.remove()
+    return service.run_service(config, log_level=args.log_level, daemon=args.daemon)
 
 
 # --------------------------------------------------------------------------- reload
@@ -306,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="serve the configured listeners")
     run.add_argument("-c", "--config", required=True, metavar="FILE", help="configuration file")
     run.add_argument("--log-level", choices=LOG_LEVELS, help="override [tunnel] log_level")
+    run.add_argument(
+        "--daemon", action="store_true", help="detach once serving (as 'daemon = yes')"
+    )
     run.set_defaults(func=cmd_run)
 
     rel = sub.add_parser("reload", help="make a running Tunnel re-read its configuration")
@@ -363,6 +352,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     except UsageError as exc:
         _err(f"tunnel {args.command}: error: {exc}")
         return EXIT_CONFIG
+    except service.StartFailed as exc:
+        for line in str(exc).splitlines():
+            _err(f"tunnel: error: {line}")
+        return exc.code
     except TunnelError as exc:
         _err(f"tunnel: error: {exc}")
         return EXIT_FAILURE

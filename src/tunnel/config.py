@@ -100,6 +100,10 @@ class TunnelSettings:
     pid_file: str | None = None
     log_format: str = "text"
     admin: Address | None = None
+    daemon: bool = False
+    user: str | None = None  # drop privileges to this user after binding
+    group: str | None = None
+    allow_root: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +161,10 @@ _PROCESS_KEYS: frozenset[str] = frozenset(
         "pid_file",
         "log_format",
         "admin",
+        "daemon",
+        "user",
+        "group",
+        "allow_root",
     }
 )
 # [tunnel] keys holding file paths (resolved like cert paths).
@@ -480,6 +488,10 @@ _PROCESS_CONVERTERS: dict[str, Callable[[str], Any]] = {
     "pid_file": _passthrough,
     "log_format": _choice(LOG_FORMATS),
     "admin": _admin,
+    "daemon": _boolean,
+    "user": _passthrough,
+    "group": _passthrough,
+    "allow_root": _boolean,
 }
 
 # --------------------------------------------------------------------------- parsing context

@@ -98,8 +98,12 @@ class PidFile:
         """Delete the file if it is still ours; release the lock."""
         if self.fd is None:
             return
-        with contextlib.suppress(OSError):
+        try:
             if os.stat(self.path).st_ino == self.inode:
                 os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # e.g. a directory the dropped-to user may not write
+            log.warning("cannot remove the pid file %s: %s", self.path, exc.strerror)
         os.close(self.fd)
         self.fd = None

@@ -140,7 +140,7 @@ class Supervisor:
         self.reopen_requested = False
         self.watch_state: dict[str, FileState] = {}
         self.next_watch = 0.0
-        self.notify: Callable[[str], None] = lambda _state: None
+        self.notify: Callable[[str], object] = lambda _state: None
         self.before_workers: list[Hook] = []
         self.on_ready: list[Hook] = []
         self.child_fds: list[int] = []  # closed in every worker right after fork

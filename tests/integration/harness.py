@@ -320,7 +320,12 @@ class TunnelFactory:
         port = free_port(host)
         accept = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         sections = {
-            "tunnel": {"workers": workers, "log_level": "info", "drain_timeout": "1s"}
+            "tunnel": {
+                "workers": workers,
+                "log_level": "info",
+                "drain_timeout": "1s",
+                "allow_root": "yes",  # tests may run as root (CI does)
+            }
             | (tunnel or {}),
             "test": {
                 "accept": accept,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tunnel.config import parse_config
+from tunnel.config import Config, parse_config
 from tunnel.errors import ConfigErrors
 from tunnel.listen import SocketPool
 from tunnel.pidfile import PidFile, PidFileError, read_pid
@@ -16,7 +16,7 @@ from tunnel.pidfile import PidFile, PidFileError, read_pid
 from .harness import free_port
 
 
-def config_for(*ports: int) -> object:
+def config_for(*ports: int) -> Config:
     sections = [
         f"[l{port}]\naccept = 127.0.0.1:{port}\ncert = c.pem\nconnect = 127.0.0.1:1\n"
         for port in ports
@@ -29,18 +29,18 @@ def test_plan_reuses_sockets_of_unchanged_addresses() -> None:
     pool = SocketPool()
     try:
         first = config_for(one)
-        pool.commit(pool.plan(first, 2))  # type: ignore[arg-type]
+        pool.commit(pool.plan(first, 2))
         (addr_one,) = pool.bound
         kept = list(pool.bound[addr_one])
         assert len(kept) == 2 and kept[0] is not kept[1]
 
-        planned = pool.plan(config_for(one, two), 3)  # type: ignore[arg-type]
+        planned = pool.plan(config_for(one, two), 3)
         assert planned[addr_one][:2] == kept  # the same socket objects: nothing re-bound
         assert len(planned[addr_one]) == 3
         pool.commit(planned)
         assert all(sock.fileno() != -1 for sock in kept)
 
-        planned = pool.plan(config_for(two), 1)  # type: ignore[arg-type]
+        planned = pool.plan(config_for(two), 1)
         pool.commit(planned)
         assert all(sock.fileno() == -1 for sock in kept)  # removed address: closed
         with socket.create_connection(("127.0.0.1", two), timeout=5):
@@ -56,10 +56,10 @@ def test_plan_failure_changes_nothing() -> None:
     blocker.listen()
     pool = SocketPool()
     try:
-        pool.commit(pool.plan(config_for(port), 1))  # type: ignore[arg-type]
+        pool.commit(pool.plan(config_for(port), 1))
         before = {addr: list(socks) for addr, socks in pool.bound.items()}
         with pytest.raises(ConfigErrors) as info:
-            pool.plan(config_for(port, taken), 2)  # type: ignore[arg-type]
+            pool.plan(config_for(port, taken), 2)
         (error,) = info.value.errors
         assert (error.section, error.key) == (f"l{taken}", "accept")
         assert "another process listens there" in str(error)

@@ -162,12 +162,16 @@ class Launcher:
 
     def start(self, *args: str) -> Proc:
         """Start ``tunnel ARGS`` in the background, output to files."""
+        return self.start_command([sys.executable, "-m", "tunnel", *args])
+
+    def start_command(self, command: list[str]) -> Proc:
+        """Start ``command`` (which runs Tunnel) in the background, output to files."""
         index = len(self.procs)
         out_path = self.workdir / f"tunnel-{index}.out"
         err_path = self.workdir / f"tunnel-{index}.err"
         with out_path.open("wb") as out, err_path.open("wb") as err:
             popen = subprocess.Popen(
-                [sys.executable, "-m", "tunnel", *args],
+                command,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
@@ -253,6 +257,8 @@ def write_config(
 ) -> Path:
     """A one-listener configuration file; ``tunnel`` items go into ``[tunnel]``."""
     settings = {"workers": "1", "log_level": "info", "drain_timeout": "20s", **tunnel}
+    if os.geteuid() == 0:
+        settings.setdefault("allow_root", "yes")  # tests may run as root (CI does)
     lines = ["[tunnel]", *(f"{k} = {v}" for k, v in settings.items()), ""]
     lines += [
         "[web]",
