@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tunnel.errors import ConfigError, ConfigErrors
+from tunnel.routing import Route, RouteError, parse_routes
 
 AddressKind = Literal["tcp", "unix"]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -83,6 +84,21 @@ class ListenerConfig:
     proxy_keep_tlvs: bool = False
     proxy_from: tuple[IPNetwork, ...] = ()  # non-empty: a PROXY header is required
     proxy_timeout: float = 5.0
+    cert_dir: str | None = None  # a directory of PEM files, each a cert chain with its key
+    sni_strict: bool = False  # refuse an unknown SNI name instead of serving the default
+    alpn: tuple[str, ...] = ()  # ALPN protocols offered, in server preference order
+    backend: str | None = None  # a [backend:NAME] used instead of ``connect``
+    routes: tuple[Route, ...] = ()  # SNI/ALPN routes to [backend:NAME] sections
+
+
+@dataclass(frozen=True, slots=True)
+class BackendConfig:
+    """A ``[backend:NAME]`` section: addresses tried in order, and how to talk to them."""
+
+    name: str
+    connect: tuple[Address, ...]
+    connect_timeout: float = 5.0
+    proxy_protocol: str = "off"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +129,7 @@ class Config:
     path: str
     tunnel: TunnelSettings = field(default_factory=TunnelSettings)
     listeners: tuple[ListenerConfig, ...] = ()
+    backends: tuple[BackendConfig, ...] = ()
 
 
 class ConfigValueError(ValueError):
@@ -146,6 +163,8 @@ INHERITABLE_KEYS: frozenset[str] = frozenset(
         "proxy_keep_tlvs",
         "proxy_from",
         "proxy_timeout",
+        "sni_strict",
+        "alpn",
     }
 )
 _PROCESS_KEYS: frozenset[str] = frozenset(
@@ -176,7 +195,12 @@ LISTENER_KEYS: frozenset[str] = INHERITABLE_KEYS | {
     "key",
     "connect",
     "max_connections",
+    "cert_dir",
+    "backend",
+    "route",
 }
+BACKEND_PREFIX = "backend:"
+BACKEND_KEYS: frozenset[str] = frozenset({"connect", "connect_timeout", "proxy_protocol"})
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_TARGETS = ("stderr", "syslog", "file")
@@ -455,6 +479,16 @@ def _admin(text: str) -> Address | None:
     return address
 
 
+def _alpn(text: str) -> tuple[str, ...]:
+    protocols = tuple(filter(None, _LIST_SPLIT_RE.split(text.strip())))
+    for proto in protocols:
+        if not proto.isascii() or len(proto) > 255:
+            raise ConfigValueError(f"{proto!r} is not an ALPN protocol name", "e.g. h2, http/1.1")
+    if len(set(protocols)) != len(protocols):
+        raise ConfigValueError("a protocol is listed twice", "list each protocol once")
+    return protocols
+
+
 _MAX_CONNECTIONS = _integer(1, 10_000_000)
 
 _INHERITABLE_CONVERTERS: dict[str, Callable[[str], Any]] = {
@@ -475,6 +509,8 @@ _INHERITABLE_CONVERTERS: dict[str, Callable[[str], Any]] = {
     "proxy_keep_tlvs": _boolean,
     "proxy_from": _networks,
     "proxy_timeout": _duration(300.0),
+    "sni_strict": _boolean,
+    "alpn": _alpn,
 }
 _PROCESS_CONVERTERS: dict[str, Callable[[str], Any]] = {
     "workers": _workers,
@@ -814,11 +850,33 @@ def _parse_listener(
     options.update(_convert_keys(name, items, converters, ctx))
     if "tls_min" in items or "tls_max" in items:
         _check_tls_range(name, options, ctx)
+    options.update(_parse_routing_keys(name, items, ctx))
     required = _parse_required(name, items, ctx)
     if len(ctx.errors) > before or required is None:
         return None
     accept, cert, key, connect = required
     return ListenerConfig(name, accept, cert, key, connect, **options)
+
+
+def _parse_routing_keys(name: str, items: Mapping[str, str], ctx: _Context) -> dict[str, Any]:
+    """cert_dir, backend and route (their targets are checked once all sections are read)."""
+    options: dict[str, Any] = {}
+    for key in ("cert_dir", "backend"):
+        text = items.get(key)
+        if text is not None and not text.strip():
+            ctx.error("has no value", name, key, "give a value or delete the line")
+        elif text is not None:
+            options[key] = ctx.resolve(text.strip()) if key == "cert_dir" else text.strip()
+    text = items.get("route")
+    if text is not None:
+        try:
+            options["routes"] = parse_routes(text)
+        except RouteError as exc:
+            ctx.error(exc.message, name, "route", exc.hint or "")
+            return options
+        if not options["routes"]:
+            ctx.error("has no rules", name, "route", "add e.g. 'route = sni:api.example.com=api'")
+    return options
 
 
 _Required = tuple[tuple[Address, ...], tuple[str, ...], str | None, tuple[Address, ...]]
@@ -829,14 +887,22 @@ _REQUIRED_EXAMPLES = (
     ("cert", "/etc/tunnel/site.pem"),
     ("connect", "127.0.0.1:8080"),
 )
+# A required key may be replaced by another: cert by cert_dir, connect by backend.
+_ALTERNATIVES = {"cert": "cert_dir", "connect": "backend"}
 
 
 def _require(name: str, items: Mapping[str, str], key: str, example: str, ctx: _Context) -> bool:
     """Report a missing or empty required key; True if it has a value."""
     if items.get(key, "").strip():
         return True
+    alternative = _ALTERNATIVES.get(key)
+    if alternative and key not in items and alternative in items:
+        return True
     what = "missing" if key not in items else "empty"
-    ctx.error(f"required key is {what}", name, key, f"add e.g. '{key} = {example}'")
+    hint = f"add e.g. '{key} = {example}'"
+    if alternative:
+        hint += f" or set '{alternative}'"
+    ctx.error(f"required key is {what}", name, key, hint)
     return False
 
 
@@ -845,11 +911,56 @@ def _parse_required(name: str, items: Mapping[str, str], ctx: _Context) -> _Requ
     present = [_require(name, items, key, example, ctx) for key, example in _REQUIRED_EXAMPLES]
     accept = _parse_addresses(name, "accept", items.get("accept", ""), ctx, accept=True)
     connect = _parse_addresses(name, "connect", items.get("connect", ""), ctx, accept=False)
+    if connect and "backend" in items:
+        ctx.error("connect and backend are both set", name, "backend", "keep only one of them")
     cert = _parse_cert(name, items["cert"], ctx) if "cert" in items else ()
     key_path = _parse_key(name, items, cert, ctx)
     if not all(present):
         return None
     return accept, cert, key_path, connect
+
+
+def _parse_backend(
+    section: str, items: Mapping[str, str], defaults: Mapping[str, Any], ctx: _Context
+) -> BackendConfig | None:
+    """Parse one ``[backend:NAME]`` section; None when it has errors (already reported)."""
+    before = len(ctx.errors)
+    name = section[len(BACKEND_PREFIX) :].strip()
+    if not _LISTENER_NAME_RE.fullmatch(name):
+        ctx.error(
+            f"invalid backend name {name!r}",
+            section,
+            hint="write [backend:NAME] with letters, digits, '-', '_' and '.'",
+        )
+    _check_keys(section, list(items), BACKEND_KEYS, LISTENER_KEYS - BACKEND_KEYS, ctx)
+    converters = {k: _INHERITABLE_CONVERTERS[k] for k in ("connect_timeout", "proxy_protocol")}
+    options = {k: v for k, v in defaults.items() if k in converters}
+    options.update(_convert_keys(section, items, converters, ctx))
+    _require(section, items, "connect", "127.0.0.1:8080", ctx)
+    connect = _parse_addresses(section, "connect", items.get("connect", ""), ctx, accept=False)
+    if len(ctx.errors) > before:
+        return None
+    return BackendConfig(name, connect, **options)
+
+
+def _check_references(
+    listeners: list[ListenerConfig], backends: list[BackendConfig], ctx: _Context
+) -> None:
+    """Every backend a listener names must exist (with a did-you-mean otherwise)."""
+    known = sorted(b.name for b in backends)
+    for listener in listeners:
+        wanted = [("backend", listener.backend)] if listener.backend else []
+        wanted += [("route", route.target) for route in listener.routes]
+        for key, target in wanted:
+            if target is None or target in known:
+                continue
+            close = difflib.get_close_matches(target, known, n=1)
+            hint = (
+                f"did you mean {close[0]!r}?"
+                if close
+                else f"add a [backend:{target}] section with a connect key"
+            )
+            ctx.error(f"unknown backend {target!r}", listener.name, key, hint)
 
 
 def _parse_key(
@@ -889,17 +1000,24 @@ def parse_config(text: str, path: str = "<config>", *, base_dir: str | None = No
     sections = {name: _section_items(parser, name) for name in parser.sections()}
     settings, defaults = _parse_tunnel(sections.pop(TUNNEL_SECTION, {}), ctx)
     listeners = []
+    backends = []
     for name, items in sections.items():
+        if name.startswith(BACKEND_PREFIX):
+            backend = _parse_backend(name, items, defaults, ctx)
+            if backend is not None:
+                backends.append(backend)
+            continue
         listener = _parse_listener(name, items, defaults, settings, ctx)
         if listener is not None:
             listeners.append(listener)
-    if not sections:
+    _check_references(listeners, backends, ctx)
+    if not listeners and not ctx.errors:
         ctx.error(
             "no listener is configured", hint="add a listener section with accept/cert/connect"
         )
     if ctx.errors:
         raise ConfigErrors(ctx.errors)
-    return Config(path=path, tunnel=settings, listeners=tuple(listeners))
+    return Config(path=path, tunnel=settings, listeners=tuple(listeners), backends=tuple(backends))
 
 
 def _section_items(parser: configparser.RawConfigParser, name: str) -> dict[str, str]:

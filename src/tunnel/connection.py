@@ -13,13 +13,15 @@ import os
 import ssl
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tunnel import proxy_out
-from tunnel.config import Address, ListenerConfig
+from tunnel.config import Address, BackendConfig, ListenerConfig
 from tunnel.proxy_out import ProxyOptions
 from tunnel.relay import CONNECTING, PlainSide, TLSSide
+from tunnel.routing import RouteTable, build_route_table
 from tunnel.tls import client_cert
 
 log = logging.getLogger("tunnel.conn")
@@ -58,6 +60,7 @@ class ListenerRuntime:
         ctx: ssl.SSLContext,
         loop: asyncio.AbstractEventLoop,
         control: AcceptControl,
+        backends: Mapping[str, BackendConfig] | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -66,14 +69,44 @@ class ListenerRuntime:
         self.control = control
         self.stats = ListenerStats()
         self.live: set[ClientConnection] = set()
-        self.proxy = proxy_options(config)
         # Listeners that read an inbound PROXY header use a subclass (tunnel.proxy_in),
         # so the others pay nothing for it.
         self.conn_class: type[ClientConnection] = ClientConnection
+        self.routes = listener_routes(config, backends or {})
 
     def protocol_factory(self) -> ClientConnection:
         """Create the protocol for one accepted client connection."""
         return self.conn_class(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a connection goes: a backend's addresses, and the PROXY header it gets."""
+
+    backend: BackendConfig
+    proxy: ProxyOptions | None
+
+
+def listener_routes(
+    config: ListenerConfig, backends: Mapping[str, BackendConfig]
+) -> RouteTable[Target]:
+    """The listener's route table; its own ``connect`` (or ``backend``) is the fallback.
+
+    A ``[backend:NAME]`` decides whether (and which version of) a PROXY header it gets;
+    the other PROXY options (CRC32C, unique ID, ...) are the listener's.
+    """
+    targets = {
+        name: Target(backend, proxy_options(config, backend.proxy_protocol))
+        for name, backend in backends.items()
+    }
+    if config.backend is not None:
+        default = targets[config.backend]
+    else:
+        own = BackendConfig(
+            config.name, config.connect, config.connect_timeout, config.proxy_protocol
+        )
+        default = Target(own, proxy_options(config, config.proxy_protocol))
+    return build_route_table(config.routes, targets, default)
 
 
 def _proxy_header(conn: ClientConnection, options: ProxyOptions) -> bytes:
@@ -101,12 +134,12 @@ def _proxy_header(conn: ClientConnection, options: ProxyOptions) -> bytes:
     )
 
 
-def proxy_options(cfg: ListenerConfig) -> ProxyOptions | None:
-    """The listener's PROXY-out settings, or None when it sends no header."""
-    if cfg.proxy_protocol == "off":
+def proxy_options(cfg: ListenerConfig, version: str) -> ProxyOptions | None:
+    """The listener's PROXY-out settings for ``version``, or None when it is off."""
+    if version == "off":
         return None
     return ProxyOptions(
-        version=cfg.proxy_protocol,
+        version=version,
         crc32c=cfg.proxy_crc32c,
         unique_id=cfg.proxy_unique_id,
         cert_tlv=cfg.proxy_cert_tlv,
@@ -151,10 +184,14 @@ class ClientConnection(TLSSide):
         self.task = self.listener.loop.create_task(self._connect())
 
     async def _connect(self) -> None:
-        cfg = self.listener.config
         loop = self.listener.loop
+        sslobj = self.sslobj
+        target = self.listener.routes.choose(
+            getattr(sslobj, "sni", None), sslobj.selected_alpn_protocol()
+        )
+        cfg = target.backend
         preamble = b""
-        options = self.listener.proxy
+        options = target.proxy
         if options is not None:
             if options.unique_id:
                 self.uid = os.urandom(UNIQUE_ID_BYTES)

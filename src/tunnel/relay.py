@@ -51,16 +51,6 @@ _view = memoryview(_buffer)
 HANDSHAKE, CONNECTING, RELAY, LINGER, CLOSED = range(5)
 
 
-def _sni_callback(sslobj: Any, name: str | None, _ctx: ssl.SSLContext) -> None:
-    # The SSLObject has no __slots__: remember the client's server name on it.
-    sslobj.sni = name
-
-
-def enable_sni_capture(ctx: ssl.SSLContext) -> None:
-    """Make every connection of ``ctx`` remember the SNI the client sent."""
-    ctx.sni_callback = _sni_callback
-
-
 class TLSSide(asyncio.BufferedProtocol):
     """Client side of a relayed connection: TLS termination plus the relay logic."""
 

@@ -43,7 +43,6 @@ from tunnel.config import Address, Config, load_config
 from tunnel.errors import ConfigError, ConfigErrors, TunnelError
 from tunnel.listen import SocketPool, close_foreign
 from tunnel.log import reopen_logs, setup_logging
-from tunnel.relay import enable_sni_capture
 from tunnel.tls import build_server_context
 from tunnel.watch import FileState, changed, snapshot, watched_files
 from tunnel.worker import run_worker
@@ -74,7 +73,6 @@ def build_contexts(config: Config) -> dict[str, ssl.SSLContext]:
         except ConfigError as exc:
             errors.append(exc)
             continue
-        enable_sni_capture(ctx)
         contexts[listener.name] = ctx
     if errors:
         raise ConfigErrors(errors)

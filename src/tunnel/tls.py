@@ -11,15 +11,18 @@ from __future__ import annotations
 import datetime
 import os
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from cryptography import x509
 
 from tunnel import _openssl
+from tunnel.certs import CertFile, CertGroup, group_certificates, listener_cert_files
 from tunnel.config import ListenerConfig
 from tunnel.errors import TLSSetupError
 from tunnel.proxy_out import ClientCert
+from tunnel.routing import NameTable, build_name_table
 
 # Mozilla intermediate TLS 1.2 suites, ECDHE only (no DHE, CBC, CCM or legacy ciphers).
 DEFAULT_CIPHERS = ":".join(
@@ -63,12 +66,10 @@ def _setup_error(file: str, section: str, key: str, message: str, hint: str) -> 
     return TLSSetupError(message, file=file, section=section, key=key, hint=hint)
 
 
-def _load_chain(ctx: ssl.SSLContext, listener: ListenerConfig, cert: str, file: str) -> None:
-    key_file = listener.key
-    which = "cert"
-    for path in (cert, key_file):
+def _check_readable(cert: CertFile, listener: ListenerConfig, file: str) -> None:
+    for path in (cert.path, cert.key):
         if path is not None and not os.access(path, os.R_OK):
-            which = "key" if path == key_file and path != cert else "cert"
+            which = "key" if path == cert.key and path != cert.path else cert.setting
             why = "does not exist" if not os.path.exists(path) else "is not readable"
             raise _setup_error(
                 file,
@@ -77,6 +78,12 @@ def _load_chain(ctx: ssl.SSLContext, listener: ListenerConfig, cert: str, file: 
                 f"{path} {why}",
                 "check the path and permissions (run 'tunnel gen-cert' for a demo certificate)",
             )
+
+
+def _load_chain(
+    ctx: ssl.SSLContext, listener: ListenerConfig, cert_file: CertFile, file: str
+) -> None:
+    cert, key_file = cert_file.path, cert_file.key
     try:
         ctx.load_cert_chain(cert, key_file, password=_refuse_password)
     except TLSSetupError as exc:
@@ -96,7 +103,7 @@ def _load_chain(ctx: ssl.SSLContext, listener: ListenerConfig, cert: str, file: 
         else:
             message = f"{cert} / {key_file}: cannot load ({reason})"
             hint = "both must be PEM: certificate chain in 'cert', private key in 'key'"
-        raise _setup_error(file, listener.name, "cert", message, hint) from None
+        raise _setup_error(file, listener.name, cert_file.setting, message, hint) from None
 
 
 def _apply_openssl(ctx: ssl.SSLContext, listener: ListenerConfig, file: str) -> None:
@@ -115,8 +122,8 @@ def _apply_openssl(ctx: ssl.SSLContext, listener: ListenerConfig, file: str) -> 
         ) from None
 
 
-def build_server_context(listener: ListenerConfig, file: str = "<config>") -> ssl.SSLContext:
-    """Build the server-side context of one listener; raise TLSSetupError naming the key."""
+def _settings_context(listener: ListenerConfig, file: str) -> ssl.SSLContext:
+    """A server context with every listener setting except certificates."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = _VERSIONS.get(listener.tls_min, ssl.TLSVersion.TLSv1_2)
     ctx.maximum_version = _VERSIONS.get(listener.tls_max, ssl.TLSVersion.TLSv1_3)
@@ -137,9 +144,69 @@ def build_server_context(listener: ListenerConfig, file: str = "<config>") -> ss
             "use an OpenSSL cipher string, e.g. ECDHE-ECDSA-AES128-GCM-SHA256",
         ) from None
     _apply_openssl(ctx, listener, file)
-    for cert in listener.cert:
-        _load_chain(ctx, listener, cert, file)
+    if listener.alpn:
+        ctx.set_alpn_protocols(list(listener.alpn))
     return ctx
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTLS:
+    """A listener's contexts: the default one (first certificate group) and the SNI table."""
+
+    default: ssl.SSLContext
+    contexts: tuple[ssl.SSLContext, ...]
+    groups: tuple[CertGroup, ...]
+    table: NameTable[ssl.SSLContext]
+
+
+def build_server_tls(listener: ListenerConfig, file: str = "<config>") -> ServerTLS:
+    """Build one context per certificate group, all with the same settings.
+
+    Every connection starts on the default context; the SNI callback switches it to the
+    group serving the client's name. Session tickets stay valid across the switch:
+    OpenSSL encrypts and decrypts them with the initial (default) context's keys.
+    """
+    files = listener_cert_files(listener, file)
+    for cert_file in files:
+        _check_readable(cert_file, listener, file)
+    groups = group_certificates(files, listener, file)
+    contexts = []
+    for group in groups:
+        ctx = _settings_context(listener, file)
+        for cert_file in group.files:
+            _load_chain(ctx, listener, cert_file, file)
+        contexts.append(ctx)
+    table = build_name_table((g.names, ctx) for g, ctx in zip(groups, contexts, strict=True))
+    default = contexts[0]
+    default.sni_callback = make_sni_callback(table, default, strict=listener.sni_strict)
+    return ServerTLS(default, tuple(contexts), tuple(groups), table)
+
+
+def make_sni_callback(
+    table: NameTable[ssl.SSLContext], default: ssl.SSLContext, *, strict: bool
+) -> Callable[[Any, str | None, ssl.SSLContext], int | None]:
+    """The SNI callback: remember the name, switch to its group's context (or refuse it)."""
+    lookup = table.lookup
+    refuse = ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME if strict else None
+
+    def callback(sslobj: Any, name: str | None, _ctx: ssl.SSLContext) -> int | None:
+        # The SSLObject has no __slots__: remember the client's server name on it.
+        sslobj.sni = name
+        if name is None:
+            return None
+        chosen = lookup(name)
+        if chosen is None:
+            return refuse
+        if chosen is not default:
+            sslobj.context = chosen
+        return None
+
+    return callback
+
+
+def build_server_context(listener: ListenerConfig, file: str = "<config>") -> ssl.SSLContext:
+    """The listener's default context (SNI selection wired in); raise TLSSetupError."""
+    return build_server_tls(listener, file).default
 
 
 def describe_certificates(listener: ListenerConfig) -> list[CertInfo]:
@@ -148,7 +215,7 @@ def describe_certificates(listener: ListenerConfig) -> list[CertInfo]:
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
     infos = []
-    for path in listener.cert:
+    for path in [cert_file.path for cert_file in listener_cert_files(listener, "<config>")]:
         with open(path, "rb") as f:
             cert = x509.load_pem_x509_certificates(f.read())[0]
         try:

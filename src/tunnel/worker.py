@@ -103,7 +103,13 @@ class Worker:
         loop.add_signal_handler(signal.SIGTERM, self._on_signal)
         loop.add_signal_handler(signal.SIGUSR1, reopen_logs)
         for listener in self.config.listeners:
-            runtime = ListenerRuntime(listener, self.contexts[listener.name], loop, self)
+            runtime = ListenerRuntime(
+                listener,
+                self.contexts[listener.name],
+                loop,
+                self,
+                {backend.name: backend for backend in self.config.backends},
+            )
             if listener.proxy_from:
                 runtime.conn_class = ProxiedConnection
             self.runtimes.append(runtime)

@@ -298,9 +298,10 @@ def render_config(sections: dict[str, dict[str, Any]]) -> str:
 class TunnelFactory:
     """Starts ``tunnel run`` child processes and stops them all at the end of a test.
 
-    ``start(connect, workers=1, host=..., tunnel={...}, **listener)`` writes an ini file
-    with short defaults (handshake and connect timeouts 1 s, drain 1 s); listener keys
-    given as keyword arguments override them (e.g. ``idle_timeout="1s"``).
+    ``start(connect, workers=1, host=..., tunnel={...}, extra={...}, **listener)`` writes an
+    ini file with short defaults (handshake and connect timeouts 1 s, drain 1 s); listener
+    keys given as keyword arguments override them (e.g. ``idle_timeout="1s"``; None drops
+    a key) and ``extra`` adds sections (e.g. ``{"backend:api": {"connect": ...}}``).
     """
 
     def __init__(self, certs: Certs, directory: Path) -> None:
@@ -315,6 +316,7 @@ class TunnelFactory:
         workers: int = 1,
         host: str = "127.0.0.1",
         tunnel: dict[str, Any] | None = None,
+        extra: dict[str, dict[str, Any]] | None = None,
         **listener: Any,
     ) -> TunnelProcess:
         port = free_port(host)
@@ -337,7 +339,10 @@ class TunnelFactory:
                 "idle_timeout": "30s",
             }
             | listener,
+            **(extra or {}),
         }
+        # A listener keyword set to None drops that key (e.g. key=None with several certs).
+        sections["test"] = {k: v for k, v in sections["test"].items() if v is not None}
         index = len(self.started)
         config_path = self.directory / f"tunnel{index}.ini"
         config_path.write_text(render_config(sections))

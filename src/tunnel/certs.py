@@ -1,0 +1,105 @@
+"""Certificate files of a listener: which files, which names each serves, how they group.
+
+A listener's certificates come from ``cert`` (in order) and then from ``cert_dir`` (its
+``*.pem`` files, sorted by name). Certificates whose leaves carry the same set of DNS
+names form one *group*: one ``SSLContext`` serves a group, so an ECDSA and an RSA
+certificate for the same names are offered together and OpenSSL picks by what the client
+supports. The first group is the listener's default (served without SNI or for an
+unknown name).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from cryptography import x509
+
+from tunnel.config import ListenerConfig
+from tunnel.errors import TLSSetupError
+
+CERT_DIR_SUFFIXES = (".pem", ".crt")
+
+
+@dataclass(frozen=True, slots=True)
+class CertFile:
+    """One certificate chain file (its key inside, or in ``key``) and the key it came from."""
+
+    path: str
+    key: str | None
+    setting: str  # the config key that named it: cert or cert_dir
+
+
+@dataclass(frozen=True, slots=True)
+class CertGroup:
+    """Certificates serving the same DNS names (e.g. an ECDSA and an RSA one)."""
+
+    names: tuple[str, ...]
+    files: tuple[CertFile, ...]
+
+
+def listener_cert_files(listener: ListenerConfig, file: str) -> list[CertFile]:
+    """The listener's certificate files: ``cert`` entries, then ``cert_dir``'s PEM files."""
+    result = [CertFile(path, listener.key, "cert") for path in listener.cert]
+    if listener.cert_dir is not None:
+        directory = listener.cert_dir
+        try:
+            entries = sorted(os.listdir(directory))
+        except OSError as exc:
+            raise TLSSetupError(
+                f"cannot read directory {directory}: {exc.strerror or exc}",
+                file=file,
+                section=listener.name,
+                key="cert_dir",
+                hint="check the path and permissions",
+            ) from None
+        found = [
+            CertFile(os.path.join(directory, entry), None, "cert_dir")
+            for entry in entries
+            if entry.endswith(CERT_DIR_SUFFIXES) and not entry.startswith(".")
+        ]
+        if not found:
+            raise TLSSetupError(
+                f"{directory} holds no certificate (*.pem or *.crt) files",
+                file=file,
+                section=listener.name,
+                key="cert_dir",
+                hint="put one PEM file per certificate there: chain first, then its key",
+            )
+        result += found
+    return result
+
+
+def read_leaf(path: str) -> x509.Certificate:
+    """The first certificate of a PEM file (the leaf); OSError/ValueError on bad input."""
+    with open(path, "rb") as stream:
+        return x509.load_pem_x509_certificate(stream.read())
+
+
+def dns_names(cert: x509.Certificate) -> tuple[str, ...]:
+    """The DNS names of a certificate's subjectAltName, lower-cased, in order."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return ()
+    return tuple(name.lower() for name in san.value.get_values_for_type(x509.DNSName))
+
+
+def group_certificates(
+    files: list[CertFile], listener: ListenerConfig, file: str
+) -> list[CertGroup]:
+    """Group certificate files by their leaves' DNS name sets, in first-seen order."""
+    groups: dict[frozenset[str], tuple[tuple[str, ...], list[CertFile]]] = {}
+    for cert_file in files:
+        try:
+            names = dns_names(read_leaf(cert_file.path))
+        except (OSError, ValueError) as exc:
+            raise TLSSetupError(
+                f"{cert_file.path}: cannot read the certificate ({exc})",
+                file=file,
+                section=listener.name,
+                key=cert_file.setting,
+                hint="the file must start with a PEM certificate",
+            ) from None
+        groups.setdefault(frozenset(names), (names, []))[1].append(cert_file)
+    return [CertGroup(names, tuple(members)) for names, members in groups.values()]

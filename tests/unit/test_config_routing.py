@@ -1,0 +1,128 @@
+"""Unit tests for the SNI, ALPN and routing keys and [backend:NAME] sections of the config."""
+
+from __future__ import annotations
+
+import pytest
+
+from tunnel.config import Address, BackendConfig, ConfigErrors, parse_config
+from tunnel.errors import ConfigError
+from tunnel.routing import Route
+
+FILE = "/etc/tunnel/test.ini"
+
+
+def parse(text: str):  # type: ignore[no-untyped-def]
+    return parse_config(text, FILE)
+
+
+def errors(text: str) -> list[ConfigError]:
+    with pytest.raises(ConfigErrors) as info:
+        parse(text)
+    for error in info.value.errors:
+        assert error.hint, str(error)
+    return info.value.errors
+
+
+LISTENER = "[web]\naccept = 127.0.0.1:8443\n"
+
+
+def test_cert_dir_replaces_cert_and_is_resolved() -> None:
+    (web,) = parse(LISTENER + "cert_dir = certs.d\nconnect = 127.0.0.1:8080\n").listeners
+    assert web.cert == ()
+    assert web.cert_dir == "/etc/tunnel/certs.d"
+
+
+def test_cert_list_and_sni_strict() -> None:
+    text = LISTENER + "cert = a.pem, /x/b.pem\nsni_strict = yes\nconnect = 127.0.0.1:1\n"
+    (web,) = parse(text).listeners
+    assert web.cert == ("/etc/tunnel/a.pem", "/x/b.pem")
+    assert web.sni_strict is True
+
+
+def test_missing_cert_mentions_cert_dir() -> None:
+    (error,) = errors(LISTENER + "connect = 127.0.0.1:1\n")
+    assert error.key == "cert"
+    assert "cert_dir" in str(error)
+
+
+def test_sni_strict_must_be_boolean() -> None:
+    (error,) = errors(LISTENER + "cert = a.pem\nconnect = 127.0.0.1:1\nsni_strict = maybe\n")
+    assert error.key == "sni_strict"
+    assert "yes or no" in str(error)
+
+
+def test_alpn_list_and_default_from_tunnel() -> None:
+    text = "[tunnel]\nalpn = h2 http/1.1\n" + LISTENER + "cert = a.pem\nconnect = 127.0.0.1:1\n"
+    assert parse(text).listeners[0].alpn == ("h2", "http/1.1")
+    bad = LISTENER + "cert = a.pem\nconnect = 127.0.0.1:1\nalpn = h2, h2\n"
+    assert errors(bad)[0].key == "alpn"
+
+
+ROUTED = """\
+[backend:api]
+connect = 127.0.0.1:9001, 127.0.0.1:9002
+connect_timeout = 2s
+proxy_protocol = v2
+
+[backend:web]
+connect = unix:/run/web.sock
+
+[front]
+accept = 127.0.0.1:8443
+cert = a.pem
+backend = web
+route = sni:api.example.com=api, alpn:h2=api
+"""
+
+
+def test_backend_sections_and_routes() -> None:
+    config = parse(ROUTED)
+    assert config.backends == (
+        BackendConfig(
+            "api",
+            (Address("tcp", "127.0.0.1", 9001), Address("tcp", "127.0.0.1", 9002)),
+            2.0,
+            "v2",
+        ),
+        BackendConfig("web", (Address("unix", path="/run/web.sock"),)),
+    )
+    (front,) = config.listeners
+    assert front.backend == "web"
+    assert front.connect == ()
+    assert front.routes == (Route("sni", "api.example.com", "api"), Route("alpn", "h2", "api"))
+
+
+def test_unknown_backend_has_did_you_mean() -> None:
+    found = errors(
+        ROUTED.replace("=api, alpn", "=apj, alpn").replace("backend = web", "backend = wbe")
+    )
+    by_key = {e.key: str(e) for e in found}
+    assert "did you mean 'api'?" in by_key["route"]
+    assert "did you mean 'web'?" in by_key["backend"]
+
+
+def test_unknown_backend_without_close_match_says_what_to_add() -> None:
+    (error,) = errors(ROUTED.replace("backend = web", "backend = zzzzzz"))
+    assert "[backend:zzzzzz]" in str(error)
+
+
+def test_bad_route_rule_is_located() -> None:
+    (error,) = errors(ROUTED.replace("alpn:h2=api", "h2=api"))
+    assert error.section == "front"
+    assert error.key == "route"
+    assert "sni:" in (error.hint or "")
+
+
+def test_connect_and_backend_conflict() -> None:
+    (error,) = errors(ROUTED.replace("backend = web", "backend = web\nconnect = 127.0.0.1:1"))
+    assert "both" in str(error)
+
+
+def test_backend_section_keys_are_checked() -> None:
+    found = errors(ROUTED.replace("connect_timeout = 2s", "conect_timeout = 2s"))
+    assert "did you mean 'connect_timeout'?" in str(found[0])
+    found = errors(ROUTED.replace("connect = unix:/run/web.sock", ""))
+    assert found[0].section == "backend:web"
+    assert found[0].key == "connect"
+    found = errors(ROUTED.replace("[backend:web]", "[backend:w eb]"))
+    assert any("invalid backend name" in str(e) for e in found)
