@@ -14,7 +14,9 @@ from __future__ import annotations
 import ctypes
 import ssl
 import sys
+from collections.abc import Callable
 from functools import cache
+from typing import Any
 
 _SSL_CTRL_SET_GROUPS_LIST = 92
 
@@ -23,24 +25,53 @@ class OpenSSLCallError(RuntimeError):
     """The direct OpenSSL call could not be made or was refused."""
 
 
-@cache
-def _libssl() -> ctypes.CDLL:
-    import _ssl  # the extension module; its libssl is already loaded in this process
+def _loaded(name: str) -> str | None:
+    """The path of an already loaded shared library whose name contains ``name``."""
+    import _ssl  # the extension module; its libssl and libcrypto are loaded with it
 
-    path = None
+    del _ssl
     with open("/proc/self/maps", encoding="ascii", errors="replace") as maps:
         for line in maps:
-            if "libssl.so" in line:
-                path = line.split()[-1]
-                break
-    lib = ctypes.CDLL(path or "libssl.so.3")
+            if name in line:
+                return line.split()[-1]
+    return None
+
+
+@cache
+def _libssl() -> ctypes.CDLL:
+    lib = ctypes.CDLL(_loaded("libssl.so") or "libssl.so.3")
     lib.SSL_CTX_get_options.restype = ctypes.c_uint64
     lib.SSL_CTX_get_options.argtypes = [ctypes.c_void_p]
     lib.SSL_CTX_set_ciphersuites.restype = ctypes.c_int
     lib.SSL_CTX_set_ciphersuites.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
     lib.SSL_CTX_ctrl.restype = ctypes.c_long
     lib.SSL_CTX_ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
-    del _ssl
+    lib.SSL_CTX_set_verify.restype = None
+    lib.SSL_CTX_set_verify.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
+    lib.SSL_CTX_set_tlsext_ticket_key_evp_cb.restype = ctypes.c_int
+    lib.SSL_CTX_set_tlsext_ticket_key_evp_cb.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    return lib
+
+
+@cache
+def libcrypto() -> ctypes.CDLL:
+    """The process's libcrypto (the one ``_ssl`` uses), with the prototypes we call."""
+    lib = ctypes.CDLL(_loaded("libcrypto.so") or "libcrypto.so.3")
+    vp, c_int = ctypes.c_void_p, ctypes.c_int
+    for name, restype, argtypes in (
+        ("X509_STORE_CTX_get_current_cert", vp, [vp]),
+        ("X509_STORE_CTX_get_error_depth", c_int, [vp]),
+        ("X509_STORE_CTX_set_error", None, [vp, c_int]),
+        ("i2d_X509", c_int, [vp, vp]),
+        ("EVP_aes_256_cbc", vp, []),
+        ("EVP_EncryptInit_ex", c_int, [vp, vp, vp, vp, vp]),
+        ("EVP_DecryptInit_ex", c_int, [vp, vp, vp, vp, vp]),
+        ("EVP_MAC_CTX_set_params", c_int, [vp, vp]),
+        ("RAND_bytes", c_int, [vp, c_int]),
+    ):
+        function = getattr(lib, name)
+        function.restype = restype
+        function.argtypes = argtypes
     return lib
 
 
@@ -70,3 +101,63 @@ def set_groups(ctx: ssl.SSLContext, groups: str) -> None:
         != 1
     ):
         raise OpenSSLCallError(f"OpenSSL rejected the curves list {groups!r}")
+
+
+# int verify_callback(int preverify_ok, X509_STORE_CTX *store)
+VERIFY_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_void_p)
+X509_V_ERR_CERT_REJECTED = 28
+# Callbacks must outlive every context that uses them (ctypes frees them otherwise).
+_KEEP_ALIVE: list[object] = []
+
+
+def set_leaf_check(ctx: ssl.SSLContext, check: Callable[[bytes], bool]) -> None:
+    """Call ``check(leaf_der)`` once a client certificate chain verified; False rejects it.
+
+    A rejection fails the handshake with a bad_certificate alert (X509_V_ERR_CERT_REJECTED),
+    sent by OpenSSL itself. The callback is installed with the context's current
+    verify mode (CPython keeps a callback when ``verify_mode`` changes later).
+    """
+    crypto = libcrypto()
+
+    def callback(preverify_ok: int, store: int | None) -> int:
+        if not preverify_ok or crypto.X509_STORE_CTX_get_error_depth(store) != 0:
+            return preverify_ok
+        try:
+            cert = crypto.X509_STORE_CTX_get_current_cert(store)
+            size = crypto.i2d_X509(cert, None)
+            buffer = ctypes.create_string_buffer(size)
+            cursor = ctypes.c_void_p(ctypes.addressof(buffer))
+            crypto.i2d_X509(cert, ctypes.byref(cursor))
+            accepted = check(buffer.raw[:size])
+        except Exception:  # never let an exception unwind into OpenSSL
+            accepted = False
+        if not accepted:
+            crypto.X509_STORE_CTX_set_error(store, X509_V_ERR_CERT_REJECTED)
+            return 0
+        return 1
+
+    function = VERIFY_CALLBACK(callback)
+    _KEEP_ALIVE.append(function)
+    mode = {ssl.CERT_NONE: 0, ssl.CERT_OPTIONAL: 1, ssl.CERT_REQUIRED: 3}[ctx.verify_mode]
+    _libssl().SSL_CTX_set_verify(ssl_ctx_pointer(ctx), mode, ctypes.cast(function, ctypes.c_void_p))
+
+
+# int cb(SSL *s, unsigned char key_name[16], unsigned char *iv, EVP_CIPHER_CTX *ctx,
+#        EVP_MAC_CTX *hctx, int enc)
+TICKET_CALLBACK = ctypes.CFUNCTYPE(
+    ctypes.c_int,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_int,
+)
+
+
+def set_ticket_callback(ctx: ssl.SSLContext, function: Any) -> None:
+    """Install a ``TICKET_CALLBACK`` (``SSL_CTX_set_tlsext_ticket_key_evp_cb``)."""
+    _KEEP_ALIVE.append(function)
+    pointer = ctypes.cast(function, ctypes.c_void_p)
+    if _libssl().SSL_CTX_set_tlsext_ticket_key_evp_cb(ssl_ctx_pointer(ctx), pointer) != 1:
+        raise OpenSSLCallError("OpenSSL refused the session ticket key callback")

@@ -89,6 +89,13 @@ class ListenerConfig:
     alpn: tuple[str, ...] = ()  # ALPN protocols offered, in server preference order
     backend: str | None = None  # a [backend:NAME] used instead of ``connect``
     routes: tuple[Route, ...] = ()  # SNI/ALPN routes to [backend:NAME] sections
+    ticket_key_file: str | None = None  # session ticket keys shared by several instances
+    client_ca: str | None = None  # PEM CA file that client certificates must chain to
+    verify: str = "none"  # client certificates: none | optional | required
+    crl: tuple[str, ...] = ()  # PEM CRL files checked for the client's certificate
+    allow_cn: tuple[str, ...] = ()  # accepted client subject CNs (empty: any)
+    allow_dns: tuple[str, ...] = ()  # accepted client DNS SANs (empty: any)
+    allow_uri: tuple[str, ...] = ()  # accepted client URI SANs (empty: any)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +172,7 @@ INHERITABLE_KEYS: frozenset[str] = frozenset(
         "proxy_timeout",
         "sni_strict",
         "alpn",
+        "ticket_key_file",
     }
 )
 _PROCESS_KEYS: frozenset[str] = frozenset(
@@ -198,7 +206,14 @@ LISTENER_KEYS: frozenset[str] = INHERITABLE_KEYS | {
     "cert_dir",
     "backend",
     "route",
+    "client_ca",
+    "verify",
+    "crl",
+    "allow_cn",
+    "allow_dns",
+    "allow_uri",
 }
+VERIFY_MODES = ("none", "optional", "required")
 BACKEND_PREFIX = "backend:"
 BACKEND_KEYS: frozenset[str] = frozenset({"connect", "connect_timeout", "proxy_protocol"})
 
@@ -511,6 +526,7 @@ _INHERITABLE_CONVERTERS: dict[str, Callable[[str], Any]] = {
     "proxy_timeout": _duration(300.0),
     "sni_strict": _boolean,
     "alpn": _alpn,
+    "ticket_key_file": _passthrough,  # resolved against the file's directory afterwards
 }
 _PROCESS_CONVERTERS: dict[str, Callable[[str], Any]] = {
     "workers": _workers,
@@ -851,6 +867,9 @@ def _parse_listener(
     if "tls_min" in items or "tls_max" in items:
         _check_tls_range(name, options, ctx)
     options.update(_parse_routing_keys(name, items, ctx))
+    options.update(_parse_client_auth(name, items, ctx))
+    if options.get("ticket_key_file"):
+        options["ticket_key_file"] = ctx.resolve(options["ticket_key_file"])
     required = _parse_required(name, items, ctx)
     if len(ctx.errors) > before or required is None:
         return None
@@ -877,6 +896,48 @@ def _parse_routing_keys(name: str, items: Mapping[str, str], ctx: _Context) -> d
         if not options["routes"]:
             ctx.error("has no rules", name, "route", "add e.g. 'route = sni:api.example.com=api'")
     return options
+
+
+def _parse_client_auth(name: str, items: Mapping[str, str], ctx: _Context) -> dict[str, Any]:
+    """client_ca, verify, crl and the allow_* lists (client certificates, mTLS)."""
+    options: dict[str, Any] = {}
+    for key, value in _convert_keys(name, items, _CLIENT_AUTH_CONVERTERS, ctx).items():
+        if key in ("client_ca", "crl"):
+            paths = tuple(ctx.resolve(p) for p in _PATH_SPLIT_RE.split(value) if p)
+            value = paths[0] if key == "client_ca" else paths
+        options[key] = value
+    verify = options.get("verify", "none")
+    if verify != "none" and "client_ca" not in options:
+        ctx.error(
+            f"verify = {verify} needs client_ca",
+            name,
+            "verify",
+            "set 'client_ca' to the PEM file of the CA(s) that issue client certificates",
+        )
+    for key in ("client_ca", "crl", "allow_cn", "allow_dns", "allow_uri"):
+        needs = ("required",) if key.startswith("allow") else ("optional", "required")
+        if key in options and verify not in needs:
+            ctx.error(
+                f"{key} needs verify = {' or '.join(needs)}",
+                name,
+                key,
+                f"set 'verify = required' or delete '{key}'",
+            )
+    return options
+
+
+def _word_list(text: str) -> tuple[str, ...]:
+    return tuple(w.strip() for w in re.split(r"[,\n]", text) if w.strip())
+
+
+_CLIENT_AUTH_CONVERTERS: dict[str, Callable[[str], Any]] = {
+    "client_ca": _passthrough,
+    "verify": _choice(VERIFY_MODES),
+    "crl": _passthrough,
+    "allow_cn": _word_list,
+    "allow_dns": lambda text: tuple(w.lower() for w in _word_list(text)),
+    "allow_uri": _word_list,
+}
 
 
 _Required = tuple[tuple[Address, ...], tuple[str, ...], str | None, tuple[Address, ...]]

@@ -22,7 +22,7 @@ from tunnel.config import Address, BackendConfig, ListenerConfig
 from tunnel.proxy_out import ProxyOptions
 from tunnel.relay import CONNECTING, PlainSide, TLSSide
 from tunnel.routing import RouteTable, build_route_table
-from tunnel.tls import client_cert
+from tunnel.tls import client_cert, take_rejection
 
 log = logging.getLogger("tunnel.conn")
 
@@ -46,6 +46,7 @@ class ListenerStats:
     handshakes_ok: int = 0
     handshakes_failed: int = 0
     backend_failures: int = 0
+    clients_rejected: int = 0  # client certificates refused (CA, CRL or allow-lists)
     bytes_in: int = 0
     bytes_out: int = 0
     closed: Counter[str] = field(default_factory=Counter)
@@ -147,6 +148,20 @@ def proxy_options(cfg: ListenerConfig, version: str) -> ProxyOptions | None:
     )
 
 
+def client_cn(sslobj: ssl.SSLObject) -> str | None:
+    """The verified client certificate's subject CN, if there is one."""
+    try:
+        cert = sslobj.getpeercert()
+    except ValueError:  # handshake not done
+        return None
+    subject: Any = (cert or {}).get("subject", ())
+    for rdn in subject:
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
+
+
 def _tcp_addr(addr: Any) -> tuple[str, int] | None:
     if isinstance(addr, tuple) and len(addr) >= 2:
         return (str(addr[0]), int(addr[1]))
@@ -219,6 +234,15 @@ class ClientConnection(TLSSide):
                 return  # the client went away meanwhile
         self.close_early("backend unreachable: " + "; ".join(failures))
 
+    def handshake_failed(self, exc: ssl.SSLError) -> str:
+        reason = take_rejection()
+        if reason is None and isinstance(exc, ssl.SSLCertVerificationError):
+            reason = f"client certificate: {exc.verify_message}"
+        if reason is None:
+            return super().handshake_failed(exc)
+        self.listener.stats.clients_rejected += 1
+        return f"handshake failed: {reason}"
+
     def on_closed(self) -> None:
         listener = self.listener
         listener.live.discard(self)
@@ -236,6 +260,12 @@ class ClientConnection(TLSSide):
         if log.isEnabledFor(logging.INFO):
             log.info("%s", self.summary())
 
+    def _client_field(self) -> str:
+        """`` client=CN`` on listeners that ask for client certificates, else nothing."""
+        if self.listener.config.verify == "none":
+            return ""
+        return f" client={client_cn(self.sslobj) or '-'}"
+
     def summary(self) -> str:
         """The one log line that describes this connection."""
         sslobj = self.sslobj
@@ -252,6 +282,7 @@ class ClientConnection(TLSSide):
             f" alpn={sslobj.selected_alpn_protocol() or '-'}"
             f" tls={sslobj.version() or '-'} cipher={cipher[0] if cipher else '-'}"
             f" resumed={'yes' if sslobj.session_reused else 'no'}"
+            f"{self._client_field()}"
             f" backend={self.backend_addr or '-'} in={self.bytes_in} out={self.bytes_out}"
             f' duration={time.monotonic() - self.started:.3f}s reason="{self.reason or "closed"}"'
             + (f" uid={self.uid.hex()}" if self.uid else "")

@@ -108,6 +108,10 @@ class TLSSide(asyncio.BufferedProtocol):
     def on_closed(self) -> None:
         """Called once when the client connection is gone."""
 
+    def handshake_failed(self, exc: ssl.SSLError) -> str:
+        """The close reason for a failed handshake (subclasses may say more)."""
+        return f"handshake failed: {_describe(exc)}"
+
     # -- client transport events ------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
@@ -179,7 +183,7 @@ class TLSSide(asyncio.BufferedProtocol):
             self._flush()
             return
         except ssl.SSLError as exc:
-            self.close_early(f"handshake failed: {_describe(exc)}")
+            self.close_early(self.handshake_failed(exc))
             return
         self._timer.cancel()
         self._flush()

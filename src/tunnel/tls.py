@@ -21,8 +21,10 @@ from tunnel import _openssl
 from tunnel.certs import CertFile, CertGroup, group_certificates, listener_cert_files
 from tunnel.config import ListenerConfig
 from tunnel.errors import TLSSetupError
+from tunnel.identity import AllowLists, identity_from_der, rejection
 from tunnel.proxy_out import ClientCert
 from tunnel.routing import NameTable, build_name_table
+from tunnel.tickets import TicketKeyError, TicketKeys
 
 # Mozilla intermediate TLS 1.2 suites, ECDHE only (no DHE, CBC, CCM or legacy ciphers).
 DEFAULT_CIPHERS = ":".join(
@@ -146,7 +148,83 @@ def _settings_context(listener: ListenerConfig, file: str) -> ssl.SSLContext:
     _apply_openssl(ctx, listener, file)
     if listener.alpn:
         ctx.set_alpn_protocols(list(listener.alpn))
+    _client_auth(ctx, listener, file)
+    if listener.ticket_key_file is not None:
+        _ticket_keys(listener, file).install(ctx)
     return ctx
+
+
+_VERIFY_MODES = {
+    "none": ssl.CERT_NONE,
+    "optional": ssl.CERT_OPTIONAL,
+    "required": ssl.CERT_REQUIRED,
+}
+_rejected: list[str] = []  # why the last client certificate was refused (see take_rejection)
+_ticket_stores: dict[str, TicketKeys] = {}
+
+
+def _client_auth(ctx: ssl.SSLContext, listener: ListenerConfig, file: str) -> None:
+    """client_ca, verify, crl and allow-lists (every context of a listener gets them)."""
+    if listener.verify == "none" or listener.client_ca is None:
+        return
+    for key, path in [("client_ca", listener.client_ca), *[("crl", p) for p in listener.crl]]:
+        try:
+            ctx.load_verify_locations(cafile=path)
+        except (OSError, ssl.SSLError) as exc:
+            raise _setup_error(
+                file,
+                listener.name,
+                key,
+                f"{path}: cannot load ({getattr(exc, 'strerror', None) or exc})",
+                "give a readable PEM file",
+            ) from None
+    if listener.crl:
+        ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+    ctx.verify_mode = _VERIFY_MODES[listener.verify]
+    allow = AllowLists(
+        frozenset(listener.allow_cn), frozenset(listener.allow_dns), frozenset(listener.allow_uri)
+    )
+    if allow:
+        _openssl.set_leaf_check(ctx, lambda der: _allowed(der, allow))
+
+
+def _allowed(der: bytes, allow: AllowLists) -> bool:
+    reason = rejection(identity_from_der(der), allow)
+    if reason is None:
+        return True
+    _rejected[:] = [reason]
+    return False
+
+
+def take_rejection() -> str | None:
+    """Why the client certificate of the handshake that just failed was refused, if it was.
+
+    A worker runs one handshake step at a time, so the reason recorded by the
+    verification callback belongs to the connection whose handshake just failed.
+    """
+    return _rejected.pop() if _rejected else None
+
+
+def _ticket_keys(listener: ListenerConfig, file: str) -> TicketKeys:
+    path = listener.ticket_key_file
+    assert path is not None
+    store = _ticket_stores.get(path)
+    if store is not None:
+        store.refresh()
+        return store
+    try:
+        store = TicketKeys(path)
+    except TicketKeyError as exc:
+        raise _setup_error(
+            file, listener.name, "ticket_key_file", f"{path}: {exc}", "fix or replace the file"
+        ) from None
+    _ticket_stores[path] = store
+    return store
+
+
+def ticket_stores() -> list[TicketKeys]:
+    """Every ticket key file in use (workers refresh them periodically)."""
+    return list(_ticket_stores.values())
 
 
 @dataclass(frozen=True, slots=True)

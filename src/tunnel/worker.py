@@ -26,6 +26,8 @@ from tunnel.config import Config
 from tunnel.connection import ClientConnection, ListenerRuntime
 from tunnel.log import reopen_logs
 from tunnel.proxy_in import ProxiedConnection
+from tunnel.tickets import REFRESH_SECONDS
+from tunnel.tls import ticket_stores
 
 log = logging.getLogger("tunnel.worker")
 
@@ -114,8 +116,18 @@ class Worker:
                 runtime.conn_class = ProxiedConnection
             self.runtimes.append(runtime)
         await self._open_servers()
+        refresher = loop.create_task(self._refresh_ticket_keys()) if ticket_stores() else None
         await self._stop.wait()
+        if refresher is not None:
+            refresher.cancel()
         await self.drain()
+
+    async def _refresh_ticket_keys(self) -> None:
+        """Pick up a replaced ticket_key_file without a restart (checked every few seconds)."""
+        while True:
+            await asyncio.sleep(REFRESH_SECONDS)
+            for store in ticket_stores():
+                store.refresh()
 
     def live_connections(self) -> list[ClientConnection]:
         """Every open client connection of this worker."""

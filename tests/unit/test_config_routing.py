@@ -126,3 +126,44 @@ def test_backend_section_keys_are_checked() -> None:
     assert found[0].key == "connect"
     found = errors(ROUTED.replace("[backend:web]", "[backend:w eb]"))
     assert any("invalid backend name" in str(e) for e in found)
+
+
+BASE = LISTENER + "cert = a.pem\nconnect = 127.0.0.1:1\n"
+
+
+def test_client_auth_keys() -> None:
+    text = BASE + (
+        "client_ca = ca.pem\nverify = required\ncrl = a.crl, /b.crl\n"
+        "allow_cn = alice, bob\nallow_dns = Alice.Example\nallow_uri = spiffe://t/a\n"
+    )
+    (web,) = parse(text).listeners
+    assert web.client_ca == "/etc/tunnel/ca.pem"
+    assert web.verify == "required"
+    assert web.crl == ("/etc/tunnel/a.crl", "/b.crl")
+    assert web.allow_cn == ("alice", "bob")
+    assert web.allow_dns == ("alice.example",)
+    assert web.allow_uri == ("spiffe://t/a",)
+
+
+def test_verify_needs_client_ca() -> None:
+    (error,) = errors(BASE + "verify = optional\n")
+    assert error.key == "verify"
+    assert "client_ca" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        ("client_ca = ca.pem\n", "client_ca"),
+        ("client_ca = ca.pem\nverify = optional\nallow_cn = a\n", "allow_cn"),
+        ("client_ca = ca.pem\nverify = maybe\n", "verify"),
+    ],
+)
+def test_client_auth_combinations(extra: str, key: str) -> None:
+    found = errors(BASE + extra)
+    assert key in [e.key for e in found]
+
+
+def test_ticket_key_file_is_inherited_and_resolved() -> None:
+    (web,) = parse("[tunnel]\nticket_key_file = keys/t.key\n" + BASE).listeners
+    assert web.ticket_key_file == "/etc/tunnel/keys/t.key"

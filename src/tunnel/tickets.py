@@ -1,0 +1,160 @@
+"""Session-ticket keys from a file, shared by every Tunnel instance that reads it.
+
+File format: one or more 80-byte keys, concatenated; each key is a 16-byte name, a 32-byte
+HMAC-SHA256 key and a 32-byte AES-256 key (e.g. ``head -c 80 /dev/urandom``). The first
+key encrypts new tickets; every key decrypts, so prepending a new key and keeping the old
+one behind it rotates without breaking the sessions clients hold (tickets made with an
+older key are renewed with the current one when they resume).
+
+The stdlib ``ssl`` module has no API for this: :class:`TicketKeys` installs an OpenSSL
+ticket callback (``SSL_CTX_set_tlsext_ticket_key_evp_cb``) through :mod:`tunnel._openssl`
+that looks keys up here. Workers call :meth:`TicketKeys.refresh` every few seconds, which
+re-reads the file when its modification time, size or inode changed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import ssl
+
+from tunnel import _openssl
+
+log = logging.getLogger("tunnel.tickets")
+
+KEY_SIZE = 80
+NAME_SIZE = 16
+IV_SIZE = 16
+REFRESH_SECONDS = 2.0
+
+# OSSL_PARAM, as in <openssl/core.h>.
+_UTF8_STRING = 4
+_OCTET_STRING = 5
+_UNMODIFIED = ctypes.c_size_t(-1).value
+
+
+class _Param(ctypes.Structure):
+    _fields_ = (
+        ("key", ctypes.c_char_p),
+        ("data_type", ctypes.c_uint),
+        ("data", ctypes.c_void_p),
+        ("data_size", ctypes.c_size_t),
+        ("return_size", ctypes.c_size_t),
+    )
+
+
+_DIGEST = ctypes.create_string_buffer(b"SHA256")
+
+
+class TicketKeyError(ValueError):
+    """The ticket key file is unreadable or not a whole number of 80-byte keys."""
+
+
+def parse_keys(data: bytes) -> list[tuple[bytes, bytes, bytes]]:
+    """Split file contents into (name, hmac_key, aes_key) triples; raise TicketKeyError."""
+    if not data or len(data) % KEY_SIZE:
+        raise TicketKeyError(
+            f"holds {len(data)} bytes, not a multiple of {KEY_SIZE}: "
+            "write one or more 80-byte keys, e.g. head -c 80 /dev/urandom"
+        )
+    keys = []
+    for offset in range(0, len(data), KEY_SIZE):
+        key = data[offset : offset + KEY_SIZE]
+        keys.append((key[:NAME_SIZE], key[NAME_SIZE:48], key[48:]))
+    return keys
+
+
+def _file_state(path: str) -> tuple[int, int, int]:
+    stat = os.stat(path)
+    return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+
+
+class TicketKeys:
+    """The keys of one ticket key file, and the OpenSSL callback that uses them."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._state = (0, 0, 0)
+        self._current: tuple[bytes, bytes, bytes] = (b"", b"", b"")
+        self._by_name: dict[bytes, tuple[bytes, bytes, bool]] = {}
+        self._load()
+        self._callback = _openssl.TICKET_CALLBACK(self._on_ticket)
+        self._crypto = _openssl.libcrypto()
+        self._cipher = self._crypto.EVP_aes_256_cbc()
+
+    def _load(self) -> None:
+        try:
+            state = _file_state(self.path)
+            with open(self.path, "rb") as stream:
+                keys = parse_keys(stream.read())
+        except OSError as exc:
+            raise TicketKeyError(f"cannot read it: {exc.strerror or exc}") from None
+        self._state = state
+        self._current = keys[0]
+        self._by_name = {
+            name: (hmac_key, aes_key, index == 0)
+            for index, (name, hmac_key, aes_key) in reversed(list(enumerate(keys)))
+        }
+
+    def install(self, ctx: ssl.SSLContext) -> None:
+        """Make ``ctx`` encrypt and decrypt its session tickets with these keys."""
+        _openssl.set_ticket_callback(ctx, self._callback)
+
+    def refresh(self) -> bool:
+        """Re-read the file if it changed; True if new keys are in use.
+
+        A broken replacement is logged and the old keys stay in use.
+        """
+        try:
+            if _file_state(self.path) == self._state:
+                return False
+            self._load()
+        except (OSError, TicketKeyError) as exc:
+            log.warning("ticket_key_file %s: %s; keeping the previous keys", self.path, exc)
+            return False
+        log.info("ticket keys reloaded from %s (%d key(s))", self.path, len(self._by_name))
+        return True
+
+    def _set_hmac(self, hctx: int | None, hmac_key: bytes) -> bool:
+        key = ctypes.create_string_buffer(hmac_key, len(hmac_key))
+        params = (_Param * 3)(
+            _Param(b"key", _OCTET_STRING, ctypes.addressof(key), len(hmac_key), _UNMODIFIED),
+            _Param(b"digest", _UTF8_STRING, ctypes.addressof(_DIGEST), 6, _UNMODIFIED),
+            _Param(None, 0, None, 0, 0),
+        )
+        return bool(self._crypto.EVP_MAC_CTX_set_params(hctx, params) == 1)
+
+    def _on_ticket(
+        self,
+        _ssl: int | None,
+        key_name: int | None,
+        iv: int | None,
+        cipher_ctx: int | None,
+        hctx: int | None,
+        enc: int,
+    ) -> int:
+        # Runs inside OpenSSL during a handshake: never raise (ctypes would print and
+        # return 0); -1 tells OpenSSL that something went wrong.
+        crypto = self._crypto
+        try:
+            if enc:
+                name, hmac_key, aes_key = self._current
+                ctypes.memmove(key_name or 0, name, NAME_SIZE)
+                if crypto.RAND_bytes(iv, IV_SIZE) != 1:
+                    return -1
+                if not self._set_hmac(hctx, hmac_key):
+                    return -1
+                ok = crypto.EVP_EncryptInit_ex(cipher_ctx, self._cipher, None, aes_key, iv)
+                return 1 if ok == 1 else -1
+            found = self._by_name.get(ctypes.string_at(key_name or 0, NAME_SIZE))
+            if found is None:
+                return 0  # unknown key: a full handshake, and a new ticket
+            hmac_key, aes_key, current = found
+            if not self._set_hmac(hctx, hmac_key):
+                return -1
+            if crypto.EVP_DecryptInit_ex(cipher_ctx, self._cipher, None, aes_key, iv) != 1:
+                return -1
+            return 1 if current else 2  # 2: resume, and renew the ticket with today's key
+        except Exception:
+            return -1
