@@ -55,6 +55,7 @@ def _setup_logging(config: Config, override: str | None) -> None:
             settings.log_target,
             settings.log_facility,
             settings.log_file,
+            settings.log_format,
         )
     except OSError as exc:
         raise ConfigError(

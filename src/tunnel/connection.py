@@ -8,17 +8,18 @@ first, and what to count and log when the connection ends.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import ssl
 import time
-from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tunnel import proxy_out
 from tunnel.config import Address, BackendConfig, ListenerConfig
+from tunnel.metrics import BackendStats, ListenerStats
 from tunnel.proxy_out import ProxyOptions
 from tunnel.relay import CONNECTING, PlainSide, TLSSide
 from tunnel.routing import RouteTable, build_route_table
@@ -37,21 +38,6 @@ class AcceptControl(Protocol):
     def closed(self) -> None: ...
 
 
-@dataclass(slots=True)
-class ListenerStats:
-    """Counters of one listener in one worker."""
-
-    accepted: int = 0
-    active: int = 0
-    handshakes_ok: int = 0
-    handshakes_failed: int = 0
-    backend_failures: int = 0
-    clients_rejected: int = 0  # client certificates refused (CA, CRL or allow-lists)
-    bytes_in: int = 0
-    bytes_out: int = 0
-    closed: Counter[str] = field(default_factory=Counter)
-
-
 class ListenerRuntime:
     """Per-worker state of one listener: its TLS context, backends, live connections."""
 
@@ -62,6 +48,7 @@ class ListenerRuntime:
         loop: asyncio.AbstractEventLoop,
         control: AcceptControl,
         backends: Mapping[str, BackendConfig] | None = None,
+        counters: dict[str, BackendStats] | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -69,11 +56,21 @@ class ListenerRuntime:
         self.loop = loop
         self.control = control
         self.stats = ListenerStats()
+        # Shared by all listeners of a worker: keyed by backend address.
+        self.counters = counters if counters is not None else {}
         self.live: set[ClientConnection] = set()
         # Listeners that read an inbound PROXY header use a subclass (tunnel.proxy_in),
         # so the others pay nothing for it.
         self.conn_class: type[ClientConnection] = ClientConnection
         self.routes = listener_routes(config, backends or {})
+
+    def backend_stats(self, addr: Address) -> BackendStats:
+        """The statistics of one backend address (created on first use)."""
+        key = str(addr)
+        stats = self.counters.get(key)
+        if stats is None:
+            stats = self.counters[key] = BackendStats()
+        return stats
 
     def protocol_factory(self) -> ClientConnection:
         """Create the protocol for one accepted client connection."""
@@ -195,7 +192,14 @@ class ClientConnection(TLSSide):
         listener.control.opened()
 
     def on_handshake(self) -> None:
-        self.listener.stats.handshakes_ok += 1
+        sslobj = self.sslobj
+        cipher = sslobj.cipher()
+        self.listener.stats.handshake_ok(
+            time.monotonic() - self.started,
+            sslobj.version() or "-",
+            cipher[0] if cipher else "-",
+            sslobj.selected_alpn_protocol() or "-",
+        )
         self.task = self.listener.loop.create_task(self._connect())
 
     async def _connect(self) -> None:
@@ -214,6 +218,8 @@ class ClientConnection(TLSSide):
         failures = []
         for addr in cfg.connect:
             self.backend_addr = addr
+            stats = self.listener.backend_stats(addr)
+            begun = time.monotonic()
             try:
                 async with asyncio.timeout(cfg.connect_timeout):
                     if addr.kind == "unix":
@@ -224,12 +230,14 @@ class ClientConnection(TLSSide):
                         await loop.create_connection(
                             lambda: PlainSide(self, preamble), addr.host, addr.port
                         )
+                stats.connected(time.monotonic() - begun)
                 return
             except TimeoutError:
                 failures.append(f"{addr}: connect timed out")
+                stats.failed("timeout")
             except OSError as exc:
                 failures.append(f"{addr}: {exc.strerror or exc}")
-            self.listener.stats.backend_failures += 1
+                stats.failed(_failure_kind(exc))
             if self.state != CONNECTING:
                 return  # the client went away meanwhile
         self.close_early("backend unreachable: " + "; ".join(failures))
@@ -246,28 +254,17 @@ class ClientConnection(TLSSide):
     def on_closed(self) -> None:
         listener = self.listener
         listener.live.discard(self)
-        stats = listener.stats
-        stats.active -= 1
-        stats.bytes_in += self.bytes_in
-        stats.bytes_out += self.bytes_out
         reason = self.reason or "closed"
-        stats.closed[reason.split(":", 1)[0]] += 1
+        listener.stats.ended(reason, self.bytes_in, self.bytes_out)
         if self.task is not None and not self.task.done():
             self.task.cancel()
-        if reason.startswith(("handshake", "client closed during")):
-            stats.handshakes_failed += 1
         listener.control.closed()
         if log.isEnabledFor(logging.INFO):
-            log.info("%s", self.summary())
+            fields = self.summary_fields()
+            log.info("%s", format_summary(fields), extra={"conn": fields})
 
-    def _client_field(self) -> str:
-        """`` client=CN`` on listeners that ask for client certificates, else nothing."""
-        if self.listener.config.verify == "none":
-            return ""
-        return f" client={client_cn(self.sslobj) or '-'}"
-
-    def summary(self) -> str:
-        """The one log line that describes this connection."""
+    def summary_fields(self) -> dict[str, str | int | float]:
+        """The fields of the one log line that describes this connection."""
         sslobj = self.sslobj
         cipher = sslobj.cipher()
         peer = _tcp_addr(self.peer)
@@ -276,14 +273,47 @@ class ClientConnection(TLSSide):
             if peer and ":" in peer[0]
             else (f"{peer[0]}:{peer[1]}" if peer else "-")
         )
-        return (
-            f"conn peer={peer_text} listener={self.listener.name}"
-            f" sni={getattr(sslobj, 'sni', None) or '-'}"
-            f" alpn={sslobj.selected_alpn_protocol() or '-'}"
-            f" tls={sslobj.version() or '-'} cipher={cipher[0] if cipher else '-'}"
-            f" resumed={'yes' if sslobj.session_reused else 'no'}"
-            f"{self._client_field()}"
-            f" backend={self.backend_addr or '-'} in={self.bytes_in} out={self.bytes_out}"
-            f' duration={time.monotonic() - self.started:.3f}s reason="{self.reason or "closed"}"'
-            + (f" uid={self.uid.hex()}" if self.uid else "")
-        )
+        fields: dict[str, str | int | float] = {
+            "peer": peer_text,
+            "listener": self.listener.name,
+            "sni": getattr(sslobj, "sni", None) or "-",
+            "alpn": sslobj.selected_alpn_protocol() or "-",
+            "tls": sslobj.version() or "-",
+            "cipher": cipher[0] if cipher else "-",
+            "resumed": "yes" if sslobj.session_reused else "no",
+        }
+        if self.listener.config.verify != "none":
+            fields["client"] = client_cn(sslobj) or "-"  # only where client certs are asked
+        fields["backend"] = str(self.backend_addr or "-")
+        fields["in"] = self.bytes_in
+        fields["out"] = self.bytes_out
+        fields["duration"] = round(time.monotonic() - self.started, 3)
+        fields["reason"] = self.reason or "closed"
+        if self.uid:
+            fields["uid"] = self.uid.hex()
+        return fields
+
+    def summary(self) -> str:
+        """The one log line that describes this connection."""
+        return format_summary(self.summary_fields())
+
+
+def format_summary(fields: dict[str, str | int | float]) -> str:
+    """The text form of a connection summary: ``conn peer=... reason="..."``."""
+    parts = ["conn"]
+    for key, value in fields.items():
+        if key == "duration":
+            parts.append(f"duration={value:.3f}s")
+        elif key == "reason":
+            parts.append(f'reason="{value}"')
+        else:
+            parts.append(f"{key}={value}")
+    return " ".join(parts)
+
+
+def _failure_kind(exc: OSError) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+        return "unreachable"
+    return "error"

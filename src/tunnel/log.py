@@ -12,6 +12,7 @@ private keys never reach a log.
 
 from __future__ import annotations
 
+import json
 import logging
 import logging.handlers
 import os
@@ -29,6 +30,38 @@ _LEVELS = {
     "warning": logging.WARNING,
     "error": logging.ERROR,
 }
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; a connection summary's fields become its keys."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "pid": record.process,
+            "level": record.levelname.lower(),
+            "logger": record.name,
+        }
+        fields = getattr(record, "conn", None)
+        if isinstance(fields, dict):
+            entry["event"] = "conn"
+            entry.update(fields)
+        else:
+            entry["message"] = record.getMessage()
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False, separators=(",", ":"))
+
+
+class _PrefixedJson(JsonFormatter):
+    # Syslog needs its "tag[pid]: " before the JSON object.
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return (self.prefix % {"process": record.process}) + text if self.prefix else text
 
 
 def level_number(level: str) -> int:
@@ -101,6 +134,7 @@ def setup_logging(
     target: str = "stderr",
     facility: str = "daemon",
     log_file: str | None = None,
+    log_format: str = "text",
 ) -> None:
     """Send Tunnel's logs to ``target`` (``stderr``, ``syslog`` or ``file``) at ``level``.
 
@@ -120,6 +154,11 @@ def setup_logging(
         raise ValueError("log target 'file' needs a log_file")
     else:
         raise ValueError(f"unknown log target {target!r}: use stderr, syslog or file")
+    if log_format == "json":
+        prefix = "tunnel[%(process)d]: " if kind == "syslog" else ""
+        handler.setFormatter(_PrefixedJson(prefix))
+    elif log_format != "text":
+        raise ValueError(f"unknown log format {log_format!r}: use text or json")
     logger = logging.getLogger(ROOT_LOGGER)
     for old in list(logger.handlers):
         logger.removeHandler(old)

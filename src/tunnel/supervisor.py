@@ -43,6 +43,7 @@ from tunnel.config import Address, Config, load_config
 from tunnel.errors import ConfigError, ConfigErrors, TunnelError
 from tunnel.listen import SocketPool, close_foreign
 from tunnel.log import reopen_logs, setup_logging
+from tunnel.observe import Observer
 from tunnel.tls import build_server_context
 from tunnel.watch import FileState, changed, snapshot, watched_files
 from tunnel.worker import run_worker
@@ -54,6 +55,7 @@ WATCH_INTERVAL = 2.0
 _STABLE_SECONDS = 10.0
 _MAX_BACKOFF = 30.0
 _PR_SET_PDEATHSIG = 1
+_POLL_SECONDS = 0.2
 
 
 def worker_count(config: Config) -> int:
@@ -77,6 +79,16 @@ def build_contexts(config: Config) -> dict[str, ssl.SSLContext]:
     if errors:
         raise ConfigErrors(errors)
     return contexts
+
+
+def _admin_error(config: Config, exc: OSError) -> ConfigError:
+    return ConfigError(
+        f"cannot serve the admin endpoint on {config.tunnel.admin}: {exc.strerror or exc}",
+        file=config.path,
+        section="tunnel",
+        key="admin",
+        hint="pick a free host:port, or delete the line to turn the endpoint off",
+    )
 
 
 def raise_fd_limit() -> None:
@@ -142,14 +154,22 @@ class Supervisor:
         self.before_workers: list[Hook] = []
         self.on_ready: list[Hook] = []
         self.child_fds: list[int] = []  # closed in every worker right after fork
+        self.observer = Observer(config, self.workers)
 
     def prepare(self) -> None:
         """Load certificates and bind sockets; raise ConfigErrors on any problem."""
         raise_fd_limit()
         self.contexts = build_contexts(self.config)
         self.pool.commit(self.pool.plan(self.config, self.workers))
+        try:
+            self.observer.prepare()
+        except OSError as exc:
+            self.pool.close_all()
+            raise ConfigErrors([_admin_error(self.config, exc)]) from None
+        self.observer.bound = True
 
     def _spawn(self, slot: WorkerSlot) -> None:
+        report = self.observer.pair(slot.index)
         pid = os.fork()
         if pid == 0:  # the worker
             code = 1
@@ -161,14 +181,16 @@ class Supervisor:
                 for fd in self.child_fds:
                     with contextlib.suppress(OSError):
                         os.close(fd)
+                self.observer.in_child()
                 close_foreign(self.pool, self.config, slot.index)
                 mine = self.pool.for_worker(self.config, slot.index)
-                code = run_worker(self.config, self.contexts, mine)
+                code = run_worker(self.config, self.contexts, mine, report)
             except BaseException:
                 log.exception("worker %d failed", slot.index)
             finally:
                 logging.shutdown()
                 os._exit(code)
+        report.close()
         slot.pid = pid
         slot.started = time.monotonic()
         slot.restart_at = None
@@ -201,11 +223,15 @@ class Supervisor:
         finally:
             self._kill_all(signal.SIGKILL, retired=True)
             self.pool.close_all()
+            self.observer.close()
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
 
     def _loop(self) -> int:
         while True:
-            info = signal.sigtimedwait(_SIGNALS, 0.5)
+            # Signals stay blocked; the wait is for worker reports and admin clients,
+            # and pending signals are collected right after it.
+            self.observer.poll(_POLL_SECONDS)
+            info = signal.sigtimedwait(_SIGNALS, 0)
             if info is not None:
                 self._on_signal(info.si_signo)
             self._reap()
@@ -242,6 +268,7 @@ class Supervisor:
                 log.info("stop signal: draining (up to %.0fs)", self.config.tunnel.drain_timeout)
                 self.notify("STOPPING=1\nSTATUS=draining")
                 self.stopping = True
+                self.observer.draining = True
                 self.deadline = time.monotonic() + self.config.tunnel.drain_timeout + 5.0
                 self.deadline = max([self.deadline, *self.retired.values()])
                 # Old-generation workers are draining already; a SIGTERM would hurry them.
@@ -285,6 +312,9 @@ class Supervisor:
         self.pool.commit(planned)
         self.config, self.contexts, self.workers = config, contexts, workers
         self.generation += 1
+        for slot in self.slots:
+            self.observer.exited(slot.index, restarting=False)  # keep its counters
+        self.observer.reconfigure(config, workers)
         self.slots = [WorkerSlot(i) for i in range(workers)]
         self._log_listeners()
         # The new generation starts before the old one stops accepting; the sockets of
@@ -304,9 +334,11 @@ class Supervisor:
             len(old_pids),
         )
         self.notify(f"READY=1\nSTATUS=serving, generation {self.generation}")
+        self.observer.reloads["ok"] += 1
         return True
 
     def _reload_failed(self, problems: list[str]) -> bool:
+        self.observer.reloads["failed"] += 1
         for problem in problems:
             log.error("reload failed: %s", problem)
         log.error("reload failed: still serving the previous configuration")
@@ -315,12 +347,16 @@ class Supervisor:
 
     def _apply_logging(self, config: Config) -> None:
         new, old = config.tunnel, self.config.tunnel
-        settings = ("log_level", "log_target", "log_facility", "log_file")
+        settings = ("log_level", "log_target", "log_facility", "log_file", "log_format")
         if all(getattr(new, name) == getattr(old, name) for name in settings):
             return
         try:
             setup_logging(
-                self.log_level or new.log_level, new.log_target, new.log_facility, new.log_file
+                self.log_level or new.log_level,
+                new.log_target,
+                new.log_facility,
+                new.log_file,
+                new.log_format,
             )
         except (ValueError, OSError) as exc:
             log.error("reload: cannot set up logging (%s); keeping the previous setup", exc)
@@ -375,6 +411,7 @@ class Supervisor:
 
     def _worker_exited(self, slot: WorkerSlot, status: int) -> None:
         pid, slot.pid = slot.pid, 0
+        self.observer.exited(slot.index, restarting=not self.stopping)
         if self.stopping:
             return
         how = (

@@ -15,16 +15,20 @@ SIGUSR1 reopens the log file (forwarded by the supervisor after a log rotation).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import signal
 import socket
 import ssl
 
 import uvloop
 
+from tunnel import metrics
 from tunnel.config import Config
 from tunnel.connection import ClientConnection, ListenerRuntime
 from tunnel.log import reopen_logs
+from tunnel.metrics import BackendStats
 from tunnel.proxy_in import ProxiedConnection
 from tunnel.tickets import REFRESH_SECONDS
 from tunnel.tls import ticket_stores
@@ -32,6 +36,7 @@ from tunnel.tls import ticket_stores
 log = logging.getLogger("tunnel.worker")
 
 RESUME_FRACTION = 0.9
+REPORT_SECONDS = 1.0
 
 
 class Worker:
@@ -42,8 +47,11 @@ class Worker:
         config: Config,
         contexts: dict[str, ssl.SSLContext],
         sockets: dict[str, list[socket.socket]],
+        report: socket.socket | None = None,
     ) -> None:
         self.config = config
+        self.report = report  # to the supervisor: statistics snapshots, also "alive"
+        self.backends: dict[str, BackendStats] = {}
         self.contexts = contexts
         self.sockets = sockets
         self.max_connections = config.tunnel.max_connections
@@ -111,16 +119,38 @@ class Worker:
                 loop,
                 self,
                 {backend.name: backend for backend in self.config.backends},
+                self.backends,
             )
             if listener.proxy_from:
                 runtime.conn_class = ProxiedConnection
             self.runtimes.append(runtime)
         await self._open_servers()
         refresher = loop.create_task(self._refresh_ticket_keys()) if ticket_stores() else None
+        self._report_tick()
         await self._stop.wait()
         if refresher is not None:
             refresher.cancel()
         await self.drain()
+        self.send_report()
+
+    def send_report(self) -> None:
+        """Send one statistics snapshot to the supervisor; drop it if the pipe is full."""
+        if self.report is None:
+            return
+        snap = metrics.snapshot({r.name: r.stats for r in self.runtimes}, self.backends)
+        snap["pid"] = os.getpid()
+        snap["draining"] = self.stopping
+        try:
+            # One SOCK_SEQPACKET message per snapshot: never split, never blocks.
+            self.report.send(json.dumps(snap, separators=(",", ":")).encode())
+        except (BlockingIOError, InterruptedError):
+            pass  # the supervisor is behind: the next snapshot supersedes this one
+        except OSError:
+            self.report = None  # the supervisor is gone; PDEATHSIG ends us soon
+
+    def _report_tick(self) -> None:
+        self.send_report()
+        asyncio.get_running_loop().call_later(REPORT_SECONDS, self._report_tick)
 
     async def _refresh_ticket_keys(self) -> None:
         """Pick up a replaced ticket_key_file without a restart (checked every few seconds)."""
@@ -136,6 +166,7 @@ class Worker:
     async def drain(self) -> None:
         """Stop accepting; wait for connections up to the drain timeout; close the rest."""
         self.stopping = True
+        self.send_report()
         self._close_servers()
         for socks in self.sockets.values():
             for sock in socks:
@@ -171,9 +202,10 @@ def run_worker(
     config: Config,
     contexts: dict[str, ssl.SSLContext],
     sockets: dict[str, list[socket.socket]],
+    report: socket.socket | None = None,
 ) -> int:
     """Run one worker's event loop to completion; return its exit code."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    worker = Worker(config, contexts, sockets)
+    worker = Worker(config, contexts, sockets, report)
     uvloop.run(worker.serve())
     return 0

@@ -1,0 +1,328 @@
+"""Metric definitions, per-worker statistics, snapshot merging and Prometheus rendering.
+
+Theory of operation
+-------------------
+This module does no I/O. Each worker keeps one :class:`ListenerStats` per listener and
+one :class:`BackendStats` per backend address, updated once per connection event (never
+per chunk: bytes are added when a connection ends). Periodically the worker turns them
+into a JSON-able *snapshot* (:func:`snapshot`) and sends it to the supervisor, which
+keeps the latest one per worker, :func:`merge` s them (plus the counters of workers that
+have exited, so totals never go backwards) and renders Prometheus text with
+:func:`render`. Label values are bounded: handshake failures are classified into a fixed
+set of reasons, close reasons are the text before the first ``:``, and TLS versions,
+ciphers and ALPN protocols come from what the listener allows.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+HANDSHAKE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+CONNECT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+# Handshake failure reasons (metric label values) and what our reason texts contain.
+_FAILURE_PATTERNS = (
+    ("timeout", ("handshake timeout",)),
+    ("unknown_sni", ("unrecognized name", "unknown sni", "unknown server name")),
+    ("no_shared_cipher", ("no shared cipher", "no suitable", "no shared group")),
+    (
+        "bad_client_cert",
+        ("certificate verify failed", "did not return a certificate", "certificate required"),
+    ),
+    ("not_tls", ("http request", "wrong version number", "unknown protocol", "record layer")),
+    ("unsupported_version", ("unsupported protocol", "protocol version", "version too low")),
+    ("client_closed", ("client closed during", "unexpected eof", "client error")),
+)
+FAILURE_REASONS = (*(name for name, _ in _FAILURE_PATTERNS), "other")
+
+
+def classify_failure(reason: str) -> str:
+    """The metric label for a handshake failure described by ``reason``."""
+    text = reason.lower()
+    for name, needles in _FAILURE_PATTERNS:
+        if any(needle in text for needle in needles):
+            return name
+    return "other"
+
+
+def is_handshake_failure(reason: str) -> bool:
+    """True if a connection that ended with ``reason`` never completed its handshake."""
+    return reason.startswith(("handshake", "client closed during"))
+
+
+def _observe(buckets: list[int], bounds: tuple[float, ...], value: float) -> None:
+    # Non-cumulative counts per bucket (the last one is +Inf); cumulated when rendered.
+    buckets[bisect.bisect_left(bounds, value)] += 1
+
+
+@dataclass(slots=True)
+class ListenerStats:
+    """Counters of one listener in one worker."""
+
+    accepted: int = 0
+    active: int = 0
+    clients_rejected: int = 0  # client certificates refused (CA, CRL or allow-lists)
+    bytes_in: int = 0
+    bytes_out: int = 0
+    closed: Counter[str] = field(default_factory=Counter)
+    handshakes: Counter[str] = field(default_factory=Counter)  # "ok" or a failure reason
+    tls: Counter[str] = field(default_factory=Counter)  # "version cipher"
+    alpn: Counter[str] = field(default_factory=Counter)
+    hs_buckets: list[int] = field(default_factory=lambda: [0] * (len(HANDSHAKE_BUCKETS) + 1))
+    hs_sum: float = 0.0
+
+    def handshake_ok(self, seconds: float, version: str, cipher: str, alpn: str) -> None:
+        """A handshake completed after ``seconds``."""
+        self.handshakes["ok"] += 1
+        self.tls[f"{version} {cipher}"] += 1
+        self.alpn[alpn] += 1
+        _observe(self.hs_buckets, HANDSHAKE_BUCKETS, seconds)
+        self.hs_sum += seconds
+
+    def ended(self, reason: str, bytes_in: int, bytes_out: int) -> None:
+        """A connection ended; ``reason`` is its summary's reason text."""
+        self.active -= 1
+        self.bytes_in += bytes_in
+        self.bytes_out += bytes_out
+        self.closed[reason.split(":", 1)[0]] += 1
+        if is_handshake_failure(reason):
+            self.handshakes[classify_failure(reason)] += 1
+
+
+@dataclass(slots=True)
+class BackendStats:
+    """Connect attempts to one backend address, in one worker."""
+
+    connects: int = 0
+    failures: Counter[str] = field(default_factory=Counter)  # "refused", "timeout", ...
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(CONNECT_BUCKETS) + 1))
+    seconds: float = 0.0
+
+    def connected(self, seconds: float) -> None:
+        """A connect succeeded after ``seconds``."""
+        self.connects += 1
+        _observe(self.buckets, CONNECT_BUCKETS, seconds)
+        self.seconds += seconds
+
+    def failed(self, kind: str) -> None:
+        """A connect failed (``kind``: timeout, refused, unreachable, error)."""
+        self.failures[kind] += 1
+
+
+def snapshot(
+    listeners: Mapping[str, ListenerStats], backends: Mapping[str, BackendStats]
+) -> dict[str, Any]:
+    """A JSON-able copy of one worker's statistics."""
+    return {
+        "listeners": {
+            name: {
+                "accepted": s.accepted,
+                "active": s.active,
+                "clients_rejected": s.clients_rejected,
+                "bytes_in": s.bytes_in,
+                "bytes_out": s.bytes_out,
+                "closed": dict(s.closed),
+                "handshakes": dict(s.handshakes),
+                "tls": dict(s.tls),
+                "alpn": dict(s.alpn),
+                "hs_buckets": list(s.hs_buckets),
+                "hs_sum": s.hs_sum,
+            }
+            for name, s in listeners.items()
+        },
+        "backends": {
+            name: {
+                "connects": b.connects,
+                "failures": dict(b.failures),
+                "buckets": list(b.buckets),
+                "seconds": b.seconds,
+            }
+            for name, b in backends.items()
+        },
+    }
+
+
+def _add(into: dict[str, Any], other: Mapping[str, Any]) -> None:
+    for key, value in other.items():
+        if isinstance(value, Mapping):
+            _add(into.setdefault(key, {}), value)
+        elif isinstance(value, list):
+            mine = into.setdefault(key, [0] * len(value))
+            into[key] = [a + b for a, b in zip(mine, value, strict=True)]
+        else:
+            into[key] = into.get(key, 0) + value
+
+
+def merge(snapshots: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Sum snapshots key by key (counters, gauges, histogram buckets)."""
+    total: dict[str, Any] = {"listeners": {}, "backends": {}}
+    for snap in snapshots:
+        _add(total, {"listeners": snap.get("listeners", {}), "backends": snap.get("backends", {})})
+    return total
+
+
+def retire(snap: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of an exited worker's last snapshot that still counts: not its gauges."""
+    result = merge([snap])
+    for stats in result["listeners"].values():
+        stats["active"] = 0
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorFacts:
+    """What only the supervisor knows."""
+
+    workers_configured: int = 0
+    workers_reporting: int = 0
+    worker_restarts: int = 0
+    reloads: Mapping[str, int] = field(default_factory=dict)  # result -> count
+    cert_not_after: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    draining: bool = False
+    handshake_failures_last_minute: int = 0
+
+
+def _histogram(
+    name: str, doc: str, labels: list[str], series: Iterable[tuple[list[str], Any, float]]
+) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, doc, labels=labels)
+    for values, (bounds, counts), total in series:
+        running = 0
+        cumulative = []
+        for bound, count in zip((*bounds, float("inf")), counts, strict=True):
+            running += count
+            cumulative.append((str(bound) if bound != float("inf") else "+Inf", running))
+        family.add_metric(values, cumulative, total)
+    return family
+
+
+def families(merged: Mapping[str, Any], facts: SupervisorFacts) -> list[Metric]:
+    """Prometheus metric families for merged worker snapshots and supervisor facts."""
+    accepted = CounterMetricFamily(
+        "tunnel_connections_accepted", "Client connections accepted", labels=["listener"]
+    )
+    active = GaugeMetricFamily(
+        "tunnel_connections_active", "Client connections open now", labels=["listener"]
+    )
+    closed = CounterMetricFamily(
+        "tunnel_connections_closed",
+        "Client connections ended, by reason",
+        labels=["listener", "reason"],
+    )
+    handshakes = CounterMetricFamily(
+        "tunnel_handshakes",
+        "TLS handshakes by result (ok or a failure reason)",
+        labels=["listener", "result"],
+    )
+    tls = CounterMetricFamily(
+        "tunnel_tls_negotiated",
+        "Handshakes by TLS version and cipher",
+        labels=["listener", "version", "cipher"],
+    )
+    alpn = CounterMetricFamily(
+        "tunnel_alpn_negotiated",
+        "Handshakes by ALPN protocol (- for none)",
+        labels=["listener", "alpn"],
+    )
+    bytes_ = CounterMetricFamily(
+        "tunnel_bytes",
+        "Bytes relayed (in: from clients, out: to clients)",
+        labels=["listener", "direction"],
+    )
+    hs_series = []
+    for name, s in sorted(merged.get("listeners", {}).items()):
+        accepted.add_metric([name], s.get("accepted", 0))
+        active.add_metric([name], s.get("active", 0))
+        for reason, n in sorted(s.get("closed", {}).items()):
+            closed.add_metric([name, reason], n)
+        for outcome, n in sorted(s.get("handshakes", {}).items()):
+            handshakes.add_metric([name, outcome], n)
+        for key, n in sorted(s.get("tls", {}).items()):
+            version, _, cipher = key.partition(" ")
+            tls.add_metric([name, version, cipher], n)
+        for proto, n in sorted(s.get("alpn", {}).items()):
+            alpn.add_metric([name, proto], n)
+        bytes_.add_metric([name, "in"], s.get("bytes_in", 0))
+        bytes_.add_metric([name, "out"], s.get("bytes_out", 0))
+        counts = s.get("hs_buckets", [0] * (len(HANDSHAKE_BUCKETS) + 1))
+        hs_series.append(([name], (HANDSHAKE_BUCKETS, counts), s.get("hs_sum", 0.0)))
+    hs_hist = _histogram(
+        "tunnel_handshake_duration_seconds", "TLS handshake duration", ["listener"], hs_series
+    )
+    result: list[Metric] = [accepted, active, closed, handshakes, tls, alpn, bytes_, hs_hist]
+    result += _backend_families(merged.get("backends", {}))
+    result += _supervisor_families(facts)
+    return result
+
+
+def _backend_families(backends: Mapping[str, Any]) -> list[Metric]:
+    connects = CounterMetricFamily(
+        "tunnel_backend_connects", "Successful backend connects", labels=["backend"]
+    )
+    failures = CounterMetricFamily(
+        "tunnel_backend_connect_failures", "Failed backend connects", labels=["backend", "kind"]
+    )
+    series = []
+    for name, b in sorted(backends.items()):
+        connects.add_metric([name], b.get("connects", 0))
+        for kind, n in sorted(b.get("failures", {}).items()):
+            failures.add_metric([name, kind], n)
+        counts = b.get("buckets", [0] * (len(CONNECT_BUCKETS) + 1))
+        series.append(([name], (CONNECT_BUCKETS, counts), b.get("seconds", 0.0)))
+    latency = _histogram(
+        "tunnel_backend_connect_seconds", "Backend connect latency", ["backend"], series
+    )
+    return [connects, failures, latency]
+
+
+def _supervisor_families(facts: SupervisorFacts) -> list[Metric]:
+    workers = GaugeMetricFamily("tunnel_workers", "Worker processes", labels=["state"])
+    workers.add_metric(["configured"], facts.workers_configured)
+    workers.add_metric(["reporting"], facts.workers_reporting)
+    restarts = CounterMetricFamily("tunnel_worker_restarts", "Workers restarted after dying")
+    restarts.add_metric([], facts.worker_restarts)
+    reloads = CounterMetricFamily("tunnel_reloads", "Configuration reloads", labels=["result"])
+    for result, n in sorted(facts.reloads.items()):
+        reloads.add_metric([result], n)
+    expiry = GaugeMetricFamily(
+        "tunnel_certificate_not_after_seconds",
+        "Certificate expiry (Unix time)",
+        labels=["listener", "path"],
+    )
+    for (listener, path), when in sorted(facts.cert_not_after.items()):
+        expiry.add_metric([listener, path], when)
+    draining = GaugeMetricFamily("tunnel_draining", "1 while shutting down")
+    draining.add_metric([], 1 if facts.draining else 0)
+    recent = GaugeMetricFamily(
+        "tunnel_handshake_failures_last_minute", "Failed handshakes in the last 60 seconds"
+    )
+    recent.add_metric([], facts.handshake_failures_last_minute)
+    return [workers, restarts, reloads, expiry, draining, recent]
+
+
+class _Static:
+    def __init__(self, items: list[Metric]) -> None:
+        self.items = items
+
+    def collect(self) -> list[Metric]:
+        return self.items
+
+
+def render(merged: Mapping[str, Any], facts: SupervisorFacts) -> bytes:
+    """Prometheus text exposition of :func:`families`."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Static(families(merged, facts)))  # type: ignore[arg-type,unused-ignore]
+    text: bytes = generate_latest(registry)
+    return text

@@ -1,0 +1,139 @@
+"""The admin endpoint after real traffic: /metrics numbers, /healthz, /readyz while draining."""
+
+from __future__ import annotations
+
+import signal
+import urllib.error
+import urllib.request
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from .harness import (
+    BackendFactory,
+    Certs,
+    TunnelFactory,
+    echo_handler,
+    free_port,
+    pattern,
+    read_until_closed,
+    recv_exactly,
+    wait_until,
+)
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    status, text = get(port, "/metrics")
+    assert status == 200
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(samples: dict[Any, float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
+def test_metrics_match_the_traffic(
+    version: str, certs: Certs, start_tunnel: TunnelFactory, start_backend: BackendFactory
+) -> None:
+    admin = free_port()
+    backend = start_backend(echo_handler)
+    tunnel = start_tunnel(backend.address, workers=2, tunnel={"admin": f"127.0.0.1:{admin}"})
+    sizes = [1, 20_000, 300_001]
+    for size in sizes:
+        with tunnel.connect(certs.client_context(version)) as sock:
+            data = pattern(size, size)
+            sock.sendall(data)
+            assert recv_exactly(sock.recv, size) == data
+            sock.unwrap()
+    for _ in range(2):  # not TLS: a handshake failure each
+        with tunnel.raw() as sock:
+            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            read_until_closed(sock)
+    total = sum(sizes)
+
+    def settled() -> dict[Any, float] | None:
+        samples = scrape(admin)
+        done = value(samples, "tunnel_connections_closed_total", listener="test", reason="done")
+        failed = value(samples, "tunnel_handshakes_total", listener="test", result="not_tls")
+        return samples if (done, failed) == (3, 2) else None
+
+    samples = wait_until(settled, timeout=20, interval=0.2, what="metrics of the traffic")
+    assert value(samples, "tunnel_connections_accepted_total", listener="test") == 5
+    assert value(samples, "tunnel_connections_active", listener="test") == 0
+    assert value(samples, "tunnel_handshakes_total", listener="test", result="ok") == 3
+    assert value(samples, "tunnel_bytes_total", listener="test", direction="in") == total
+    assert value(samples, "tunnel_bytes_total", listener="test", direction="out") == total
+    count = value(samples, "tunnel_handshake_duration_seconds_count", listener="test")
+    assert count == 3
+    negotiated = {
+        dict(labels)["version"]: n
+        for (name, labels), n in samples.items()
+        if name == "tunnel_tls_negotiated_total"
+    }
+    assert negotiated == {f"TLSv{version}": 3}
+    assert value(samples, "tunnel_backend_connects_total", backend=backend.address) == 3
+    assert value(samples, "tunnel_workers", state="reporting") == 2
+    assert value(samples, "tunnel_handshake_failures_last_minute") >= 0
+    cert = value(
+        samples,
+        "tunnel_certificate_not_after_seconds",
+        listener="test",
+        path=str(certs.cert_path),
+    )
+    assert cert > 1.7e9
+    assert get(admin, "/healthz") == (200, "ok\n")
+    assert get(admin, "/readyz") == (200, "ready\n")
+    assert get(admin, "/nope")[0] == 404
+
+
+def test_backend_failures_and_readyz_while_draining(
+    certs: Certs, start_tunnel: TunnelFactory, start_backend: BackendFactory
+) -> None:
+    admin = free_port()
+    dead = f"127.0.0.1:{free_port()}"
+    backend = start_backend(echo_handler)
+    tunnel = start_tunnel(
+        [dead, backend.address],
+        tunnel={"admin": f"127.0.0.1:{admin}", "drain_timeout": "20s"},
+    )
+    wait_until(lambda: get(admin, "/readyz")[0] == 200, timeout=10, what="ready")
+    sock = tunnel.connect(certs.client_context())
+    try:
+        sock.sendall(b"x")
+        assert sock.recv(1) == b"x"
+        samples = wait_until(
+            lambda: (
+                (s := scrape(admin))
+                and value(s, "tunnel_backend_connect_failures_total", backend=dead, kind="refused")
+                and s
+            ),
+            timeout=10,
+            what="a refused connect counted",
+        )
+        assert value(samples, "tunnel_backend_connects_total", backend=backend.address) == 1
+        assert value(samples, "tunnel_connections_active", listener="test") == 1
+        tunnel.proc.send_signal(signal.SIGTERM)  # drains: the open connection keeps it up
+        _, text = wait_until(
+            lambda: (r := get(admin, "/readyz"))[0] == 503 and r, timeout=10, what="503"
+        )
+        assert "draining" in text
+        assert get(admin, "/healthz")[0] == 200
+    finally:
+        sock.close()
+    tunnel.proc.wait(timeout=30)
