@@ -22,7 +22,8 @@ error leaves the running generation of workers untouched. Otherwise a new genera
 forked with the new configuration (reusing the already-bound sockets of unchanged
 addresses, see :mod:`tunnel.listen`), and only then is the old generation told to drain
 (SIGTERM: stop accepting, finish open connections up to its ``drain_timeout``). A new
-generation has new TLS contexts and therefore new session-ticket keys.
+generation has new TLS contexts and therefore new session-ticket keys, unless the
+listener's keys come from a ``ticket_key_file``.
 """
 
 from __future__ import annotations

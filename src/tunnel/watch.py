@@ -14,11 +14,28 @@ from tunnel.config import Config
 FileState = tuple[int, int, int] | None  # (inode, size, mtime_ns), None if unreadable
 
 
+def _dir_entries(directory: str) -> list[str]:
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    return [os.path.join(directory, n) for n in names if n.endswith((".pem", ".crt"))]
+
+
 def watched_files(config: Config) -> list[str]:
-    """Every certificate and key file the configuration reads, in a stable order."""
+    """Every certificate, key, CA and CRL file the configuration reads, in a stable order.
+
+    A ``cert_dir`` is watched itself (adding or removing a file changes its mtime) and
+    with each file now in it. ``ticket_key_file`` is not here: workers re-read it on
+    their own, without a reload.
+    """
     paths: list[str] = []
     for listener in config.listeners:
-        for path in (*listener.cert, listener.key):
+        found: list[str | None] = [*listener.cert, listener.key, listener.client_ca]
+        if listener.cert_dir is not None:
+            found += [listener.cert_dir, *_dir_entries(listener.cert_dir)]
+        found += listener.crl
+        for path in found:
             if path is not None and path not in paths:
                 paths.append(path)
     return paths

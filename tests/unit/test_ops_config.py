@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tunnel.config import parse_config
@@ -73,6 +75,25 @@ def test_watched_files_lists_cert_and_key_files_once() -> None:
     )
     config = parse_config(text, "/etc/tunnel/t.ini")
     assert watched_files(config) == ["/etc/tunnel/a.pem", "/etc/tunnel/b.pem", "/etc/tunnel/k.pem"]
+
+
+def test_watched_files_include_ca_crl_and_cert_dir(tmp_path: Path) -> None:
+    (tmp_path / "b.pem").write_text("")
+    (tmp_path / "a.crt").write_text("")
+    (tmp_path / "notes.txt").write_text("")
+    text = (
+        "[web]\naccept = 127.0.0.1:8443\nconnect = 127.0.0.1:1\n"
+        f"cert_dir = {tmp_path}\nclient_ca = ca.pem\nverify = required\ncrl = r1.pem, r2.pem\n"
+    )
+    config = parse_config(text, "/etc/tunnel/t.ini")
+    assert watched_files(config) == [
+        "/etc/tunnel/ca.pem",
+        str(tmp_path),
+        str(tmp_path / "a.crt"),
+        str(tmp_path / "b.pem"),
+        "/etc/tunnel/r1.pem",
+        "/etc/tunnel/r2.pem",
+    ]
 
 
 def test_changed() -> None:
