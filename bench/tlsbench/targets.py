@@ -47,6 +47,7 @@ def tunnel_launch(s: Setup) -> Launch:
         "[tunnel]\n"
         f"workers = {s.workers}\n"
         "log_level = warning\n"
+        "allow_root = yes\n"
         "max_connections = 20000\n"
         "[bench]\n"
         f"accept = 127.0.0.1:{s.port}\n"
