@@ -171,9 +171,8 @@ def _describe_all(config: Config) -> dict[str, list[CertInfo]]:
 
 def _listener_summary(listener: ListenerConfig) -> list[str]:
     accept = ", ".join(str(a) for a in listener.accept)
-    connect = ", ".join(str(a) for a in listener.connect)
     return [
-        f"  listener [{listener.name}]: accept {accept} -> connect {connect}",
+        f"  listener [{listener.name}]: accept {accept} -> {supervisor.destination(listener)}",
         f"    {_tls_range(listener)}; proxy_protocol {listener.proxy_protocol}; "
         f"max_connections {listener.max_connections}",
         f"    timeouts: handshake {_duration(listener.handshake_timeout)}, "

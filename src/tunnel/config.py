@@ -96,6 +96,8 @@ class ListenerConfig:
     allow_cn: tuple[str, ...] = ()  # accepted client subject CNs (empty: any)
     allow_dns: tuple[str, ...] = ()  # accepted client DNS SANs (empty: any)
     allow_uri: tuple[str, ...] = ()  # accepted client URI SANs (empty: any)
+    client: bool = False  # accept plaintext, relay to a TLS backend (stunnel's client mode)
+    keylog_file: str | None = None  # NSS key log of every TLS session (debugging only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +108,11 @@ class BackendConfig:
     connect: tuple[Address, ...]
     connect_timeout: float = 5.0
     proxy_protocol: str = "off"
+    tls: bool = False  # connect over TLS (re-encrypt)
+    ca: str | None = None  # PEM CA file to verify the backend; None: the system store
+    sni: str | None = None  # server name sent and verified; default: the connect host
+    cert: str | None = None  # client certificate chain (PEM) presented to the backend
+    key: str | None = None  # its key, when not inside ``cert``
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,10 +219,14 @@ LISTENER_KEYS: frozenset[str] = INHERITABLE_KEYS | {
     "allow_cn",
     "allow_dns",
     "allow_uri",
+    "client",
+    "keylog_file",
 }
 VERIFY_MODES = ("none", "optional", "required")
 BACKEND_PREFIX = "backend:"
-BACKEND_KEYS: frozenset[str] = frozenset({"connect", "connect_timeout", "proxy_protocol"})
+BACKEND_KEYS: frozenset[str] = frozenset(
+    {"connect", "connect_timeout", "proxy_protocol", "tls", "ca", "sni", "cert", "key"}
+)
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_TARGETS = ("stderr", "syslog", "file")
@@ -868,6 +879,9 @@ def _parse_listener(
         _check_tls_range(name, options, ctx)
     options.update(_parse_routing_keys(name, items, ctx))
     options.update(_parse_client_auth(name, items, ctx))
+    options.update(_convert_keys(name, items, _CLIENT_MODE_CONVERTERS, ctx))
+    if options.get("keylog_file"):
+        options["keylog_file"] = ctx.resolve(options["keylog_file"])
     if options.get("ticket_key_file"):
         options["ticket_key_file"] = ctx.resolve(options["ticket_key_file"])
     required = _parse_required(name, items, ctx)
@@ -969,7 +983,12 @@ def _require(name: str, items: Mapping[str, str], key: str, example: str, ctx: _
 
 def _parse_required(name: str, items: Mapping[str, str], ctx: _Context) -> _Required | None:
     """Parse accept, cert, key and connect; None if one of them is missing or empty."""
-    present = [_require(name, items, key, example, ctx) for key, example in _REQUIRED_EXAMPLES]
+    plaintext = items.get("client", "").strip().lower() in ("yes", "true", "on", "1")
+    present = [
+        _require(name, items, key, example, ctx)
+        for key, example in _REQUIRED_EXAMPLES
+        if not (plaintext and key == "cert")  # client mode serves no certificate
+    ]
     accept = _parse_addresses(name, "accept", items.get("accept", ""), ctx, accept=True)
     connect = _parse_addresses(name, "connect", items.get("connect", ""), ctx, accept=False)
     if connect and "backend" in items:
@@ -997,11 +1016,62 @@ def _parse_backend(
     converters = {k: _INHERITABLE_CONVERTERS[k] for k in ("connect_timeout", "proxy_protocol")}
     options = {k: v for k, v in defaults.items() if k in converters}
     options.update(_convert_keys(section, items, converters, ctx))
+    options.update(_convert_keys(section, items, _BACKEND_TLS_CONVERTERS, ctx))
+    for key in ("ca", "cert", "key"):
+        if key in options:
+            options[key] = ctx.resolve(options[key])
+    tls_keys = sorted(k for k in ("ca", "sni", "cert", "key") if k in options)
+    if tls_keys and not options.get("tls"):
+        ctx.error(f"{tls_keys[0]} needs tls = yes", section, tls_keys[0], "add 'tls = yes'")
+    if "key" in options and "cert" not in options:
+        ctx.error("key without cert", section, "key", "set 'cert' to the client certificate")
     _require(section, items, "connect", "127.0.0.1:8080", ctx)
     connect = _parse_addresses(section, "connect", items.get("connect", ""), ctx, accept=False)
+    unix = any(address.kind == "unix" for address in connect)
+    if options.get("tls") and unix and "sni" not in options:
+        ctx.error(
+            "a TLS backend on a unix: socket needs sni",
+            section,
+            "sni",
+            "set 'sni' to the name in the backend's certificate",
+        )
     if len(ctx.errors) > before:
         return None
     return BackendConfig(name, connect, **options)
+
+
+_BACKEND_TLS_CONVERTERS: dict[str, Callable[[str], Any]] = {
+    "tls": _boolean,
+    "ca": _passthrough,
+    "sni": _passthrough,
+    "cert": _passthrough,
+    "key": _passthrough,
+}
+_CLIENT_MODE_CONVERTERS: dict[str, Callable[[str], Any]] = {
+    "client": _boolean,
+    "keylog_file": _passthrough,
+}
+
+
+def _check_client_mode(listener: ListenerConfig, tls_backends: set[str], ctx: _Context) -> None:
+    """client = yes: plaintext in, so the backend must speak TLS (and no TLS options apply)."""
+    if not listener.client:
+        return
+    if listener.backend not in tls_backends or listener.routes:
+        ctx.error(
+            "client = yes needs 'backend = NAME' of a [backend:NAME] with tls = yes (no route)",
+            listener.name,
+            "client",
+            "add e.g. [backend:remote] with connect, tls = yes, and set 'backend = remote'",
+        )
+    for key in ("cert", "cert_dir", "alpn", "client_ca"):
+        if getattr(listener, key):
+            ctx.error(
+                f"{key} has no effect with client = yes (clients connect in plaintext)",
+                listener.name,
+                key,
+                f"delete '{key}'; set TLS options of the connection in the [backend:NAME]",
+            )
 
 
 def _check_references(
@@ -1009,7 +1079,9 @@ def _check_references(
 ) -> None:
     """Every backend a listener names must exist (with a did-you-mean otherwise)."""
     known = sorted(b.name for b in backends)
+    tls_backends = {b.name for b in backends if b.tls}
     for listener in listeners:
+        _check_client_mode(listener, tls_backends, ctx)
         wanted = [("backend", listener.backend)] if listener.backend else []
         wanted += [("route", route.target) for route in listener.routes]
         for key, target in wanted:

@@ -13,11 +13,13 @@ import logging
 import os
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 from tunnel import proxy_out
+from tunnel.backend_tls import TLSBackendSide, backend_context
 from tunnel.config import Address, BackendConfig, ListenerConfig
 from tunnel.metrics import BackendStats, ListenerStats
 from tunnel.proxy_out import ProxyOptions
@@ -83,6 +85,7 @@ class Target:
 
     backend: BackendConfig
     proxy: ProxyOptions | None
+    tls: ssl.SSLContext | None = None  # the backend is reached over TLS with this context
 
 
 def listener_routes(
@@ -94,7 +97,7 @@ def listener_routes(
     the other PROXY options (CRC32C, unique ID, ...) are the listener's.
     """
     targets = {
-        name: Target(backend, proxy_options(config, backend.proxy_protocol))
+        name: Target(backend, proxy_options(config, backend.proxy_protocol), backend_context(name))
         for name, backend in backends.items()
     }
     if config.backend is not None:
@@ -203,7 +206,6 @@ class ClientConnection(TLSSide):
         self.task = self.listener.loop.create_task(self._connect())
 
     async def _connect(self) -> None:
-        loop = self.listener.loop
         sslobj = self.sslobj
         target = self.listener.routes.choose(
             getattr(sslobj, "sni", None), sslobj.selected_alpn_protocol()
@@ -222,25 +224,44 @@ class ClientConnection(TLSSide):
             begun = time.monotonic()
             try:
                 async with asyncio.timeout(cfg.connect_timeout):
-                    if addr.kind == "unix":
-                        await loop.create_unix_connection(
-                            lambda: PlainSide(self, preamble), addr.path
-                        )
-                    else:
-                        await loop.create_connection(
-                            lambda: PlainSide(self, preamble), addr.host, addr.port
-                        )
+                    await self._connect_one(target, addr, preamble)
                 stats.connected(time.monotonic() - begun)
                 return
             except TimeoutError:
                 failures.append(f"{addr}: connect timed out")
                 stats.failed("timeout")
+            except ssl.SSLError as exc:
+                why = getattr(exc, "verify_message", None) or exc.reason or exc
+                failures.append(f"{addr}: TLS handshake failed: {why}")
+                stats.failed("tls")
             except OSError as exc:
                 failures.append(f"{addr}: {exc.strerror or exc}")
                 stats.failed(_failure_kind(exc))
             if self.state != CONNECTING:
                 return  # the client went away meanwhile
         self.close_early("backend unreachable: " + "; ".join(failures))
+
+    async def _connect_one(self, target: Target, addr: Address, preamble: bytes) -> None:
+        """Connect to one address (and complete the TLS handshake with a TLS backend)."""
+        loop = self.listener.loop
+        ready: asyncio.Future[None] | None = None
+        factory: Callable[[], asyncio.BaseProtocol]
+        if target.tls is None:
+            factory = partial(PlainSide, self, preamble)
+        else:
+            ready = loop.create_future()
+            host = target.backend.sni or (addr.host if addr.kind == "tcp" else None)
+            factory = partial(TLSBackendSide, self, target.tls, host, preamble, ready)
+        if addr.kind == "unix":
+            transport, _ = await loop.create_unix_connection(factory, addr.path)
+        else:
+            transport, _ = await loop.create_connection(factory, addr.host, addr.port)
+        if ready is not None:
+            try:
+                await ready
+            except BaseException:
+                transport.abort()
+                raise
 
     def handshake_failed(self, exc: ssl.SSLError) -> str:
         reason = take_rejection()

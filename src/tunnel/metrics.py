@@ -117,7 +117,7 @@ class BackendStats:
         self.seconds += seconds
 
     def failed(self, kind: str) -> None:
-        """A connect failed (``kind``: timeout, refused, unreachable, error)."""
+        """A connect failed (``kind``: timeout, refused, unreachable, tls, error)."""
         self.failures[kind] += 1
 
 

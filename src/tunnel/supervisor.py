@@ -40,7 +40,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tunnel.config import Address, Config, load_config
+from tunnel.backend_tls import build_backend_contexts
+from tunnel.config import Address, Config, ListenerConfig, load_config
 from tunnel.errors import ConfigError, ConfigErrors, TunnelError
 from tunnel.listen import SocketPool, close_foreign
 from tunnel.log import reopen_logs, setup_logging
@@ -66,6 +67,16 @@ def worker_count(config: Config) -> int:
     return len(os.sched_getaffinity(0)) or 1
 
 
+def destination(listener: ListenerConfig) -> str:
+    """Where a listener relays to, for humans: its addresses or backend, and its routes."""
+    text = ", ".join(str(a) for a in listener.connect) or f"[backend:{listener.backend}]"
+    if listener.client:
+        text += " (client mode: plaintext in, TLS out)"
+    if listener.routes:
+        text += "; routes " + ", ".join(str(route) for route in listener.routes)
+    return text
+
+
 def build_contexts(config: Config) -> dict[str, ssl.SSLContext]:
     """Build every listener's TLS context; report all failures at once."""
     contexts: dict[str, ssl.SSLContext] = {}
@@ -77,6 +88,10 @@ def build_contexts(config: Config) -> dict[str, ssl.SSLContext]:
             errors.append(exc)
             continue
         contexts[listener.name] = ctx
+    try:
+        build_backend_contexts(config)  # kept in tunnel.backend_tls for the workers
+    except ConfigErrors as exc:
+        errors += exc.errors
     if errors:
         raise ConfigErrors(errors)
     return contexts
@@ -203,7 +218,7 @@ class Supervisor:
                 "listener %s: %s -> %s",
                 listener.name,
                 ", ".join(str(a) for a in listener.accept),
-                ", ".join(str(a) for a in listener.connect),
+                destination(listener),
             )
 
     def run(self) -> int:

@@ -9,6 +9,7 @@ so every worker shares the same session-ticket keys and a client resumes on any 
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import ssl
 from collections.abc import Callable
@@ -25,6 +26,8 @@ from tunnel.identity import AllowLists, identity_from_der, rejection
 from tunnel.proxy_out import ClientCert
 from tunnel.routing import NameTable, build_name_table
 from tunnel.tickets import TicketKeyError, TicketKeys
+
+log = logging.getLogger("tunnel.tls")
 
 # Mozilla intermediate TLS 1.2 suites, ECDHE only (no DHE, CBC, CCM or legacy ciphers).
 DEFAULT_CIPHERS = ":".join(
@@ -149,6 +152,8 @@ def _settings_context(listener: ListenerConfig, file: str) -> ssl.SSLContext:
     if listener.alpn:
         ctx.set_alpn_protocols(list(listener.alpn))
     _client_auth(ctx, listener, file)
+    if listener.keylog_file is not None:
+        _keylog(ctx, listener, file)
     if listener.ticket_key_file is not None:
         _ticket_keys(listener, file).install(ctx)
     return ctx
@@ -161,6 +166,7 @@ _VERIFY_MODES = {
 }
 _rejected: list[str] = []  # why the last client certificate was refused (see take_rejection)
 _ticket_stores: dict[str, TicketKeys] = {}
+_keylog_warned: set[str] = set()
 
 
 def _client_auth(ctx: ssl.SSLContext, listener: ListenerConfig, file: str) -> None:
@@ -186,6 +192,29 @@ def _client_auth(ctx: ssl.SSLContext, listener: ListenerConfig, file: str) -> No
     )
     if allow:
         _openssl.set_leaf_check(ctx, lambda der: _allowed(der, allow))
+
+
+def _keylog(ctx: ssl.SSLContext, listener: ListenerConfig, file: str) -> None:
+    path = listener.keylog_file
+    assert path is not None
+    try:
+        ctx.keylog_filename = path
+    except OSError as exc:
+        raise _setup_error(
+            file,
+            listener.name,
+            "keylog_file",
+            f"cannot write {path}: {exc.strerror or exc}",
+            "check the directory and permissions",
+        ) from None
+    if path not in _keylog_warned:
+        _keylog_warned.add(path)
+        log.warning(
+            "[%s] keylog_file is on: the secrets of every TLS session are written to %s; "
+            "anyone who can read it can decrypt the traffic. Turn it off after debugging.",
+            listener.name,
+            path,
+        )
 
 
 def _allowed(der: bytes, allow: AllowLists) -> bool:
@@ -244,6 +273,10 @@ def build_server_tls(listener: ListenerConfig, file: str = "<config>") -> Server
     group serving the client's name. Session tickets stay valid across the switch:
     OpenSSL encrypts and decrypts them with the initial (default) context's keys.
     """
+    if listener.client:
+        # Client mode: clients connect in plaintext; the context is never used.
+        ctx = _settings_context(listener, file)
+        return ServerTLS(ctx, (ctx,), (), NameTable())
     files = listener_cert_files(listener, file)
     for cert_file in files:
         _check_readable(cert_file, listener, file)

@@ -29,6 +29,7 @@ from tunnel.config import Config
 from tunnel.connection import ClientConnection, ListenerRuntime
 from tunnel.log import reopen_logs
 from tunnel.metrics import BackendStats
+from tunnel.plain_client import PlainClientConnection
 from tunnel.proxy_in import ProxiedConnection
 from tunnel.tickets import REFRESH_SECONDS
 from tunnel.tls import ticket_stores
@@ -123,6 +124,8 @@ class Worker:
             )
             if listener.proxy_from:
                 runtime.conn_class = ProxiedConnection
+            if listener.client:
+                runtime.conn_class = PlainClientConnection
             self.runtimes.append(runtime)
         await self._open_servers()
         refresher = loop.create_task(self._refresh_ticket_keys()) if ticket_stores() else None

@@ -167,3 +167,47 @@ def test_client_auth_combinations(extra: str, key: str) -> None:
 def test_ticket_key_file_is_inherited_and_resolved() -> None:
     (web,) = parse("[tunnel]\nticket_key_file = keys/t.key\n" + BASE).listeners
     assert web.ticket_key_file == "/etc/tunnel/keys/t.key"
+
+
+def test_backend_tls_keys() -> None:
+    text = (
+        "[backend:s]\nconnect = 10.0.0.1:443\ntls = yes\nca = ca.pem\nsni = api.internal\n"
+        "cert = c.pem\nkey = c.key\n\n"
+        "[plain]\naccept = 127.0.0.1:1443\nclient = yes\nbackend = s\nkeylog_file = k.log\n"
+    )
+    config = parse(text)
+    (backend,) = config.backends
+    assert backend.tls is True
+    assert backend.ca == "/etc/tunnel/ca.pem"
+    assert backend.sni == "api.internal"
+    assert (backend.cert, backend.key) == ("/etc/tunnel/c.pem", "/etc/tunnel/c.key")
+    (plain,) = config.listeners
+    assert plain.client is True
+    assert plain.cert == ()
+    assert plain.keylog_file == "/etc/tunnel/k.log"
+
+
+@pytest.mark.parametrize(
+    ("backend", "key"),
+    [
+        ("connect = 10.0.0.1:443\nca = ca.pem\n", "ca"),
+        ("connect = 10.0.0.1:443\ntls = yes\nkey = k.pem\n", "key"),
+        ("connect = unix:/run/s.sock\ntls = yes\n", "sni"),
+        ("connect = 10.0.0.1:443\ntls = maybe\n", "tls"),
+    ],
+)
+def test_backend_tls_errors(backend: str, key: str) -> None:
+    found = errors(
+        f"[backend:s]\n{backend}\n" + BASE.replace("connect = 127.0.0.1:1", "backend = s")
+    )
+    assert key in [e.key for e in found]
+
+
+def test_client_mode_errors() -> None:
+    text = (
+        "[backend:s]\nconnect = 10.0.0.1:443\n\n"
+        "[plain]\naccept = 127.0.0.1:1443\nclient = yes\nbackend = s\nalpn = h2\n"
+    )
+    keys = [e.key for e in errors(text)]
+    assert keys.count("client") == 1
+    assert "alpn" in keys

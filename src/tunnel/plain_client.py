@@ -1,0 +1,66 @@
+"""Client mode (``client = yes``): clients connect in plaintext, the backend gets TLS.
+
+The listener's connections use :class:`PlainClientConnection`, which runs the ordinary
+relay logic of :class:`tunnel.relay.TLSSide` with a stand-in for the ``SSLObject`` that
+passes bytes through unchanged: the incoming and outgoing ``MemoryBIO`` objects become
+plain byte queues. That costs two extra copies per chunk, only on client-mode
+listeners; the TLS termination path is untouched. The backend side is a
+:class:`tunnel.backend_tls.TLSBackendSide` (the listener's backend has ``tls = yes``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import Any, cast
+
+from tunnel.connection import ClientConnection
+from tunnel.relay import CONNECTING
+
+
+class Plaintext:
+    """The parts of ``ssl.SSLObject`` the relay uses, without any TLS."""
+
+    sni = None
+    session_reused = False
+
+    def __init__(self, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO) -> None:
+        self._in = incoming
+        self._out = outgoing
+
+    def read(self, size: int) -> bytes:
+        return self._in.read(size)
+
+    def write(self, data: Any) -> int:
+        return self._out.write(data)
+
+    def pending(self) -> int:
+        return 0
+
+    def unwrap(self) -> None:
+        """No close_notify in plaintext: the FIN that follows says it all."""
+
+    def cipher(self) -> None:
+        return None
+
+    def version(self) -> None:
+        return None
+
+    def selected_alpn_protocol(self) -> None:
+        return None
+
+    def getpeercert(self, binary_form: bool = False) -> None:
+        return None
+
+
+class PlainClientConnection(ClientConnection):
+    """A plaintext client connection, relayed to a TLS backend."""
+
+    __slots__ = ()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.sslobj = cast(ssl.SSLObject, Plaintext(self._in, self._out))
+        self._timer.cancel()  # no handshake to time
+        self.state = CONNECTING
+        self.on_handshake()

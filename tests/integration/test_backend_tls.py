@@ -1,0 +1,247 @@
+"""TLS to backends (re-encryption), client mode (plaintext in, TLS out), keylog_file."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import socket
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+
+from .harness import (
+    BackendFactory,
+    Certs,
+    ConnRecord,
+    TunnelFactory,
+    free_port,
+    pattern,
+    recv_exactly,
+    wait_until,
+)
+
+pytestmark = pytest.mark.timeout(90)
+
+VERSIONS = ["1.2", "1.3"]
+
+
+def tls_echo(ctx: ssl.SSLContext, seen: list[dict[str, Any]]) -> Callable[[ConnRecord], None]:
+    """A backend handler: TLS server, echo until close_notify, note what it saw."""
+
+    def handler(record: ConnRecord) -> None:
+        try:
+            sock = ctx.wrap_socket(record.sock, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            seen.append({"error": str(exc)})
+            return
+        with sock:
+            seen.append(
+                {"version": sock.version(), "peer": sock.getpeercert(), "sni": server_names[-1:]}
+            )
+            while data := sock.recv(65536):
+                sock.sendall(data)
+            with contextlib.suppress(OSError, ValueError):
+                sock.unwrap()
+
+    server_names: list[str | None] = []
+    ctx.sni_callback = lambda _obj, name, _ctx: server_names.append(name)  # type: ignore[assignment,func-returns-value,misc]
+    return handler
+
+
+def server_context(
+    certs: Certs, version: str, client_ca: trustme.CA | None = None
+) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(certs.cert_path, certs.key_path)
+    ctx.minimum_version = ctx.maximum_version = getattr(ssl.TLSVersion, f"TLSv1_{version[-1]}")
+    if client_ca is not None:
+        client_ca.configure_trust(ctx)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+@pytest.fixture
+def ca_file(certs: Certs, tmp_path: Path) -> Path:
+    path = tmp_path / "backend-ca.pem"
+    certs.ca.cert_pem.write_to_path(str(path))
+    return path
+
+
+def echo_roundtrip(sock: socket.socket, size: int = 300_000) -> None:
+    data = pattern(size, 7)
+    sock.sendall(data)
+    assert recv_exactly(sock.recv, size) == data
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_reencrypt_to_a_verified_backend_with_sni(
+    version: str,
+    certs: Certs,
+    ca_file: Path,
+    start_tunnel: TunnelFactory,
+    start_backend: BackendFactory,
+) -> None:
+    seen: list[dict[str, Any]] = []
+    backend = start_backend(tls_echo(server_context(certs, version), seen))
+    tunnel = start_tunnel(
+        None,
+        backend="secure",
+        extra={
+            "backend:secure": {
+                "connect": backend.address,
+                "tls": "yes",
+                "ca": str(ca_file),
+                "sni": "localhost",
+            }
+        },
+    )
+    with tunnel.connect(certs.client_context()) as sock:
+        echo_roundtrip(sock)
+        sock.unwrap()
+    assert seen[0]["version"] == f"TLSv{version}"
+    assert seen[0]["sni"] == ["localhost"]
+
+
+def test_backend_certificate_is_verified_and_failover_goes_on(
+    certs: Certs,
+    ca_file: Path,
+    start_tunnel: TunnelFactory,
+    start_backend: BackendFactory,
+    tmp_path: Path,
+) -> None:
+    other = trustme.CA().issue_cert("localhost", "127.0.0.1")
+    bad_pem = tmp_path / "bad.pem"
+    other.private_key_and_cert_chain_pem.write_to_path(str(bad_pem))
+    bad_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    bad_ctx.load_cert_chain(bad_pem)
+    bad_seen: list[dict[str, Any]] = []
+    good_seen: list[dict[str, Any]] = []
+    bad = start_backend(tls_echo(bad_ctx, bad_seen))
+    good = start_backend(tls_echo(server_context(certs, "1.3"), good_seen))
+    tunnel = start_tunnel(
+        None,
+        backend="secure",
+        extra={
+            "backend:secure": {
+                "connect": [bad.address, good.address],
+                "tls": "yes",
+                "ca": str(ca_file),
+            }
+        },
+    )
+    with tunnel.connect(certs.client_context()) as sock:
+        echo_roundtrip(sock, 1000)
+    assert good_seen and "version" in good_seen[0]
+    wait_until(lambda: bad_seen, what="the first backend's handshake")
+    assert "UNKNOWN_CA" in bad_seen[0]["error"].upper()  # our alert: its CA is not trusted
+
+
+def test_client_certificate_to_the_backend(
+    certs: Certs,
+    ca_file: Path,
+    start_tunnel: TunnelFactory,
+    start_backend: BackendFactory,
+    tmp_path: Path,
+) -> None:
+    client_ca = trustme.CA()
+    leaf = client_ca.issue_cert("tunnel.example", common_name="tunnel-client")
+    cert, key = tmp_path / "client.crt", tmp_path / "client.key"
+    leaf.cert_chain_pems[0].write_to_path(str(cert))
+    leaf.private_key_pem.write_to_path(str(key))
+    seen: list[dict[str, Any]] = []
+    backend = start_backend(tls_echo(server_context(certs, "1.3", client_ca), seen))
+    section = {"connect": backend.address, "tls": "yes", "ca": str(ca_file)}
+    tunnel = start_tunnel(
+        None,
+        backend="secure",
+        extra={"backend:secure": section | {"cert": str(cert), "key": str(key)}},
+    )
+    with tunnel.connect(certs.client_context()) as sock:
+        echo_roundtrip(sock, 1000)
+    subject = dict(x[0] for x in seen[0]["peer"]["subject"])
+    assert subject["commonName"] == "tunnel-client"
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_client_mode_wraps_plaintext_in_tls(
+    version: str,
+    certs: Certs,
+    ca_file: Path,
+    start_tunnel: TunnelFactory,
+    start_backend: BackendFactory,
+) -> None:
+    seen: list[dict[str, Any]] = []
+    backend = start_backend(tls_echo(server_context(certs, version), seen))
+    tunnel = start_tunnel(
+        None,
+        cert=None,
+        key=None,
+        client="yes",
+        backend="remote",
+        extra={"backend:remote": {"connect": backend.address, "tls": "yes", "ca": str(ca_file)}},
+    )
+    with socket.create_connection(tunnel.address, timeout=10) as sock:
+        echo_roundtrip(sock)
+        sock.shutdown(socket.SHUT_WR)  # half-close: passed on as close_notify
+        assert sock.recv(10) == b""
+    assert seen[0]["version"] == f"TLSv{version}"
+    wait_until(lambda: tunnel.conn_lines(), what="log line")
+    assert 'reason="done"' in tunnel.conn_lines()[0]
+
+
+def test_client_mode_backend_must_be_tls(
+    start_tunnel: TunnelFactory, start_backend: BackendFactory, tmp_path: Path
+) -> None:
+    from tunnel.config import parse_config
+    from tunnel.errors import ConfigErrors
+
+    text = (
+        "[backend:plain]\nconnect = 127.0.0.1:1\n\n"
+        f"[c]\naccept = 127.0.0.1:{free_port()}\nclient = yes\nbackend = plain\n"
+    )
+    with pytest.raises(ConfigErrors, match="tls = yes"):
+        parse_config(text, "x.ini")
+
+
+KEYLOG_LINE = re.compile(r"^[A-Z_0-9]+ [0-9a-f]{64} [0-9a-f]+$")
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_keylog_file(
+    version: str,
+    certs: Certs,
+    start_tunnel: TunnelFactory,
+    start_backend: BackendFactory,
+    tmp_path: Path,
+) -> None:
+    from .harness import echo_handler
+
+    keylog = tmp_path / "keys.log"
+    backend = start_backend(echo_handler)
+    tunnel = start_tunnel(backend.address, keylog_file=str(keylog))
+    assert "WARNING" in tunnel.log() and "keylog_file is on" in tunnel.log()
+    with tunnel.connect(certs.client_context(version)) as sock:
+        echo_roundtrip(sock, 100)
+    expected = (
+        {"CLIENT_RANDOM"}
+        if version == "1.2"
+        else {
+            "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
+            "SERVER_HANDSHAKE_TRAFFIC_SECRET",
+            "CLIENT_TRAFFIC_SECRET_0",
+            "SERVER_TRAFFIC_SECRET_0",
+            "EXPORTER_SECRET",
+        }
+    )
+
+    def secrets() -> list[str]:
+        return [x for x in keylog.read_text().splitlines() if not x.startswith("#")]
+
+    wait_until(lambda: {x.split()[0] for x in secrets()} >= expected, what="key log lines")
+    lines = secrets()
+    assert all(KEYLOG_LINE.match(line) for line in lines), lines
+    assert {line.split()[0] for line in lines} == expected
