@@ -69,7 +69,8 @@ def worker_count(config: Config) -> int:
 
 def destination(listener: ListenerConfig) -> str:
     """Where a listener relays to, for humans: its addresses or backend, and its routes."""
-    text = ", ".join(str(a) for a in listener.connect) or f"[backend:{listener.backend}]"
+    addresses = ", ".join(str(a) for a in listener.connect)
+    text = f"connect {addresses}" if addresses else f"backend {listener.backend}"
     if listener.client:
         text += " (client mode: plaintext in, TLS out)"
     if listener.routes:
