@@ -98,6 +98,8 @@ class ListenerConfig:
     allow_uri: tuple[str, ...] = ()  # accepted client URI SANs (empty: any)
     client: bool = False  # accept plaintext, relay to a TLS backend (stunnel's client mode)
     keylog_file: str | None = None  # NSS key log of every TLS session (debugging only)
+    max_connections_per_ip: int = 0  # per worker; 0 = no limit
+    max_handshakes_per_ip: int = 0  # per worker; 0 = no limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +182,8 @@ INHERITABLE_KEYS: frozenset[str] = frozenset(
         "sni_strict",
         "alpn",
         "ticket_key_file",
+        "max_connections_per_ip",
+        "max_handshakes_per_ip",
     }
 )
 _PROCESS_KEYS: frozenset[str] = frozenset(
@@ -538,6 +542,8 @@ _INHERITABLE_CONVERTERS: dict[str, Callable[[str], Any]] = {
     "sni_strict": _boolean,
     "alpn": _alpn,
     "ticket_key_file": _passthrough,  # resolved against the file's directory afterwards
+    "max_connections_per_ip": _integer(0, 10_000_000),
+    "max_handshakes_per_ip": _integer(0, 10_000_000),
 }
 _PROCESS_CONVERTERS: dict[str, Callable[[str], Any]] = {
     "workers": _workers,

@@ -16,14 +16,15 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from tunnel import proxy_out
 from tunnel.backend_tls import TLSBackendSide, backend_context
 from tunnel.config import Address, BackendConfig, ListenerConfig
+from tunnel.limits import PerIPLimits
 from tunnel.metrics import BackendStats, ListenerStats
 from tunnel.proxy_out import ProxyOptions
-from tunnel.relay import CONNECTING, PlainSide, TLSSide
+from tunnel.relay import CLOSED, CONNECTING, PlainSide, TLSSide
 from tunnel.routing import RouteTable, build_route_table
 from tunnel.tls import client_cert, take_rejection
 
@@ -65,6 +66,11 @@ class ListenerRuntime:
         # so the others pay nothing for it.
         self.conn_class: type[ClientConnection] = ClientConnection
         self.routes = listener_routes(config, backends or {})
+        limits = PerIPLimits(
+            config.name, config.max_connections_per_ip, config.max_handshakes_per_ip, loop
+        )
+        # None when no per-IP limit is set: then a connection does not even look it up.
+        self.per_ip: PerIPLimits | None = limits if limits.enabled else None
 
     def backend_stats(self, addr: Address) -> BackendStats:
         """The statistics of one backend address (created on first use)."""
@@ -171,7 +177,16 @@ def _tcp_addr(addr: Any) -> tuple[str, int] | None:
 class ClientConnection(TLSSide):
     """A client connection of a listener."""
 
-    __slots__ = ("backend_addr", "balancer_tlvs", "listener", "local", "started", "task", "uid")
+    __slots__ = (
+        "backend_addr",
+        "balancer_tlvs",
+        "ip",
+        "listener",
+        "local",
+        "started",
+        "task",
+        "uid",
+    )
 
     def __init__(self, listener: ListenerRuntime) -> None:
         cfg = listener.config
@@ -185,14 +200,36 @@ class ClientConnection(TLSSide):
         self.uid: bytes | None = None
         self.local: Any = None  # the address the client connected to, if not our socket's
         self.balancer_tlvs: tuple[tuple[int, bytes], ...] = ()
+        self.ip: str | None = None  # the address counted by the per-IP limits, if any
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
         listener = self.listener
+        if listener.per_ip is not None and not self._admit(listener.per_ip, transport):
+            return
+        super().connection_made(transport)
         listener.live.add(self)
         listener.stats.accepted += 1
         listener.stats.active += 1
         listener.control.opened()
+
+    def _admit(self, limits: PerIPLimits, transport: asyncio.BaseTransport) -> bool:
+        peer = transport.get_extra_info("peername")
+        if not (isinstance(peer, tuple) and peer):
+            return True  # not an IP peer: nothing to count
+        ip = str(peer[0])
+        if limits.admit(ip):
+            self.ip = ip
+            return True
+        # Refused before any TLS: no timer, no TLS object, no accounting; the RST frees
+        # the socket at once instead of leaving it in TIME_WAIT/FIN_WAIT on our side.
+        self.state = CLOSED
+        cast(asyncio.Transport, transport).abort()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.state == CLOSED:
+            return  # refused by the per-IP limits: never set up
+        super().connection_lost(exc)
 
     def on_handshake(self) -> None:
         sslobj = self.sslobj
@@ -203,6 +240,10 @@ class ClientConnection(TLSSide):
             cipher[0] if cipher else "-",
             sslobj.selected_alpn_protocol() or "-",
         )
+        if self.ip is not None:
+            per_ip = self.listener.per_ip
+            assert per_ip is not None
+            per_ip.handshake_ended(self.ip)
         self.task = self.listener.loop.create_task(self._connect())
 
     async def _connect(self) -> None:
@@ -279,6 +320,12 @@ class ClientConnection(TLSSide):
         listener.stats.ended(reason, self.bytes_in, self.bytes_out)
         if self.task is not None and not self.task.done():
             self.task.cancel()
+        if self.ip is not None:
+            per_ip = listener.per_ip
+            assert per_ip is not None
+            if self.task is None:  # the handshake never completed
+                per_ip.handshake_ended(self.ip)
+            per_ip.connection_ended(self.ip)
         listener.control.closed()
         if log.isEnabledFor(logging.INFO):
             fields = self.summary_fields()

@@ -26,7 +26,7 @@ from typing import Any
 from tunnel.config import IPNetwork
 from tunnel.connection import ClientConnection, ListenerRuntime
 from tunnel.proxy_protocol import ProxyDecoder, ProxyHeader, ProxyProtocolError
-from tunnel.relay import LINGER
+from tunnel.relay import CLOSED, LINGER
 
 log = logging.getLogger("tunnel.conn")
 
@@ -55,6 +55,8 @@ class ProxiedConnection(ClientConnection):
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
+        if self.state == CLOSED:
+            return  # refused by the per-IP limits
         cfg = self.listener.config
         self._timer.cancel()  # the handshake deadline starts once the header is in
         if not trusted(self.peer, cfg.proxy_from):

@@ -423,7 +423,9 @@ Handler = Callable[[ConnRecord], None]
 class Backend:
     """A plain TCP (or Unix) server in a thread; each connection handled in its own thread."""
 
-    def __init__(self, handler: Handler, unix_path: Path | None = None, backlog: int = 128):
+    def __init__(
+        self, handler: Handler, unix_path: Path | None = None, backlog: int = 128, port: int = 0
+    ):
         self.handler = handler
         self.records: list[ConnRecord] = []
         self._stop = threading.Event()
@@ -434,7 +436,9 @@ class Backend:
             self.address = f"unix:{unix_path}"
         else:
             self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            self.listener.bind(("127.0.0.1", 0))
+            # A restarted backend (same port) must not wait for TIME_WAIT to pass.
+            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.listener.bind(("127.0.0.1", port))
             self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
         self.listener.listen(backlog)
         self.listener.settimeout(0.05)
@@ -492,9 +496,9 @@ class BackendFactory:
         self.backends: list[Backend] = []
 
     def __call__(
-        self, handler: Handler, unix_path: Path | None = None, backlog: int = 128
+        self, handler: Handler, unix_path: Path | None = None, backlog: int = 128, port: int = 0
     ) -> Backend:
-        backend = Backend(handler, unix_path, backlog)
+        backend = Backend(handler, unix_path, backlog, port)
         self.backends.append(backend)
         return backend
 

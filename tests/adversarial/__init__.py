@@ -1,0 +1,1 @@
+"""Adversarial suite: abusive clients, backend faults, integrity under load, leaks."""
