@@ -116,8 +116,9 @@ def main() -> int:
         print(f"generated {args.count} certificates in {time.monotonic() - started:.1f}s")
         port = free_port()
         config_path = Path(tmp) / "bench.ini"
+        root = "allow_root = yes\n" if os.geteuid() == 0 else ""
         config_path.write_text(
-            f"[tunnel]\nworkers = 1\nlog_level = warning\n\n[bench]\n"
+            f"[tunnel]\nworkers = 1\nlog_level = warning\n{root}\n[bench]\n"
             f"accept = 127.0.0.1:{port}\ncert_dir = {directory}\nconnect = 127.0.0.1:9\n"
         )
         config = load_config(str(config_path))
