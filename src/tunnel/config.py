@@ -136,6 +136,7 @@ class TunnelSettings:
     user: str | None = None  # drop privileges to this user after binding
     group: str | None = None
     allow_root: bool = False
+    shutdown_delay: float = 0.0  # unready (/readyz) this long before draining
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +204,7 @@ _PROCESS_KEYS: frozenset[str] = frozenset(
         "user",
         "group",
         "allow_root",
+        "shutdown_delay",
     }
 )
 # [tunnel] keys holding file paths (resolved like cert paths).
@@ -561,6 +563,7 @@ _PROCESS_CONVERTERS: dict[str, Callable[[str], Any]] = {
     "user": _passthrough,
     "group": _passthrough,
     "allow_root": _boolean,
+    "shutdown_delay": _duration(600.0, allow_zero=True),
 }
 
 # --------------------------------------------------------------------------- parsing context

@@ -162,6 +162,7 @@ class Supervisor:
         self.retired: dict[int, float] = {}  # old generation's workers: pid -> kill deadline
         self.generation = 1
         self.stopping = False
+        self.drain_at: float | None = None  # shutdown_delay: when the drain begins
         self.deadline = 0.0
         self.reload_requested = False
         self.reopen_requested = False
@@ -259,6 +260,8 @@ class Supervisor:
                 reopen_logs()
                 self._kill_all(signal.SIGUSR1, retired=True)
             if self.stopping:
+                if self.drain_at is not None and now >= self.drain_at:
+                    self._begin_drain()
                 if not any(slot.pid for slot in self.slots) and not self.retired:
                     log.info("tunnel stopped")
                     return 0
@@ -278,26 +281,43 @@ class Supervisor:
     def _on_signal(self, signo: int) -> None:
         # Only record or forward here; reloads and restarts happen in the loop.
         if signo in (signal.SIGTERM, signal.SIGINT):
-            if self.stopping:
+            if not self.stopping:
+                self._begin_stop()
+            elif self.drain_at is not None:
+                log.info("second stop signal: draining now")
+                self._begin_drain()
+            else:
                 log.info("second stop signal: closing all connections now")
                 self._kill_all(signal.SIGTERM, retired=True)
-            else:
-                log.info("stop signal: draining (up to %.0fs)", self.config.tunnel.drain_timeout)
-                self.notify("STOPPING=1\nSTATUS=draining")
-                self.stopping = True
-                self.observer.draining = True
-                self.deadline = time.monotonic() + self.config.tunnel.drain_timeout + 5.0
-                self.deadline = max([self.deadline, *self.retired.values()])
-                # Old-generation workers are draining already; a SIGTERM would hurry them.
-                self._kill_all(signal.SIGTERM)
-            # Workers close their copies when they start draining; once ours are closed
-            # too, new connections are refused at once (a balancer fails over) instead
-            # of waiting in a backlog nobody accepts from.
-            self.pool.close_all()
         elif signo == signal.SIGHUP:
             self.reload_requested = True
         elif signo == signal.SIGUSR1:
             self.reopen_requested = True
+
+    def _begin_stop(self) -> None:
+        self.stopping = True
+        self.observer.draining = True  # /readyz answers 503 from now on
+        self.notify("STOPPING=1\nSTATUS=draining")
+        delay = self.config.tunnel.shutdown_delay
+        if delay > 0:
+            # Keep accepting while balancers notice /readyz and stop sending traffic.
+            log.info("stop signal: unready now; draining in %.0fs", delay)
+            self.drain_at = time.monotonic() + delay
+            self.deadline = self.drain_at + self.config.tunnel.drain_timeout + 5.0
+        else:
+            self._begin_drain()
+
+    def _begin_drain(self) -> None:
+        self.drain_at = None
+        log.info("stop signal: draining (up to %.0fs)", self.config.tunnel.drain_timeout)
+        self.deadline = time.monotonic() + self.config.tunnel.drain_timeout + 5.0
+        self.deadline = max([self.deadline, *self.retired.values()])
+        # Old-generation workers are draining already; a SIGTERM would hurry them.
+        self._kill_all(signal.SIGTERM)
+        # Workers close their copies when they start draining; once ours are closed
+        # too, new connections are refused at once (a balancer fails over) instead
+        # of waiting in a backlog nobody accepts from.
+        self.pool.close_all()
 
     # -- reload -----------------------------------------------------------------------
     def reload(self) -> bool:

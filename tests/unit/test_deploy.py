@@ -95,7 +95,8 @@ def test_runs_unprivileged_and_drains_in_time() -> None:
     assert spec["securityContext"]["runAsNonRoot"] is True
     assert container()["securityContext"]["allowPrivilegeEscalation"] is False
     config = parse_config((DEPLOY / "tunnel.ini").read_text(), "/etc/tunnel/tunnel.ini")
-    assert spec["terminationGracePeriodSeconds"] > config.tunnel.drain_timeout
+    grace = spec["terminationGracePeriodSeconds"]
+    assert grace > config.tunnel.shutdown_delay + config.tunnel.drain_timeout
 
 
 def test_containerfile_runs_as_non_root_with_the_config() -> None:
