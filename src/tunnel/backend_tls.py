@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 from typing import Any, cast
 
@@ -30,6 +31,7 @@ from tunnel.config import BackendConfig, Config
 from tunnel.errors import ConfigError, ConfigErrors, TLSSetupError
 from tunnel.relay import READ_SIZE, RELAY, TLSSide, _view
 
+log = logging.getLogger("tunnel.backend_tls")
 _contexts: dict[str, ssl.SSLContext] = {}
 
 
@@ -45,6 +47,14 @@ def build_backend_context(backend: BackendConfig, file: str = "<config>") -> ssl
         key = "cert"
         if backend.cert:
             ctx.load_cert_chain(backend.cert, backend.key)
+        key = "keylog_file"
+        if backend.keylog_file:
+            ctx.keylog_filename = backend.keylog_file
+            log.warning(
+                "[backend:%s] keylog_file is on: TLS session secrets are written to %s",
+                backend.name,
+                backend.keylog_file,
+            )
     except (OSError, ssl.SSLError) as exc:
         raise TLSSetupError(
             f"cannot load {getattr(backend, key)}: {getattr(exc, 'strerror', None) or exc}",
@@ -57,7 +67,7 @@ def build_backend_context(backend: BackendConfig, file: str = "<config>") -> ssl
 
 
 def build_backend_contexts(config: Config) -> dict[str, ssl.SSLContext]:
-    """Build the context of every TLS backend (kept for the workers); ConfigErrors if any fails."""
+    """Build the context of every TLS backend; ConfigErrors if any fails."""
     contexts: dict[str, ssl.SSLContext] = {}
     errors: list[ConfigError] = []
     for backend in config.backends:
@@ -69,9 +79,13 @@ def build_backend_contexts(config: Config) -> dict[str, ssl.SSLContext]:
             errors.append(exc)
     if errors:
         raise ConfigErrors(errors)
+    return contexts
+
+
+def install_backend_contexts(contexts: dict[str, ssl.SSLContext]) -> None:
+    """Make ``contexts`` the ones :func:`backend_context` returns (workers inherit them)."""
     _contexts.clear()
     _contexts.update(contexts)
-    return contexts
 
 
 def backend_context(name: str) -> ssl.SSLContext | None:

@@ -115,6 +115,7 @@ class BackendConfig:
     sni: str | None = None  # server name sent and verified; default: the connect host
     cert: str | None = None  # client certificate chain (PEM) presented to the backend
     key: str | None = None  # its key, when not inside ``cert``
+    keylog_file: str | None = None  # NSS key log of the TLS sessions to this backend
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +232,17 @@ LISTENER_KEYS: frozenset[str] = INHERITABLE_KEYS | {
 VERIFY_MODES = ("none", "optional", "required")
 BACKEND_PREFIX = "backend:"
 BACKEND_KEYS: frozenset[str] = frozenset(
-    {"connect", "connect_timeout", "proxy_protocol", "tls", "ca", "sni", "cert", "key"}
+    {
+        "connect",
+        "connect_timeout",
+        "proxy_protocol",
+        "tls",
+        "ca",
+        "sni",
+        "cert",
+        "key",
+        "keylog_file",
+    }
 )
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -1026,10 +1037,10 @@ def _parse_backend(
     options = {k: v for k, v in defaults.items() if k in converters}
     options.update(_convert_keys(section, items, converters, ctx))
     options.update(_convert_keys(section, items, _BACKEND_TLS_CONVERTERS, ctx))
-    for key in ("ca", "cert", "key"):
+    for key in ("ca", "cert", "key", "keylog_file"):
         if key in options:
             options[key] = ctx.resolve(options[key])
-    tls_keys = sorted(k for k in ("ca", "sni", "cert", "key") if k in options)
+    tls_keys = sorted(k for k in ("ca", "sni", "cert", "key", "keylog_file") if k in options)
     if tls_keys and not options.get("tls"):
         ctx.error(f"{tls_keys[0]} needs tls = yes", section, tls_keys[0], "add 'tls = yes'")
     if "key" in options and "cert" not in options:
@@ -1055,6 +1066,7 @@ _BACKEND_TLS_CONVERTERS: dict[str, Callable[[str], Any]] = {
     "sni": _passthrough,
     "cert": _passthrough,
     "key": _passthrough,
+    "keylog_file": _passthrough,
 }
 _CLIENT_MODE_CONVERTERS: dict[str, Callable[[str], Any]] = {
     "client": _boolean,

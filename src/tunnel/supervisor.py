@@ -40,13 +40,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tunnel.backend_tls import build_backend_contexts
+from tunnel.backend_tls import build_backend_contexts, install_backend_contexts
 from tunnel.config import Address, Config, ListenerConfig, load_config
 from tunnel.errors import ConfigError, ConfigErrors, TunnelError
 from tunnel.listen import SocketPool, close_foreign
 from tunnel.log import reopen_logs, setup_logging
 from tunnel.observe import Observer
-from tunnel.tls import build_server_context
+from tunnel.tls import build_server_context, prune_ticket_stores
 from tunnel.watch import FileState, changed, snapshot, watched_files
 from tunnel.worker import run_worker
 
@@ -89,12 +89,16 @@ def build_contexts(config: Config) -> dict[str, ssl.SSLContext]:
             errors.append(exc)
             continue
         contexts[listener.name] = ctx
+    backend_contexts: dict[str, ssl.SSLContext] = {}
     try:
-        build_backend_contexts(config)  # kept in tunnel.backend_tls for the workers
+        backend_contexts = build_backend_contexts(config)
     except ConfigErrors as exc:
         errors += exc.errors
     if errors:
         raise ConfigErrors(errors)
+    # Only a configuration that built completely replaces what workers will inherit.
+    install_backend_contexts(backend_contexts)
+    prune_ticket_stores({listener.ticket_key_file for listener in config.listeners})
     return contexts
 
 

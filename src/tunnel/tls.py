@@ -251,6 +251,13 @@ def _ticket_keys(listener: ListenerConfig, file: str) -> TicketKeys:
     return store
 
 
+def prune_ticket_stores(in_use: set[str | None]) -> None:
+    """Forget ticket key files no listener uses any more (after a reload)."""
+    for path in list(_ticket_stores):
+        if path not in in_use:
+            del _ticket_stores[path]
+
+
 def ticket_stores() -> list[TicketKeys]:
     """Every ticket key file in use (workers refresh them periodically)."""
     return list(_ticket_stores.values())

@@ -173,6 +173,7 @@ def test_client_mode_wraps_plaintext_in_tls(
     ca_file: Path,
     start_tunnel: TunnelFactory,
     start_backend: BackendFactory,
+    tmp_path: Path,
 ) -> None:
     seen: list[dict[str, Any]] = []
     backend = start_backend(tls_echo(server_context(certs, version), seen))
@@ -182,7 +183,14 @@ def test_client_mode_wraps_plaintext_in_tls(
         key=None,
         client="yes",
         backend="remote",
-        extra={"backend:remote": {"connect": backend.address, "tls": "yes", "ca": str(ca_file)}},
+        extra={
+            "backend:remote": {
+                "connect": backend.address,
+                "tls": "yes",
+                "ca": str(ca_file),
+                "keylog_file": str(tmp_path / "backend-keys.log"),
+            }
+        },
     )
     with socket.create_connection(tunnel.address, timeout=10) as sock:
         echo_roundtrip(sock)
@@ -191,6 +199,8 @@ def test_client_mode_wraps_plaintext_in_tls(
     assert seen[0]["version"] == f"TLSv{version}"
     wait_until(lambda: tunnel.conn_lines(), what="log line")
     assert 'reason="done"' in tunnel.conn_lines()[0]
+    keys = (tmp_path / "backend-keys.log").read_text()
+    assert ("CLIENT_RANDOM " if version == "1.2" else "CLIENT_TRAFFIC_SECRET_0 ") in keys
 
 
 def test_client_mode_backend_must_be_tls(
