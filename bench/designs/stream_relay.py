@@ -26,6 +26,8 @@ async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             await writer.drain()
         if writer.can_write_eof():
             writer.write_eof()
+        else:
+            writer.close()  # asyncio's SSL transport cannot half-close
     except (ConnectionError, ssl.SSLError):
         pass
 
