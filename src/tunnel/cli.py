@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tunnel import __version__, demo, service, supervisor
+from tunnel import __version__, demo, privileges, service, supervisor
 from tunnel.config import Config, ListenerConfig, load_config
 from tunnel.errors import ConfigError, ConfigErrors, TunnelError
 from tunnel.log import setup_logging
@@ -208,7 +208,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     """``tunnel check``: validate everything, certificates included, without serving."""
     config = load_config(args.config)
     supervisor.build_contexts(config)
+    identity = privileges.resolve(config)
     lines, warnings = _summary(config, _describe_all(config))
+    try:
+        privileges.check_root(config, identity)
+    except ConfigError as exc:
+        # The file is valid; who runs it is not part of it. Say what `run` would do.
+        warnings.append(f"WARN: {exc} -- 'tunnel run' by this user would refuse to start")
     for line in lines:
         _out(line)
     for warning in warnings:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 import shutil
 import stat
 import subprocess
@@ -168,6 +169,9 @@ def test_gen_cert_then_check_shipped_config(tunnel: Launcher, home: Path) -> Non
     check = tunnel.run("check", "-c", str(REPO / "tunnel.ini"))
     assert check.returncode == 0, check.stderr
     assert "listener [web]" in check.stdout and str(pem) in check.stdout
+    if os.geteuid() == 0:  # the shipped file has no `user`: run would refuse root; say so
+        assert "[tunnel] user: refusing to serve as root" in check.stderr
+        assert "would refuse to start" in check.stderr
 
 
 def test_gen_cert_custom_path_and_names(tunnel: Launcher, tmp_path: Path) -> None:
