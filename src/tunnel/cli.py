@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tunnel import __version__, demo, privileges, service, supervisor
+from tunnel import __version__, demo, generation, privileges, service, supervisor
 from tunnel.config import Config, ListenerConfig, load_config
 from tunnel.errors import ConfigError, ConfigErrors, TunnelError
 from tunnel.log import setup_logging
@@ -101,7 +101,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
     if args.config is not None:
         # Validate first, so that mistakes reach this terminal and nothing is signalled.
         config = load_config(args.config)
-        supervisor.build_contexts(config)
+        generation.build_contexts(config)
         if pid is None:
             pid = _pid_from_config(config)
     try:
@@ -172,7 +172,7 @@ def _describe_all(config: Config) -> dict[str, list[CertInfo]]:
 def _listener_summary(listener: ListenerConfig) -> list[str]:
     accept = ", ".join(str(a) for a in listener.accept)
     return [
-        f"  listener [{listener.name}]: accept {accept} -> {supervisor.destination(listener)}",
+        f"  listener [{listener.name}]: accept {accept} -> {generation.destination(listener)}",
         f"    {_tls_range(listener)}; proxy_protocol {listener.proxy_protocol}; "
         f"max_connections {listener.max_connections}",
         f"    timeouts: handshake {_duration(listener.handshake_timeout)}, "
@@ -185,7 +185,7 @@ def _summary(config: Config, certs: dict[str, list[CertInfo]]) -> tuple[list[str
     """The lines ``tunnel check`` prints: the summary and the warnings."""
     now = datetime.datetime.now(datetime.UTC)
     settings = config.tunnel
-    count = supervisor.worker_count(config)
+    count = generation.worker_count(config)
     how = " (auto: one per CPU core)" if settings.workers == 0 else ""
     lines = [
         f"{config.path}: OK",
@@ -207,7 +207,7 @@ def _summary(config: Config, certs: dict[str, list[CertInfo]]) -> tuple[list[str
 def cmd_check(args: argparse.Namespace) -> int:
     """``tunnel check``: validate everything, certificates included, without serving."""
     config = load_config(args.config)
-    supervisor.build_contexts(config)
+    generation.build_contexts(config)
     identity = privileges.resolve(config)
     lines, warnings = _summary(config, _describe_all(config))
     try:

@@ -132,6 +132,13 @@ class SocketPool:
             _close([sock for sock in socks if id(sock) not in keep])
         self.bound = planned
 
+    def discard(self, planned: Bound) -> None:
+        """Close the sockets ``plan`` bound for a configuration that is not adopted."""
+        keep = {id(sock) for socks in self.bound.values() for sock in socks}
+        keep.update(id(sock) for sock in self.inherited.values())
+        for socks in planned.values():
+            _close([sock for sock in socks if id(sock) not in keep])
+
     def for_worker(self, config: Config, index: int) -> dict[str, list[socket.socket]]:
         """Worker ``index``'s sockets, per listener name."""
         return {

@@ -40,66 +40,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tunnel.backend_tls import build_backend_contexts, install_backend_contexts
-from tunnel.config import Address, Config, ListenerConfig, load_config
+from tunnel.config import Address, Config, load_config
 from tunnel.errors import ConfigError, ConfigErrors, TunnelError
+from tunnel.generation import apply_logging, build_contexts, destination, worker_count
 from tunnel.listen import SocketPool, close_foreign
-from tunnel.log import reopen_logs, setup_logging
+from tunnel.log import reopen_logs
 from tunnel.observe import Observer
-from tunnel.tls import build_server_context, prune_ticket_stores
-from tunnel.watch import FileState, changed, snapshot, watched_files
+from tunnel.watch import CertWatch
 from tunnel.worker import run_worker
 
 log = logging.getLogger("tunnel.supervisor")
 
 _SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD}
-WATCH_INTERVAL = 2.0
 _STABLE_SECONDS = 10.0
 _MAX_BACKOFF = 30.0
 _PR_SET_PDEATHSIG = 1
 _POLL_SECONDS = 0.2
-
-
-def worker_count(config: Config) -> int:
-    """The number of worker processes (``workers = auto``: one per CPU core)."""
-    if config.tunnel.workers > 0:
-        return config.tunnel.workers
-    return len(os.sched_getaffinity(0)) or 1
-
-
-def destination(listener: ListenerConfig) -> str:
-    """Where a listener relays to, for humans: its addresses or backend, and its routes."""
-    addresses = ", ".join(str(a) for a in listener.connect)
-    text = f"connect {addresses}" if addresses else f"backend {listener.backend}"
-    if listener.client:
-        text += " (client mode: plaintext in, TLS out)"
-    if listener.routes:
-        text += "; routes " + ", ".join(str(route) for route in listener.routes)
-    return text
-
-
-def build_contexts(config: Config) -> dict[str, ssl.SSLContext]:
-    """Build every listener's TLS context; report all failures at once."""
-    contexts: dict[str, ssl.SSLContext] = {}
-    errors: list[ConfigError] = []
-    for listener in config.listeners:
-        try:
-            ctx = build_server_context(listener, config.path)
-        except ConfigError as exc:
-            errors.append(exc)
-            continue
-        contexts[listener.name] = ctx
-    backend_contexts: dict[str, ssl.SSLContext] = {}
-    try:
-        backend_contexts = build_backend_contexts(config)
-    except ConfigErrors as exc:
-        errors += exc.errors
-    if errors:
-        raise ConfigErrors(errors)
-    # Only a configuration that built completely replaces what workers will inherit.
-    install_backend_contexts(backend_contexts)
-    prune_ticket_stores({listener.ticket_key_file for listener in config.listeners})
-    return contexts
 
 
 def _admin_error(config: Config, exc: OSError) -> ConfigError:
@@ -170,8 +126,7 @@ class Supervisor:
         self.deadline = 0.0
         self.reload_requested = False
         self.reopen_requested = False
-        self.watch_state: dict[str, FileState] = {}
-        self.next_watch = 0.0
+        self.watch = CertWatch()
         self.notify: Callable[[str], object] = lambda _state: None
         self.before_workers: list[Hook] = []
         self.on_ready: list[Hook] = []
@@ -236,7 +191,7 @@ class Supervisor:
             self._log_listeners()
             for slot in self.slots:
                 self._spawn(slot)
-            self._watch_reset()
+            self.watch.reset(self.config)
             log.info("tunnel started: %d worker(s), pid %d", self.workers, os.getpid())
             for hook in self.on_ready:
                 hook()
@@ -276,8 +231,8 @@ class Supervisor:
             if self.reload_requested:
                 self.reload_requested = False
                 self.reload()
-            elif self.config.tunnel.watch and now >= self.next_watch:
-                self._watch_poll(now)
+            elif self.watch.due(now):
+                self._watch_poll()
             for slot in self.slots:
                 if not slot.pid and slot.restart_at is not None and now >= slot.restart_at:
                     self._spawn(slot)
@@ -340,16 +295,23 @@ class Supervisor:
         log.info("reload: reading %s", path)
         try:
             config = load_config(path)
-            contexts = build_contexts(config)
             workers = worker_count(config)
             planned = self.pool.plan(config, workers)
         except ConfigErrors as exc:
             return self._reload_failed([str(e) for e in exc.errors])
         except (TunnelError, OSError) as exc:
             return self._reload_failed([str(exc)])
+        try:
+            # Last: a successful build also installs process-wide state (backend TLS
+            # contexts, ticket stores) that the next workers inherit.
+            contexts = build_contexts(config)
+        except (ConfigErrors, TunnelError, OSError) as exc:
+            self.pool.discard(planned)
+            errors = exc.errors if isinstance(exc, ConfigErrors) else [exc]
+            return self._reload_failed([str(e) for e in errors])
         old_pids = [slot.pid for slot in self.slots if slot.pid]
         kill_at = time.monotonic() + self.config.tunnel.drain_timeout + 5.0
-        self._apply_logging(config)
+        apply_logging(self.config, config, self.log_level)
         self.pool.commit(planned)
         self.config, self.contexts, self.workers = config, contexts, workers
         self.generation += 1
@@ -367,7 +329,7 @@ class Supervisor:
             self.retired[pid] = kill_at
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-        self._watch_reset()
+        self.watch.reset(self.config)
         log.info(
             "reload: generation %d serving with %d worker(s); %d old worker(s) draining",
             self.generation,
@@ -386,36 +348,9 @@ class Supervisor:
         self.notify(f"READY=1\nSTATUS=reload failed: {problems[0]}")
         return False
 
-    def _apply_logging(self, config: Config) -> None:
-        new, old = config.tunnel, self.config.tunnel
-        settings = ("log_level", "log_target", "log_facility", "log_file", "log_format")
-        if all(getattr(new, name) == getattr(old, name) for name in settings):
-            return
-        try:
-            setup_logging(
-                self.log_level or new.log_level,
-                new.log_target,
-                new.log_facility,
-                new.log_file,
-                new.log_format,
-            )
-        except (ValueError, OSError) as exc:
-            log.error("reload: cannot set up logging (%s); keeping the previous setup", exc)
-
-    # -- watch ------------------------------------------------------------------------
-    def _watch_reset(self) -> None:
-        if self.config.tunnel.watch:
-            self.watch_state = snapshot(watched_files(self.config))
-            self.next_watch = time.monotonic() + WATCH_INTERVAL
-
-    def _watch_poll(self, now: float) -> None:
-        self.next_watch = now + WATCH_INTERVAL
-        state = snapshot(list(self.watch_state))
-        moved = changed(self.watch_state, state)
+    def _watch_poll(self) -> None:
+        moved = self.watch.poll()
         if moved:
-            # Remember what we saw even if the reload fails (e.g. a key written after its
-            # certificate): the next change tries again instead of failing every poll.
-            self.watch_state = state
             log.info("watch: %s changed; reloading", ", ".join(moved))
             self.reload()
 

@@ -8,8 +8,11 @@ Secret volume does (``os.stat`` follows symlinks, so a new target shows as a new
 from __future__ import annotations
 
 import os
+import time
 
 from tunnel.config import Config
+
+WATCH_INTERVAL = 2.0
 
 FileState = tuple[int, int, int] | None  # (inode, size, mtime_ns), None if unreadable
 
@@ -57,3 +60,35 @@ def snapshot(paths: list[str]) -> dict[str, FileState]:
 def changed(before: dict[str, FileState], after: dict[str, FileState]) -> list[str]:
     """The paths whose state differs between two snapshots."""
     return [path for path in after if before.get(path) != after[path]]
+
+
+class CertWatch:
+    """The supervisor's watch state: what the files looked like, and when to look again."""
+
+    def __init__(self) -> None:
+        self.enabled = False
+        self.state: dict[str, FileState] = {}
+        self.next_poll = 0.0
+
+    def reset(self, config: Config) -> None:
+        """Start watching ``config``'s files as they are now (after a start or reload)."""
+        self.enabled = config.tunnel.watch
+        self.state = snapshot(watched_files(config)) if self.enabled else {}
+        self.next_poll = time.monotonic() + WATCH_INTERVAL
+
+    def due(self, now: float) -> bool:
+        """Whether it is time to poll."""
+        return self.enabled and now >= self.next_poll
+
+    def poll(self) -> list[str]:
+        """The files that changed since the last look.
+
+        What was seen is remembered even if the reload that follows fails (e.g. a key
+        written after its certificate): the next change tries again instead of failing
+        at every poll.
+        """
+        self.next_poll = time.monotonic() + WATCH_INTERVAL
+        state = snapshot(list(self.state))
+        moved = changed(self.state, state)
+        self.state = state
+        return moved

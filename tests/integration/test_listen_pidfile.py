@@ -70,6 +70,20 @@ def test_plan_failure_changes_nothing() -> None:
         blocker.close()
 
 
+def test_discard_closes_only_fresh_sockets() -> None:
+    kept_port, fresh_port = free_port(), free_port()
+    pool = SocketPool()
+    try:
+        pool.commit(pool.plan(config_for(kept_port), 1))
+        planned = pool.plan(config_for(kept_port, fresh_port), 1)
+        pool.discard(planned)
+        assert all(s.fileno() != -1 for socks in pool.bound.values() for s in socks)
+        fresh = [s for addr, socks in planned.items() if addr.port == fresh_port for s in socks]
+        assert fresh and all(sock.fileno() == -1 for sock in fresh)
+    finally:
+        pool.close_all()
+
+
 def test_pid_file_write_claim_remove(tmp_path: Path) -> None:
     path = str(tmp_path / "t.pid")
     first = PidFile(path)

@@ -1,0 +1,80 @@
+"""What a generation of workers is built from: worker count, TLS contexts, logging.
+
+Used by the supervisor at start and on every reload (and by ``tunnel check``), so that
+both paths build exactly the same things and fail with the same messages.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+
+from tunnel.backend_tls import build_backend_contexts, install_backend_contexts
+from tunnel.config import Config, ListenerConfig
+from tunnel.errors import ConfigError, ConfigErrors
+from tunnel.log import setup_logging
+from tunnel.tls import build_server_context, prune_ticket_stores
+
+log = logging.getLogger("tunnel.supervisor")
+
+_LOG_SETTINGS = ("log_level", "log_target", "log_facility", "log_file", "log_format")
+
+
+def worker_count(config: Config) -> int:
+    """The number of worker processes (``workers = auto``: one per CPU core)."""
+    if config.tunnel.workers > 0:
+        return config.tunnel.workers
+    return len(os.sched_getaffinity(0)) or 1
+
+
+def destination(listener: ListenerConfig) -> str:
+    """Where a listener relays to, for humans: its addresses or backend, and its routes."""
+    addresses = ", ".join(str(a) for a in listener.connect)
+    text = f"connect {addresses}" if addresses else f"backend {listener.backend}"
+    if listener.client:
+        text += " (client mode: plaintext in, TLS out)"
+    if listener.routes:
+        text += "; routes " + ", ".join(str(route) for route in listener.routes)
+    return text
+
+
+def build_contexts(config: Config) -> dict[str, ssl.SSLContext]:
+    """Build every listener's TLS context; report all failures at once."""
+    contexts: dict[str, ssl.SSLContext] = {}
+    errors: list[ConfigError] = []
+    for listener in config.listeners:
+        try:
+            ctx = build_server_context(listener, config.path)
+        except ConfigError as exc:
+            errors.append(exc)
+            continue
+        contexts[listener.name] = ctx
+    backend_contexts: dict[str, ssl.SSLContext] = {}
+    try:
+        backend_contexts = build_backend_contexts(config)
+    except ConfigErrors as exc:
+        errors += exc.errors
+    if errors:
+        raise ConfigErrors(errors)
+    # Only a configuration that built completely replaces what workers will inherit.
+    install_backend_contexts(backend_contexts)
+    prune_ticket_stores({listener.ticket_key_file for listener in config.listeners})
+    return contexts
+
+
+def apply_logging(old: Config, new: Config, override: str | None) -> None:
+    """After a reload: set logging up again if its settings changed (errors are logged)."""
+    if all(getattr(new.tunnel, k) == getattr(old.tunnel, k) for k in _LOG_SETTINGS):
+        return
+    settings = new.tunnel
+    try:
+        setup_logging(
+            override or settings.log_level,
+            settings.log_target,
+            settings.log_facility,
+            settings.log_file,
+            settings.log_format,
+        )
+    except (ValueError, OSError) as exc:
+        log.error("reload: cannot set up logging (%s); keeping the previous setup", exc)
