@@ -247,7 +247,11 @@ def test_watch_reloads_changed_certificate(
     write_certs(certs.ca, certs.cert_pem.parent)
     running.proc.wait_log(r"watch: .*cert\.pem.* changed; reloading")
     running.proc.wait_log(generation_line(2))
+    # The old generation may accept for a moment until it is told to drain.
+    deadline = time.monotonic() + 10
     after, response = fetch(running.port, certs.ca_pem)
+    while after == before and time.monotonic() < deadline:
+        after, response = fetch(running.port, certs.ca_pem)
     assert after != before
     assert response.endswith(b"hello from the backend\n")
 
