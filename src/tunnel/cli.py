@@ -1,4 +1,4 @@
-"""Command line: ``tunnel run | check | reload | demo | gen-cert``.
+"""Command line: ``tunnel run | check | reload | status | demo | gen-cert``.
 
 :func:`main` is the only code in Tunnel that prints to the user or decides the exit
 code: 0 success, 1 a runtime failure, 2 a configuration or usage mistake, 130 Ctrl-C
@@ -15,8 +15,15 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tunnel import __version__, demo, generation, privileges, service, supervisor
-from tunnel.config import Config, ListenerConfig, load_config
+from tunnel import __version__, demo, generation, privileges, service, status, supervisor
+from tunnel.config import (
+    Address,
+    Config,
+    ConfigValueError,
+    ListenerConfig,
+    load_config,
+    parse_address,
+)
 from tunnel.errors import ConfigError, ConfigErrors, TunnelError
 from tunnel.log import setup_logging
 from tunnel.pidfile import read_pid
@@ -222,6 +229,42 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- status
+
+
+def _admin_address(args: argparse.Namespace) -> Address:
+    if args.admin is not None:
+        try:
+            address = parse_address(args.admin)
+        except ConfigValueError as exc:
+            raise UsageError(f"--admin: {exc}") from None
+        if address.kind != "tcp":
+            raise UsageError("--admin needs HOST:PORT (the [tunnel] admin address)")
+        return address
+    if args.config is None:
+        raise UsageError("give -c FILE (its [tunnel] admin address) or --admin HOST:PORT")
+    config = load_config(args.config)
+    if config.tunnel.admin is None:
+        # Not a mistake in the file, but nothing to read: a runtime failure (exit 1).
+        raise TunnelError(
+            f"{config.path}: [tunnel] admin is off, so there is no endpoint to read "
+            "(set e.g. 'admin = 127.0.0.1:9090' and restart Tunnel)"
+        )
+    return config.tunnel.admin
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """``tunnel status``: summarise a running Tunnel from its admin endpoint."""
+    address = _admin_address(args)
+    reply = status.fetch(address)
+    lines, warnings = status.summarise(str(address), reply, datetime.datetime.now().timestamp())
+    for line in lines:
+        _out(line)
+    for warning in warnings:
+        _err(warning)
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- demo
 
 
@@ -313,6 +356,12 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a configuration without serving")
     check.add_argument("-c", "--config", required=True, metavar="FILE", help="configuration file")
     check.set_defaults(func=cmd_check)
+
+    stat = sub.add_parser("status", help="summarise a running Tunnel (its admin endpoint)")
+    where = stat.add_mutually_exclusive_group()
+    where.add_argument("-c", "--config", metavar="FILE", help="read [tunnel] admin from FILE")
+    where.add_argument("--admin", metavar="HOST:PORT", help="the admin endpoint's address")
+    stat.set_defaults(func=cmd_status)
 
     dem = sub.add_parser("demo", help="run a self-contained demo on https://localhost:8443/")
     dem.add_argument("--port", type=int, default=8443, help="port to accept on (default 8443)")

@@ -1,0 +1,171 @@
+"""``tunnel status``: read a running Tunnel's admin endpoint and summarise it for a human.
+
+:func:`summarise` is pure (Prometheus text and the ``/readyz`` answer in, lines out) so
+that it can be tested byte for byte against what :mod:`tunnel.metrics` renders;
+:func:`fetch` is the thin I/O part: two HTTP GETs with a short timeout. Nothing here
+prints; :mod:`tunnel.cli` does.
+"""
+
+from __future__ import annotations
+
+import datetime
+import http.client
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tunnel.config import Address
+from tunnel.errors import TunnelError
+
+TIMEOUT_SECONDS = 3.0
+EXPIRY_WARNING_DAYS = 30
+
+Labels = tuple[tuple[str, str], ...]
+Samples = Mapping[tuple[str, Labels], float]
+
+# A listening address that means "every interface" is reached through loopback.
+_WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "*": "127.0.0.1"}
+
+
+class StatusUnavailable(TunnelError):
+    """The admin endpoint could not be read."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What the admin endpoint answered: ``/readyz`` status and text, ``/metrics`` text."""
+
+    ready_status: int
+    ready_text: str
+    metrics_text: str
+
+
+def parse_samples(text: str) -> dict[tuple[str, Labels], float]:
+    """Prometheus text exposition -> ``{(sample name, sorted labels): value}``."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def _by_name(samples: Samples, name: str) -> list[tuple[dict[str, str], float]]:
+    return [(dict(labels), value) for (n, labels), value in samples.items() if n == name]
+
+
+def _total(samples: Samples, name: str) -> int:
+    return int(sum(value for _, value in _by_name(samples, name)))
+
+
+def _count(n: float) -> str:
+    return f"{int(n):,}".replace(",", " ")
+
+
+def _listener_lines(samples: Samples) -> list[str]:
+    stats: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for labels, value in _by_name(samples, "tunnel_connections_accepted_total"):
+        stats[labels["listener"]]["accepted"] += value
+    for labels, value in _by_name(samples, "tunnel_connections_active"):
+        stats[labels["listener"]]["active"] += value
+    for labels, value in _by_name(samples, "tunnel_handshakes_total"):
+        outcome = "ok" if labels.get("result") == "ok" else "failed"
+        stats[labels["listener"]][outcome] += value
+    for labels, value in _by_name(samples, "tunnel_bytes_total"):
+        stats[labels["listener"]][labels.get("direction", "in")] += value
+    return [
+        f"  listener [{name}]: accepted {_count(s['accepted'])}, active {_count(s['active'])}; "
+        f"handshakes ok {_count(s['ok'])}, failed {_count(s['failed'])}; "
+        f"bytes in {_count(s['in'])}, out {_count(s['out'])}"
+        for name, s in sorted(stats.items())
+    ]
+
+
+def _cert_lines(samples: Samples, now: float) -> tuple[list[str], list[str]]:
+    lines, warnings = [], []
+    certs = sorted(
+        (labels.get("listener", "?"), labels.get("path", "?"), when)
+        for labels, when in _by_name(samples, "tunnel_certificate_not_after_seconds")
+    )
+    for listener, path, when in certs:
+        days = (when - now) / 86400
+        date = datetime.datetime.fromtimestamp(when, datetime.UTC)
+        lines.append(f"  cert [{listener}] {path}: expires {date:%Y-%m-%d} ({days:.0f} days)")
+        if days < 0:
+            warnings.append(f"WARN [{listener}] cert {path}: EXPIRED on {date:%Y-%m-%d}; renew it")
+        elif days < EXPIRY_WARNING_DAYS:
+            warnings.append(
+                f"WARN [{listener}] cert {path}: expires in {days:.0f} days "
+                f"({date:%Y-%m-%d}); renew it"
+            )
+    return lines, warnings
+
+
+def summarise(where: str, reply: Reply, now: float) -> tuple[list[str], list[str]]:
+    """The lines ``tunnel status`` prints, and its warnings, for the endpoint at ``where``.
+
+    ``now`` is the current Unix time (certificate expiry is counted from it).
+    """
+    samples = parse_samples(reply.metrics_text)
+    state = "ready" if reply.ready_status == 200 else reply.ready_text.strip() or "not ready"
+    workers = {labels.get("state"): value for labels, value in _by_name(samples, "tunnel_workers")}
+    reloads = ", ".join(
+        f"{labels.get('result', '?')} {_count(n)}"
+        for labels, n in sorted(_by_name(samples, "tunnel_reloads_total"), key=str)
+    )
+    lines = [
+        f"Tunnel at {where}: {state}",
+        f"  workers: {_count(workers.get('configured', 0))} configured, "
+        f"{_count(workers.get('reporting', 0))} reporting; "
+        f"{_count(_total(samples, 'tunnel_worker_restarts_total'))} restarts"
+        + (f"; reloads: {reloads}" if reloads else ""),
+        f"  active connections: {_count(_total(samples, 'tunnel_connections_active'))}",
+        "  handshake failures in the last minute: "
+        f"{_count(_total(samples, 'tunnel_handshake_failures_last_minute'))}",
+    ]
+    bytes_by: dict[str, float] = defaultdict(float)
+    for labels, value in _by_name(samples, "tunnel_bytes_total"):
+        bytes_by[labels.get("direction", "in")] += value
+    lines.append(
+        f"  bytes: in {_count(bytes_by['in'])} (from clients), "
+        f"out {_count(bytes_by['out'])} (to clients)"
+    )
+    lines += _listener_lines(samples)
+    cert_lines, warnings = _cert_lines(samples, now)
+    return lines + cert_lines, warnings
+
+
+def target(address: Address) -> tuple[str, int]:
+    """Where to connect to reach an endpoint listening on ``address``."""
+    return _WILDCARDS.get(address.host, address.host), address.port
+
+
+def _get(host: str, port: int, path: str, timeout: float) -> tuple[int, str]:
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read().decode("utf-8", "replace")
+    finally:
+        conn.close()
+
+
+def fetch(address: Address, timeout: float = TIMEOUT_SECONDS) -> Reply:
+    """GET ``/readyz`` and ``/metrics``; StatusUnavailable says why when it cannot."""
+    host, port = target(address)
+    try:
+        ready_status, ready_text = _get(host, port, "/readyz", timeout)
+        status, metrics_text = _get(host, port, "/metrics", timeout)
+    except (OSError, http.client.HTTPException) as exc:
+        why = "no answer in time" if isinstance(exc, TimeoutError) else str(exc) or repr(exc)
+        raise StatusUnavailable(
+            f"cannot read the admin endpoint at {address}: {why}; is Tunnel running with "
+            f"'admin = {address}' in [tunnel]? (start it, or give --admin HOST:PORT)"
+        ) from None
+    if status != 200:
+        raise StatusUnavailable(
+            f"the admin endpoint at {address} answered /metrics with HTTP {status}: "
+            "is that address really Tunnel's admin endpoint?"
+        )
+    return Reply(ready_status, ready_text, metrics_text)

@@ -1,0 +1,80 @@
+"""status.py: the summary of what metrics.py renders, without I/O."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from tunnel import metrics
+from tunnel.config import Address
+from tunnel.metrics import ListenerStats, SupervisorFacts
+from tunnel.status import Reply, summarise, target
+
+NOW = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC).timestamp()
+DAY = 86400.0
+
+
+def rendered() -> str:
+    web = ListenerStats(accepted=5, active=2)
+    web.handshake_ok(0.02, "TLSv1.3", "TLS_AES_128_GCM_SHA256", "h2")
+    web.ended("done", 1_500, 2_000_000)
+    web.ended("handshake failed: http request", 0, 0)
+    api = ListenerStats(accepted=1, active=1)
+    api.handshake_ok(0.01, "TLSv1.2", "ECDHE-RSA-AES128-GCM-SHA256", "-")
+    merged = metrics.merge([metrics.snapshot({"web": web, "api": api}, {})])
+    facts = SupervisorFacts(
+        workers_configured=4,
+        workers_reporting=3,
+        worker_restarts=2,
+        reloads={"ok": 1},
+        cert_not_after={
+            ("web", "/etc/web.pem"): NOW + 90 * DAY,
+            ("api", "/etc/api.pem"): NOW + 10 * DAY,
+            ("api", "/etc/old.pem"): NOW - 3 * DAY,
+        },
+        handshake_failures_last_minute=7,
+    )
+    return metrics.render(merged, facts).decode()
+
+
+def test_summary_lines() -> None:
+    reply = Reply(200, "ready\n", rendered())
+    lines, warnings = summarise("127.0.0.1:9090", reply, NOW)
+    assert lines == [
+        "Tunnel at 127.0.0.1:9090: ready",
+        "  workers: 4 configured, 3 reporting; 2 restarts; reloads: ok 1",
+        "  active connections: 1",
+        "  handshake failures in the last minute: 7",
+        "  bytes: in 1 500 (from clients), out 2 000 000 (to clients)",
+        "  listener [api]: accepted 1, active 1; handshakes ok 1, failed 0; bytes in 0, out 0",
+        "  listener [web]: accepted 5, active 0; handshakes ok 1, failed 1; "
+        "bytes in 1 500, out 2 000 000",
+        "  cert [api] /etc/api.pem: expires 2030-01-11 (10 days)",
+        "  cert [api] /etc/old.pem: expires 2029-12-29 (-3 days)",
+        "  cert [web] /etc/web.pem: expires 2030-04-01 (90 days)",
+    ]
+    assert warnings == [
+        "WARN [api] cert /etc/api.pem: expires in 10 days (2030-01-11); renew it",
+        "WARN [api] cert /etc/old.pem: EXPIRED on 2029-12-29; renew it",
+    ]
+
+
+def test_not_ready_shows_why() -> None:
+    reply = Reply(503, "not ready: draining\n", rendered())
+    lines, _ = summarise("[::1]:9090", reply, NOW)
+    assert lines[0] == "Tunnel at [::1]:9090: not ready: draining"
+
+
+def test_empty_metrics() -> None:
+    lines, warnings = summarise("h:1", Reply(200, "ready", ""), NOW)
+    assert lines[1] == "  workers: 0 configured, 0 reporting; 0 restarts"
+    assert warnings == []
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [("0.0.0.0", "127.0.0.1"), ("::", "::1"), ("10.1.2.3", "10.1.2.3"), ("::1", "::1")],
+)
+def test_target_of_wildcards(host: str, expected: str) -> None:
+    assert target(Address("tcp", host=host, port=9090)) == (expected, 9090)
