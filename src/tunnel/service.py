@@ -93,6 +93,11 @@ def run_service(config: Config, *, log_level: str | None = None, daemon: bool = 
         except OSError as exc:
             raise TunnelError(f"cannot start: {exc}") from exc
         if daemon or config.tunnel.daemon:
+            if config.tunnel.log_target == "stderr":
+                log.warning(
+                    "daemon mode: logs to stderr will be discarded; "
+                    "set log_target = syslog or file in [tunnel]"
+                )
             outcome = daemonize()
             if isinstance(outcome, tuple):  # the original process: the daemon reported
                 code, message = outcome

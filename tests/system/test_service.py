@@ -95,6 +95,7 @@ def test_daemon_start_up_error_reaches_the_terminal(
     result = tunnel.run("run", "-c", str(config), "--daemon", timeout=30)
     assert result.returncode == 1
     assert f"cannot write the pid file {pid_file}" in result.stderr
+    assert "daemon mode: logs to stderr will be discarded" in result.stderr
 
 
 def test_second_start_refused_and_stale_pid_file_replaced(
