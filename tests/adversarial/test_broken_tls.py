@@ -7,7 +7,6 @@ import shutil
 import socket
 import ssl
 import struct
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from integration.harness import (
     parse_records,
     read_until_closed,
     recv_exactly,
+    s_client_renegotiate,
     wait_until,
 )
 
@@ -106,27 +106,9 @@ def test_client_renegotiation_refused(
     workers = sorted(shared.worker_pids())
     ca_file = tmp_path / "ca.pem"
     certs.ca.cert_pem.write_to_path(str(ca_file))
-    command = ["openssl", "s_client", "-connect", f"127.0.0.1:{shared.port}", "-tls1_2"]
-    command += ["-servername", "localhost", "-CAfile", str(ca_file)]
-    proc = subprocess.Popen(
-        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    output = s_client_renegotiate(
+        shared.port, ca_file, b"echo reneg\n", lambda: tagged(backend, "echo reneg")
     )
-    try:
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(b"echo reneg\n")
-        proc.stdin.flush()
-        tagged(backend, "echo reneg")  # s_client reads a line at a time: data went first
-        proc.stdin.write(b"R\n")  # s_client's command letter: renegotiate
-        proc.stdin.flush()
-        proc.wait(timeout=20)
-        output = proc.stdout.read().decode(errors="replace")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for stream in (proc.stdin, proc.stdout):
-            if stream is not None:
-                stream.close()
     assert "RENEGOTIATING" in output
     assert "no renegotiation" in output, output[-2000:]
     assert sorted(shared.worker_pids()) == workers  # no worker died

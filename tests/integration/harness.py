@@ -702,3 +702,41 @@ class BioClient:
     def close(self) -> None:
         """Close the socket."""
         self.sock.close()
+
+
+def s_client_renegotiate(
+    port: int, ca_file: Path, first_line: bytes, sent: Callable[[], object]
+) -> str:
+    """Drive ``openssl s_client -tls1_2``: send ``first_line``, wait for ``sent()`` to say
+    the backend got it, then ask for a renegotiation ('R') and return s_client's output
+    once it reports the outcome (whether s_client then exits by itself differs between
+    OpenSSL versions, so its exit is not waited for)."""
+    command = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-tls1_2"]
+    command += ["-servername", "localhost", "-CAfile", str(ca_file)]
+    proc = subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    chunks: list[bytes] = []
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        out = proc.stdout
+        reader = threading.Thread(target=lambda: chunks.extend(iter(out.readline, b"")))
+        reader.start()
+        proc.stdin.write(first_line)
+        proc.stdin.flush()
+        sent()
+        proc.stdin.write(b"R\n")  # s_client's command letter: renegotiate
+        proc.stdin.flush()
+        wait_until(
+            lambda: b"no renegotiation" in b"".join(chunks) or proc.poll() is not None,
+            timeout=30,
+            what="s_client's renegotiation outcome",
+        )
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        for stream in (proc.stdin, proc.stdout):
+            if stream is not None:
+                stream.close()
+    return b"".join(chunks).decode(errors="replace")

@@ -9,8 +9,6 @@ from __future__ import annotations
 import shutil
 import socket
 import ssl
-import subprocess
-import threading
 import warnings
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from .harness import (
     parse_records,
     read_until_closed,
     recv_exactly,
+    s_client_renegotiate,
     wait_until,
 )
 
@@ -136,50 +135,14 @@ def test_client_renegotiation_refused(
     workers = tunnel.worker_pids()
     ca_file = tmp_path / "ca.pem"
     certs.ca.cert_pem.write_to_path(str(ca_file))
-    proc = subprocess.Popen(
-        [
-            "openssl",
-            "s_client",
-            "-connect",
-            f"127.0.0.1:{tunnel.port}",
-            "-tls1_2",
-            "-servername",
-            "localhost",
-            "-CAfile",
-            str(ca_file),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+    output = s_client_renegotiate(
+        tunnel.port,
+        ca_file,
+        b"hello\n",
+        lambda: wait_until(
+            lambda: backend.wait_connections(1)[0].bytes_received == 6, what="data via s_client"
+        ),
     )
-    try:
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(b"hello\n")
-        proc.stdin.flush()
-        (record,) = backend.wait_connections(1)
-        wait_until(lambda: record.bytes_received == 6, what="data via s_client")
-        proc.stdin.write(b"R\n")  # s_client's command letter: renegotiate
-        proc.stdin.flush()
-        # Read s_client's output until it reports the refusal (or exits): whether it
-        # exits on the alert by itself differs between OpenSSL versions and load.
-        chunks: list[bytes] = []
-        reader = threading.Thread(target=lambda: chunks.extend(iter(proc.stdout.readline, b"")))
-        reader.start()
-        wait_until(
-            lambda: b"no renegotiation" in b"".join(chunks) or proc.poll() is not None,
-            timeout=30,
-            what="s_client's renegotiation outcome",
-        )
-        proc.kill()
-        reader.join(timeout=10)
-        output = b"".join(chunks).decode(errors="replace")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for stream in (proc.stdin, proc.stdout):
-            if stream is not None:
-                stream.close()
     assert "RENEGOTIATING" in output
     assert "no renegotiation" in output, output[-2000:]
     assert tunnel.worker_pids() == workers  # no worker died
