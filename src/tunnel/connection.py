@@ -36,9 +36,9 @@ UNIQUE_ID_BYTES = 16  # the spec allows up to 128; 16 random bytes never collide
 class AcceptControl(Protocol):
     """What a connection tells its worker (which pauses accepting at the limit)."""
 
-    def opened(self) -> None: ...
+    def opened(self, listener: str) -> None: ...
 
-    def closed(self) -> None: ...
+    def closed(self, listener: str) -> None: ...
 
 
 class ListenerRuntime:
@@ -210,7 +210,7 @@ class ClientConnection(TLSSide):
         listener.live.add(self)
         listener.stats.accepted += 1
         listener.stats.active += 1
-        listener.control.opened()
+        listener.control.opened(listener.name)
 
     def _admit(self, limits: PerIPLimits, transport: asyncio.BaseTransport) -> bool:
         peer = transport.get_extra_info("peername")
@@ -326,7 +326,7 @@ class ClientConnection(TLSSide):
             if self.task is None:  # the handshake never completed
                 per_ip.handshake_ended(self.ip)
             per_ip.connection_ended(self.ip)
-        listener.control.closed()
+        listener.control.closed(listener.name)
         if log.isEnabledFor(logging.INFO):
             fields = self.summary_fields()
             log.info("%s", format_summary(fields), extra={"conn": fields})

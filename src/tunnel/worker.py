@@ -1,10 +1,7 @@
 """One worker process: a uvloop event loop serving the listening sockets it was handed.
 
-Accepting is paused at ``max_connections`` by closing the worker's *duplicate* of each
-listening socket: the supervisor still holds the original, so the kernel keeps queueing
-new connections in the backlog instead of refusing them, and accepting resumes on a
-fresh duplicate once connections have ended. Accept errors such as EMFILE are handled by
-the event loop itself, which keeps serving.
+Accepting is paused at ``max_connections`` (the worker's, capped by the open-files limit,
+and each listener's) without refusing anyone: see :mod:`tunnel.accept`.
 
 SIGTERM starts a drain: stop accepting, let open connections finish until the drain
 timeout, then close the rest with close_notify. A second SIGTERM closes everything now.
@@ -25,6 +22,7 @@ import ssl
 import uvloop
 
 from tunnel import metrics
+from tunnel.accept import AcceptGate, fd_capped
 from tunnel.config import Config
 from tunnel.connection import ClientConnection, ListenerRuntime
 from tunnel.log import reopen_logs
@@ -36,7 +34,6 @@ from tunnel.tls import ticket_stores
 
 log = logging.getLogger("tunnel.worker")
 
-RESUME_FRACTION = 0.9
 REPORT_SECONDS = 1.0
 
 
@@ -55,52 +52,40 @@ class Worker:
         self.backends: dict[str, BackendStats] = {}
         self.contexts = contexts
         self.sockets = sockets
-        self.max_connections = config.tunnel.max_connections
+        self.max_connections = fd_capped(config.tunnel.max_connections)
+        if self.max_connections < config.tunnel.max_connections:
+            log.warning(
+                "max_connections %d needs more open files than the limit allows"
+                " (ulimit -n): using %d per worker",
+                config.tunnel.max_connections,
+                self.max_connections,
+            )
         self.count = 0
         self.runtimes: list[ListenerRuntime] = []
-        self.servers: list[asyncio.Server] = []
-        self.paused = False
+        self.gate = AcceptGate(
+            self.max_connections,
+            {lc.name: lc.max_connections for lc in config.listeners},
+            sockets,
+            {},
+            {lc.name: lc.backlog for lc in config.listeners},
+        )
         self.stopping = False
         self.hurry = False
         self._stop = asyncio.Event()
         self._stop_now = asyncio.Event()
 
     # -- accept control (called by connections) ---------------------------------------
-    def opened(self) -> None:
-        """A connection was accepted; pause accepting at the limit."""
+    def opened(self, listener: str) -> None:
+        """A connection was accepted; pause accepting at a limit."""
         self.count += 1
-        if self.count >= self.max_connections and not self.paused and not self.stopping:
-            self.paused = True
-            log.warning(
-                "max_connections (%d) reached: not accepting until connections end",
-                self.max_connections,
-            )
-            self._close_servers()
+        self.gate.opened(listener)
 
-    def closed(self) -> None:
-        """A connection ended; resume accepting below the limit."""
+    def closed(self, listener: str) -> None:
+        """A connection ended; resume accepting below the limits."""
         self.count -= 1
-        if self.stopping:
-            if self.count == 0:
-                self._stop_now.set()
-        elif self.paused and self.count <= self.max_connections * RESUME_FRACTION:
-            self.paused = False
-            asyncio.get_running_loop().create_task(self._open_servers())
-
-    # -- serving ----------------------------------------------------------------------
-    async def _open_servers(self) -> None:
-        loop = asyncio.get_running_loop()
-        for runtime in self.runtimes:
-            for sock in self.sockets[runtime.name]:
-                server = await loop.create_server(
-                    runtime.protocol_factory, sock=sock.dup(), backlog=runtime.config.backlog
-                )
-                self.servers.append(server)
-
-    def _close_servers(self) -> None:
-        servers, self.servers = self.servers, []
-        for server in servers:
-            server.close()
+        self.gate.closed(listener)
+        if self.stopping and self.count == 0:
+            self._stop_now.set()
 
     def _on_signal(self) -> None:
         if self._stop.is_set():
@@ -127,7 +112,8 @@ class Worker:
             if listener.client:
                 runtime.conn_class = PlainClientConnection
             self.runtimes.append(runtime)
-        await self._open_servers()
+        self.gate.factories = {r.name: r.protocol_factory for r in self.runtimes}
+        await self.gate.start()
         refresher = loop.create_task(self._refresh_ticket_keys()) if ticket_stores() else None
         self._report_tick()
         await self._stop.wait()
@@ -170,7 +156,7 @@ class Worker:
         """Stop accepting; wait for connections up to the drain timeout; close the rest."""
         self.stopping = True
         self.send_report()
-        self._close_servers()
+        self.gate.stop()
         for socks in self.sockets.values():
             for sock in socks:
                 sock.close()

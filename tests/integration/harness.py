@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import os
 import random
+import resource
 import signal
 import socket
 import ssl
@@ -295,10 +296,16 @@ def render_config(sections: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _limit_files(nofile: int) -> None:
+    """In the child before exec: an open-files limit (soft and hard) of ``nofile``."""
+    resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+
 class TunnelFactory:
     """Starts ``tunnel run`` child processes and stops them all at the end of a test.
 
-    ``start(connect, workers=1, host=..., tunnel={...}, extra={...}, **listener)`` writes an
+    ``start(connect, workers=1, host=..., tunnel={...}, extra={...}, nofile=None, **listener)``
+    (``nofile``: an open-files limit for the tunnel process) writes an
     ini file with short defaults (handshake and connect timeouts 1 s, drain 1 s); listener
     keys given as keyword arguments override them (e.g. ``idle_timeout="1s"``; None drops
     a key) and ``extra`` adds sections (e.g. ``{"backend:api": {"connect": ...}}``).
@@ -317,6 +324,7 @@ class TunnelFactory:
         host: str = "127.0.0.1",
         tunnel: dict[str, Any] | None = None,
         extra: dict[str, dict[str, Any]] | None = None,
+        nofile: int | None = None,
         **listener: Any,
     ) -> TunnelProcess:
         port = free_port(host)
@@ -354,6 +362,7 @@ class TunnelFactory:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONPATH": str(SRC)},
+                preexec_fn=None if nofile is None else (lambda: _limit_files(nofile)),
             )
         tunnel_proc = TunnelProcess(proc, log_path, workers)
         tunnel_proc.port = port
