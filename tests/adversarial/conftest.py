@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from integration.conftest import unreachable
 from integration.harness import (
     Backend,
     BackendFactory,
@@ -22,6 +23,8 @@ from integration.harness import (
 )
 
 from .support import Figures, Guard, dispatch_handler, normal_exchange, process_figures
+
+__all__ = ["unreachable"]  # a fixture of the integration tests, used here too
 
 HANDSHAKE_TIMEOUT = 3.0
 
