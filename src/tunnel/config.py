@@ -938,6 +938,9 @@ def _parse_client_auth(name: str, items: Mapping[str, str], ctx: _Context) -> di
     for key, value in _convert_keys(name, items, _CLIENT_AUTH_CONVERTERS, ctx).items():
         if key in ("client_ca", "crl"):
             paths = tuple(ctx.resolve(p) for p in _PATH_SPLIT_RE.split(value) if p)
+            if not paths:  # e.g. "client_ca = ,": separators only (found by fuzzing)
+                ctx.error("has no file path", name, key, "give the path of a PEM file")
+                continue
             value = paths[0] if key == "client_ca" else paths
         options[key] = value
     verify = options.get("verify", "none")

@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tunnel.config import Address, ListenerConfig, parse_config
+from tunnel.errors import ConfigErrors
 from tunnel.proxy_protocol import (
     NEED_DATA,
     ProxyDecoder,
@@ -278,3 +279,22 @@ def test_fuzz_targets_pass_their_seeds(target: str) -> None:
     assert seeds and targets.dictionary(target)
     for seed in seeds:
         targets.TARGETS[target](seed)
+
+
+# --------------------------------------------------------------------------- fuzz findings
+
+
+@pytest.mark.parametrize("key", ["client_ca", "crl"])
+@pytest.mark.parametrize("value", [",", " , ,", "\n  ,"])
+def test_fuzz_finding_path_list_of_separators_only(key: str, value: str) -> None:
+    """atheris (config target): ``client_ca = ,`` raised IndexError instead of a
+    ConfigError naming the key."""
+    text = (
+        "[web]\naccept = 127.0.0.1:8443\ncert = /c/web.pem\nconnect = 127.0.0.1:8080\n"
+        f"verify = required\nclient_ca = /c/ca.pem\n{key} = {value}\n"
+    ).replace("client_ca = /c/ca.pem\nclient_ca", "client_ca")
+    with pytest.raises(ConfigErrors) as info:
+        parse_config(text, "/etc/tunnel/t.ini")
+    errors = [e for e in info.value.errors if e.key == key]
+    assert errors and "has no file path" in str(errors[0]), [str(e) for e in info.value.errors]
+    assert errors[0].section == "web" and errors[0].hint
