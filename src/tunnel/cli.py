@@ -63,8 +63,18 @@ def _setup_logging(config: Config, override: str | None) -> None:
             settings.log_facility,
             settings.log_file,
             settings.log_format,
+            settings.log_syslog_address,
         )
     except OSError as exc:
+        if settings.log_target == "syslog":
+            raise ConfigError(
+                f"cannot send to the syslog socket {settings.log_syslog_address}: "
+                f"{exc.strerror or exc}",
+                file=config.path,
+                section="tunnel",
+                key="log_syslog_address",
+                hint="is the syslog daemon running and listening there?",
+            ) from None
         raise ConfigError(
             f"cannot open the log file {settings.log_file}: {exc.strerror or exc}",
             file=config.path,

@@ -38,6 +38,7 @@ from tunnel.routing import Route, RouteError, parse_routes
 
 AddressKind = Literal["tcp", "unix"]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+SyslogAddress = str | tuple[str, int]  # a Unix socket path, or (host, port) for UDP
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +139,8 @@ class TunnelSettings:
     group: str | None = None
     allow_root: bool = False
     shutdown_delay: float = 0.0  # unready (/readyz) this long before draining
+    # A Unix datagram socket path, or (host, port) for UDP; with log_target = syslog.
+    log_syslog_address: SyslogAddress = "/dev/log"
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +209,7 @@ _PROCESS_KEYS: frozenset[str] = frozenset(
         "group",
         "allow_root",
         "shutdown_delay",
+        "log_syslog_address",
     }
 )
 # [tunnel] keys holding file paths (resolved like cert paths).
@@ -332,6 +336,27 @@ def parse_address(text: str) -> Address:
     if not sep or not host:
         raise ConfigValueError(f"{text!r} is not an address", _ADDRESS_HINT)
     return Address("tcp", host=_parse_host(host, text), port=_parse_port(port_text, text))
+
+
+def parse_syslog_address(text: str) -> SyslogAddress:
+    """Parse ``/dev/log`` or ``unix:/path`` (a datagram socket) or ``udp:HOST:PORT``.
+
+    Returns the socket path, or ``(host, port)`` for UDP. Raises ``ConfigValueError``.
+    """
+    text = text.strip()
+    hint = "use /dev/log, unix:/path/to/socket or udp:HOST:PORT"
+    if text.startswith("udp:"):
+        try:
+            address = parse_address(text[len("udp:") :])
+        except ConfigValueError as exc:
+            raise ConfigValueError(f"{text!r}: {exc.message}", hint) from None
+        if address.kind != "tcp":
+            raise ConfigValueError(f"{text!r} is not a UDP address", hint)
+        return (address.host, address.port)
+    path = text[len("unix:") :] if text.startswith("unix:") else text
+    if not path.startswith("/") or "\x00" in path:
+        raise ConfigValueError(f"{text!r} is not a syslog address", hint)
+    return path
 
 
 def _split_host_port(text: str) -> tuple[str, str, str]:
@@ -575,6 +600,7 @@ _PROCESS_CONVERTERS: dict[str, Callable[[str], Any]] = {
     "group": _passthrough,
     "allow_root": _boolean,
     "shutdown_delay": _duration(600.0, allow_zero=True),
+    "log_syslog_address": parse_syslog_address,
 }
 
 # --------------------------------------------------------------------------- parsing context
@@ -775,6 +801,13 @@ def _check_log_file(values: Mapping[str, Any], ctx: _Context) -> None:
             TUNNEL_SECTION,
             "log_target",
             "set 'log_target = file' or delete the log_file line",
+        )
+    if target != "syslog" and "log_syslog_address" in values:
+        ctx.error(
+            f"log_syslog_address is only used with log_target = syslog (log_target is {target})",
+            TUNNEL_SECTION,
+            "log_target",
+            "set 'log_target = syslog' or delete the log_syslog_address line",
         )
 
 

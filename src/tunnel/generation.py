@@ -18,7 +18,14 @@ from tunnel.tls import build_server_context, prune_ticket_stores
 
 log = logging.getLogger("tunnel.supervisor")
 
-_LOG_SETTINGS = ("log_level", "log_target", "log_facility", "log_file", "log_format")
+_LOG_SETTINGS = (
+    "log_level",
+    "log_target",
+    "log_facility",
+    "log_file",
+    "log_format",
+    "log_syslog_address",
+)
 
 
 def worker_count(config: Config) -> int:
@@ -75,6 +82,7 @@ def apply_logging(old: Config, new: Config, override: str | None) -> None:
             settings.log_facility,
             settings.log_file,
             settings.log_format,
+            settings.log_syslog_address,
         )
     except (ValueError, OSError) as exc:
         log.error("reload: cannot set up logging (%s); keeping the previous setup", exc)

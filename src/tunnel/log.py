@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import logging.handlers
-import os
 import socket
 import sys
 
@@ -113,18 +112,38 @@ def reopen_logs() -> None:
             handler.reopen()
 
 
-def _syslog_handler(facility: str) -> logging.Handler:
+def _unix_reachable(path: str) -> OSError | None:
+    """None if a syslog receiver accepts on the Unix socket ``path``, else why not."""
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        with socket.socket(socket.AF_UNIX, kind) as probe:
+            try:
+                probe.connect(path)
+            except OSError as exc:
+                error = exc
+            else:
+                return None
+    return error
+
+
+def _syslog_handler(facility: str, address: str | tuple[str, int]) -> logging.Handler:
     number = _facility_number(facility)
-    handler: logging.handlers.SysLogHandler | None = None
-    if os.path.exists(DEV_LOG):
-        try:
-            handler = logging.handlers.SysLogHandler(address=DEV_LOG, facility=number)
-        except OSError:
-            handler = None  # no syslog daemon listening there: fall back to UDP
-    if handler is None:
+    handler: logging.handlers.SysLogHandler
+    if isinstance(address, tuple):
+        handler = logging.handlers.SysLogHandler(
+            address=address, facility=number, socktype=socket.SOCK_DGRAM
+        )
+    elif address == DEV_LOG and _unix_reachable(address) is not None:
+        # The default, and no syslog daemon listens there: try the traditional UDP port.
         handler = logging.handlers.SysLogHandler(
             address=("localhost", 514), facility=number, socktype=socket.SOCK_DGRAM
         )
+    else:
+        # The stdlib handler ignores a receiver that is not there (and later drops every
+        # message); a socket named in the configuration must work at start instead.
+        problem = _unix_reachable(address) if address != DEV_LOG else None
+        if problem is not None:
+            raise problem
+        handler = logging.handlers.SysLogHandler(address=address, facility=number)
     handler.setFormatter(logging.Formatter(SYSLOG_FORMAT))
     return handler
 
@@ -135,19 +154,23 @@ def setup_logging(
     facility: str = "daemon",
     log_file: str | None = None,
     log_format: str = "text",
+    syslog_address: str | tuple[str, int] = DEV_LOG,
 ) -> None:
     """Send Tunnel's logs to ``target`` (``stderr``, ``syslog`` or ``file``) at ``level``.
 
-    Idempotent: handlers installed by an earlier call are closed and replaced.
+    ``syslog_address`` is where ``syslog`` sends to: a Unix socket path or a UDP
+    ``(host, port)``. Idempotent: handlers installed by an earlier call are closed and
+    replaced.
     Raises ValueError for an unknown level, target or facility (or ``file`` without
-    ``log_file``), OSError when the log file cannot be opened.
+    ``log_file``), OSError when the log file cannot be opened or a configured syslog
+    socket does not accept.
     """
     number = level_number(level)
     kind = target.strip().lower()
     if kind == "stderr":
         handler = _stderr_handler()
     elif kind == "syslog":
-        handler = _syslog_handler(facility)
+        handler = _syslog_handler(facility, syslog_address)
     elif kind == "file" and log_file:
         handler = _file_handler(log_file)
     elif kind == "file":

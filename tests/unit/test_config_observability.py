@@ -86,3 +86,50 @@ def test_bad_tunnel_values(line: str, expected: str) -> None:
 
 def test_admin_is_not_a_listener_key() -> None:
     assert "belongs in [tunnel]" in error_of(LISTENER + "admin = 127.0.0.1:9090\n")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("/dev/log", "/dev/log"),
+        ("unix:/run/syslog.sock", "/run/syslog.sock"),
+        ("/run/other.sock", "/run/other.sock"),
+        ("udp:127.0.0.1:5514", ("127.0.0.1", 5514)),
+        ("udp:[::1]:514", ("::1", 514)),
+        ("udp:logs.example.net:514", ("logs.example.net", 514)),
+    ],
+)
+def test_log_syslog_address(value: str, expected: object) -> None:
+    text = f"[tunnel]\nlog_target = syslog\nlog_syslog_address = {value}\n" + LISTENER
+    assert parse_config(text, FILE).tunnel.log_syslog_address == expected
+
+
+def test_log_syslog_address_default() -> None:
+    assert parse_config(LISTENER, FILE).tunnel.log_syslog_address == "/dev/log"
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("localhost:514", "is not a syslog address"),
+        ("unix:", "is not a syslog address"),
+        ("unix:relative.sock", "is not a syslog address"),
+        ("udp:127.0.0.1", "is not an address"),
+        ("udp:127.0.0.1:70000", "'udp:127.0.0.1:70000'"),
+        ("udp:unix:/x", "is not a UDP address"),
+        ("tcp:127.0.0.1:514", "is not a syslog address"),
+    ],
+)
+def test_log_syslog_address_errors(value: str, fragment: str) -> None:
+    text = f"[tunnel]\nlog_target = syslog\nlog_syslog_address = {value}\n" + LISTENER
+    message = error_of(text)
+    assert f"{FILE}: [tunnel] log_syslog_address: " in message
+    assert fragment in message
+    assert "udp:HOST:PORT" in message
+
+
+def test_log_syslog_address_needs_syslog_target() -> None:
+    message = error_of("[tunnel]\nlog_syslog_address = udp:127.0.0.1:514\n" + LISTENER)
+    assert "[tunnel] log_target: log_syslog_address is only used with log_target = syslog" in (
+        message
+    )
