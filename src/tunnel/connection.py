@@ -220,8 +220,9 @@ class ClientConnection(TLSSide):
         if limits.admit(ip):
             self.ip = ip
             return True
-        # Refused before any TLS: no timer, no TLS object, no accounting; the RST frees
+        # Refused before any TLS: no timer, no TLS object, only a counter; the RST frees
         # the socket at once instead of leaving it in TIME_WAIT/FIN_WAIT on our side.
+        self.listener.stats.ip_refused += 1
         self.state = CLOSED
         cast(asyncio.Transport, transport).abort()
         return False

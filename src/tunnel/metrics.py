@@ -39,7 +39,12 @@ _FAILURE_PATTERNS = (
     ("no_shared_cipher", ("no shared cipher", "no suitable", "no shared group")),
     (
         "bad_client_cert",
-        ("certificate verify failed", "did not return a certificate", "certificate required"),
+        (
+            "certificate verify failed",
+            "did not return a certificate",
+            "certificate required",
+            "client certificate",  # our own reasons: CA, CRL and allow-list rejections
+        ),
     ),
     ("not_tls", ("http request", "wrong version number", "unknown protocol", "record layer")),
     ("unsupported_version", ("unsupported protocol", "protocol version", "version too low")),
@@ -74,6 +79,7 @@ class ListenerStats:
     accepted: int = 0
     active: int = 0
     clients_rejected: int = 0  # client certificates refused (CA, CRL or allow-lists)
+    ip_refused: int = 0  # connections refused over the per-IP limits (never accepted)
     bytes_in: int = 0
     bytes_out: int = 0
     closed: Counter[str] = field(default_factory=Counter)
@@ -131,6 +137,7 @@ def snapshot(
                 "accepted": s.accepted,
                 "active": s.active,
                 "clients_rejected": s.clients_rejected,
+                "ip_refused": s.ip_refused,
                 "bytes_in": s.bytes_in,
                 "bytes_out": s.bytes_out,
                 "closed": dict(s.closed),
@@ -241,9 +248,22 @@ def families(merged: Mapping[str, Any], facts: SupervisorFacts) -> list[Metric]:
         "Bytes relayed (in: from clients, out: to clients)",
         labels=["listener", "direction"],
     )
+    rejected = CounterMetricFamily(
+        "tunnel_clients_rejected",
+        "Client certificates refused (client_ca, crl or allow-lists)",
+        labels=["listener"],
+    )
+    ip_refused = CounterMetricFamily(
+        "tunnel_connections_refused_per_ip",
+        "Connections refused over max_connections_per_ip or max_handshakes_per_ip "
+        "(not counted as accepted)",
+        labels=["listener"],
+    )
     hs_series = []
     for name, s in sorted(merged.get("listeners", {}).items()):
         accepted.add_metric([name], s.get("accepted", 0))
+        rejected.add_metric([name], s.get("clients_rejected", 0))
+        ip_refused.add_metric([name], s.get("ip_refused", 0))
         active.add_metric([name], s.get("active", 0))
         for reason, n in sorted(s.get("closed", {}).items()):
             closed.add_metric([name, reason], n)
@@ -262,6 +282,7 @@ def families(merged: Mapping[str, Any], facts: SupervisorFacts) -> list[Metric]:
         "tunnel_handshake_duration_seconds", "TLS handshake duration", ["listener"], hs_series
     )
     result: list[Metric] = [accepted, active, closed, handshakes, tls, alpn, bytes_, hs_hist]
+    result += [rejected, ip_refused]
     result += _backend_families(merged.get("backends", {}))
     result += _supervisor_families(facts)
     return result

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import signal
+import ssl
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from prometheus_client.parser import text_string_to_metric_families
 
 from .harness import (
@@ -137,3 +140,54 @@ def test_backend_failures_and_readyz_while_draining(
     finally:
         sock.close()
     tunnel.proc.wait(timeout=30)
+
+
+def test_rejections_are_counted(
+    certs: Certs,
+    start_tunnel: TunnelFactory,
+    start_backend: BackendFactory,
+    tmp_path: Path,
+) -> None:
+    """mTLS rejections and per-IP refusals reach /metrics (refusals are not 'accepted')."""
+    admin = free_port()
+    client_ca = tmp_path / "client-ca.pem"
+    certs.ca.cert_pem.write_to_path(str(client_ca))
+    backend = start_backend(echo_handler)
+    tunnel = start_tunnel(
+        backend.address,
+        tunnel={"admin": f"127.0.0.1:{admin}"},
+        client_ca=str(client_ca),
+        verify="optional",
+        max_connections_per_ip=1,
+    )
+    with tunnel.connect(certs.client_context()) as held:  # no certificate: allowed
+        held.sendall(b"x")
+        assert held.recv(1) == b"x"
+        for _ in range(2):  # over max_connections_per_ip: refused before TLS
+            with tunnel.raw() as sock:
+                assert read_until_closed(sock)[0] == b""
+        held.unwrap()
+    wait_until(
+        lambda: (
+            value(scrape(admin), "tunnel_connections_active", listener="test") == 0
+            and value(scrape(admin), "tunnel_connections_accepted_total", listener="test") == 1
+        ),
+        timeout=20,
+        what="the held connection closed",
+    )
+    stranger = trustme.CA().issue_cert("stranger.example")  # a CA the listener does not trust
+    ctx = certs.client_context("1.2")
+    stranger.configure_cert(ctx)
+    with pytest.raises((ssl.SSLError, OSError)), tunnel.connect(ctx) as sock:
+        sock.recv(1)
+
+    def counted() -> dict[Any, float] | None:
+        samples = scrape(admin)
+        rejected = value(samples, "tunnel_clients_rejected_total", listener="test")
+        return samples if rejected == 1 else None
+
+    samples = wait_until(counted, timeout=20, interval=0.2, what="the rejection counted")
+    assert value(samples, "tunnel_connections_refused_per_ip_total", listener="test") == 2
+    assert value(samples, "tunnel_connections_accepted_total", listener="test") == 2
+    result = value(samples, "tunnel_handshakes_total", listener="test", result="bad_client_cert")
+    assert result == 1  # classified as a client certificate failure, not "other"

@@ -82,6 +82,30 @@ def test_v2_header_with_every_option(
     assert f"uid={uid.hex()}" in line
 
 
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
+def test_v2_alpn_tlv_reaches_the_backend(
+    version: str, certs: Certs, start_tunnel: TunnelFactory, start_backend: BackendFactory
+) -> None:
+    """The protocol negotiated with the client travels in PP2_TYPE_ALPN."""
+    backend = start_backend(closing_recorder)
+    tunnel = start_tunnel(backend.address, proxy_protocol="v2", alpn="h2, http/1.1")
+    ctx = certs.client_context(version)
+    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    with tunnel.connect(ctx) as sock:
+        assert sock.selected_alpn_protocol() == "h2"
+        sock.sendall(b"PRI * HTTP/2.0")
+        (record,) = backend.wait_connections(1)
+        wait_until(lambda: record.received.endswith(b"HTTP/2.0"), what="payload at the backend")
+        sock.unwrap()
+    decoder = pp.ProxyDecoder()
+    header = decoder.feed(bytes(record.received))
+    assert isinstance(header, pp.ProxyHeader)
+    assert decoder.rest == b"PRI * HTTP/2.0"
+    assert header.tlv(pp.PP2_TYPE_ALPN) == b"h2"
+    info = header.ssl_info()
+    assert info is not None and info.version == f"TLSv{version}"
+
+
 def test_v1_header(
     certs: Certs, start_tunnel: TunnelFactory, start_backend: BackendFactory
 ) -> None:

@@ -19,6 +19,8 @@ from tunnel.metrics import BackendStats, ListenerStats, SupervisorFacts
         ("handshake failed: tlsv1 unrecognized name", "unknown_sni"),
         ("handshake failed: certificate verify failed", "bad_client_cert"),
         ("handshake failed: peer did not return a certificate", "bad_client_cert"),
+        ("handshake failed: client certificate: unable to get local issuer", "bad_client_cert"),
+        ("handshake failed: client certificate not allowed (CN bob)", "bad_client_cert"),
         ("handshake failed: http request", "not_tls"),
         ("handshake failed: wrong version number", "not_tls"),
         ("handshake failed: unsupported protocol", "unsupported_version"),
@@ -32,7 +34,7 @@ def test_classify_failure(reason: str, label: str) -> None:
 
 
 def worker_stats(seed: int) -> tuple[dict[str, ListenerStats], dict[str, BackendStats]]:
-    web = ListenerStats(accepted=3 * seed, active=seed)
+    web = ListenerStats(accepted=3 * seed, active=seed, clients_rejected=seed, ip_refused=5)
     web.handshake_ok(0.02, "TLSv1.3", "TLS_AES_128_GCM_SHA256", "h2")
     web.ended("done", 100 * seed, 1000 * seed)
     web.ended("handshake timeout", 0, 0)
@@ -79,6 +81,8 @@ def test_render_parses_back() -> None:
         for s in family.samples
     }
     assert samples[("tunnel_connections_accepted_total", (("listener", "web"),))] == 3
+    assert samples[("tunnel_clients_rejected_total", (("listener", "web"),))] == 1
+    assert samples[("tunnel_connections_refused_per_ip_total", (("listener", "web"),))] == 5
     assert samples[("tunnel_bytes_total", (("direction", "out"), ("listener", "web")))] == 1000
     key = ("tunnel_handshakes_total", (("listener", "web"), ("result", "timeout")))
     assert samples[key] == 1
