@@ -25,7 +25,7 @@ from tunnel.config import (
     parse_address,
 )
 from tunnel.errors import ConfigError, ConfigErrors, TunnelError
-from tunnel.log import setup_logging
+from tunnel.log import setup_from_settings, setup_logging
 from tunnel.pidfile import read_pid
 from tunnel.tls import CertInfo, describe_certificates
 
@@ -57,14 +57,7 @@ def _out(text: str = "") -> None:
 def _setup_logging(config: Config, override: str | None) -> None:
     settings = config.tunnel
     try:
-        setup_logging(
-            override or settings.log_level,
-            settings.log_target,
-            settings.log_facility,
-            settings.log_file,
-            settings.log_format,
-            settings.log_syslog_address,
-        )
+        setup_from_settings(settings, override)
     except OSError as exc:
         if settings.log_target == "syslog":
             raise ConfigError(

@@ -13,7 +13,7 @@ import ssl
 from tunnel.backend_tls import build_backend_contexts, install_backend_contexts
 from tunnel.config import Config, ListenerConfig
 from tunnel.errors import ConfigError, ConfigErrors
-from tunnel.log import setup_logging
+from tunnel.log import setup_from_settings
 from tunnel.tls import build_server_context, prune_ticket_stores
 
 log = logging.getLogger("tunnel.supervisor")
@@ -76,13 +76,6 @@ def apply_logging(old: Config, new: Config, override: str | None) -> None:
         return
     settings = new.tunnel
     try:
-        setup_logging(
-            override or settings.log_level,
-            settings.log_target,
-            settings.log_facility,
-            settings.log_file,
-            settings.log_format,
-            settings.log_syslog_address,
-        )
+        setup_from_settings(settings, override)
     except (ValueError, OSError) as exc:
         log.error("reload: cannot set up logging (%s); keeping the previous setup", exc)

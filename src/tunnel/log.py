@@ -18,6 +18,8 @@ import logging.handlers
 import socket
 import sys
 
+from tunnel.config import TunnelSettings
+
 ROOT_LOGGER = "tunnel"
 DEV_LOG = "/dev/log"
 STDERR_FORMAT = "%(asctime)s tunnel[%(process)d] %(levelname)s %(name)s: %(message)s"
@@ -146,6 +148,18 @@ def _syslog_handler(facility: str, address: str | tuple[str, int]) -> logging.Ha
         handler = logging.handlers.SysLogHandler(address=address, facility=number)
     handler.setFormatter(logging.Formatter(SYSLOG_FORMAT))
     return handler
+
+
+def setup_from_settings(settings: TunnelSettings, level: str | None = None) -> None:
+    """:func:`setup_logging` from the ``[tunnel]`` section (``level`` overrides its own)."""
+    setup_logging(
+        level or settings.log_level,
+        settings.log_target,
+        settings.log_facility,
+        settings.log_file,
+        settings.log_format,
+        settings.log_syslog_address,
+    )
 
 
 def setup_logging(
