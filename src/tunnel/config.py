@@ -1187,7 +1187,7 @@ def parse_config(text: str, path: str = "<config>", *, base_dir: str | None = No
     parser = _read_ini(text.removeprefix("\ufeff"), ctx)
     if parser is None:
         raise ConfigErrors(ctx.errors)
-    sections = {name: _section_items(parser, name) for name in parser.sections()}
+    sections = {name: _section_items(parser, name, ctx) for name in parser.sections()}
     settings, defaults = _parse_tunnel(sections.pop(TUNNEL_SECTION, {}), ctx)
     listeners = []
     backends = []
@@ -1210,8 +1210,18 @@ def parse_config(text: str, path: str = "<config>", *, base_dir: str | None = No
     return Config(path=path, tunnel=settings, listeners=tuple(listeners), backends=tuple(backends))
 
 
-def _section_items(parser: configparser.RawConfigParser, name: str) -> dict[str, str]:
-    return {key: value or "" for key, value in parser.items(name, raw=True)}
+def _section_items(
+    parser: configparser.RawConfigParser, name: str, ctx: _Context
+) -> dict[str, str]:
+    items = {}
+    for key, value in parser.items(name, raw=True):
+        if value and "\0" in value:
+            # No setting can hold a NUL byte, and path functions raise ValueError on one
+            # (found by fuzzing: keylog_file = ~<NUL>).
+            ctx.error("contains a NUL byte", name, key, "remove it (is the file binary?)")
+            continue
+        items[key] = value or ""
+    return items
 
 
 def load_config(path: str) -> Config:

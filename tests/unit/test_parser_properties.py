@@ -298,3 +298,16 @@ def test_fuzz_finding_path_list_of_separators_only(key: str, value: str) -> None
     errors = [e for e in info.value.errors if e.key == key]
     assert errors and "has no file path" in str(errors[0]), [str(e) for e in info.value.errors]
     assert errors[0].section == "web" and errors[0].hint
+
+
+@pytest.mark.parametrize("key", ["keylog_file", "cert", "ticket_key_file", "alpn"])
+def test_fuzz_finding_nul_byte_in_a_value(key: str) -> None:
+    """atheris (config target): ``keylog_file = ~<NUL>`` raised ValueError (embedded null
+    byte) from os.path.expanduser instead of a ConfigError naming the key."""
+    text = "[web]\naccept = 127.0.0.1:8443\ncert = /c/web.pem\nconnect = 127.0.0.1:8080\n"
+    text = text.replace(f"\n{key} = ", "\nold = ") + f"{key} = ~\0x\n"
+    text = text.replace("\nold = /c/web.pem", "")
+    with pytest.raises(ConfigErrors) as info:
+        parse_config(text, "/etc/tunnel/t.ini")
+    errors = [e for e in info.value.errors if e.key == key and "NUL" in e.message]
+    assert errors and errors[0].section == "web" and errors[0].hint, str(info.value)
