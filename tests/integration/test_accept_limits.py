@@ -73,8 +73,8 @@ def test_open_files_limit_caps_max_connections(
     """With 100 open files, a worker takes at most (100 - 64) / 2 = 18 connections and
     leaves the next in the backlog, instead of running into EMFILE and dropping it."""
     tunnel = start_tunnel(start_backend(echo_handler).address, nofile=100, handshake_timeout="5s")
+    wait_until(lambda: "using 18 per worker" in tunnel.log(), what="the open-files warning")
     assert "max_connections 10000 needs more open files" in tunnel.log()
-    assert "using 18 per worker" in tunnel.log()
     ctx = certs.client_context()
     clients = [BioClient(ctx, tunnel.address) for _ in range(18)]
     for index, client in enumerate(clients):
