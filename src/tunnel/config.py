@@ -17,6 +17,9 @@ Public API:
   the ``[tunnel]`` section, of listener sections, and the listener keys ``[tunnel]`` may set
   as defaults for every listener.
 
+The dataclasses live in :mod:`tunnel.config_model` and the single-value converters in
+:mod:`tunnel.config_values`; both are re-exported here, the one module the rest imports.
+
 File layout: an optional ``[tunnel]`` section (process settings plus listener defaults) and one
 section per listener, named by the section name.
 """
@@ -26,141 +29,29 @@ from __future__ import annotations
 import ast
 import configparser
 import difflib
-import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
+from tunnel import config_values as values
+from tunnel.config_model import Address as Address
+from tunnel.config_model import AddressKind as AddressKind
+from tunnel.config_model import BackendConfig as BackendConfig
+from tunnel.config_model import Config as Config
+from tunnel.config_model import ConfigValueError as ConfigValueError
+from tunnel.config_model import IPNetwork as IPNetwork
+from tunnel.config_model import ListenerConfig as ListenerConfig
+from tunnel.config_model import SyslogAddress as SyslogAddress
+from tunnel.config_model import TunnelSettings as TunnelSettings
+from tunnel.config_values import TLS_VERSIONS as TLS_VERSIONS
+from tunnel.config_values import parse_address as parse_address
+from tunnel.config_values import parse_duration as parse_duration
+from tunnel.config_values import parse_size as parse_size
+from tunnel.config_values import parse_syslog_address as parse_syslog_address
 from tunnel.errors import ConfigError, ConfigErrors
-from tunnel.routing import Route, RouteError, parse_routes
-
-AddressKind = Literal["tcp", "unix"]
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-SyslogAddress = str | tuple[str, int]  # a Unix socket path, or (host, port) for UDP
-
-
-@dataclass(frozen=True, slots=True)
-class Address:
-    """A TCP ``host:port`` (host may be an IPv6 literal, without brackets) or a Unix path."""
-
-    kind: AddressKind
-    host: str = ""
-    port: int = 0
-    path: str = ""
-
-    def __str__(self) -> str:
-        if self.kind == "unix":
-            return f"unix:{self.path}"
-        if ":" in self.host:
-            return f"[{self.host}]:{self.port}"
-        return f"{self.host}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True)
-class ListenerConfig:
-    """One listener section: where to accept, which certificate, where to relay."""
-
-    name: str
-    accept: tuple[Address, ...]
-    cert: tuple[str, ...]
-    key: str | None
-    connect: tuple[Address, ...]
-    tls_min: str = "1.2"
-    tls_max: str = "1.3"
-    ciphers: str | None = None
-    ciphersuites: str | None = None
-    curves: str | None = None
-    handshake_timeout: float = 10.0
-    connect_timeout: float = 5.0
-    idle_timeout: float = 300.0
-    max_connections: int = 10000
-    buffer_size: int = 65536
-    backlog: int = 1024
-    proxy_protocol: str = "off"  # PROXY header sent to the backend: off | v1 | v2
-    proxy_crc32c: bool = False
-    proxy_unique_id: bool = False
-    proxy_cert_tlv: int = 0  # 0: the DER client certificate is not sent
-    proxy_keep_tlvs: bool = False
-    proxy_from: tuple[IPNetwork, ...] = ()  # non-empty: a PROXY header is required
-    proxy_timeout: float = 5.0
-    cert_dir: str | None = None  # a directory of PEM files, each a cert chain with its key
-    sni_strict: bool = False  # refuse an unknown SNI name instead of serving the default
-    alpn: tuple[str, ...] = ()  # ALPN protocols offered, in server preference order
-    backend: str | None = None  # a [backend:NAME] used instead of ``connect``
-    routes: tuple[Route, ...] = ()  # SNI/ALPN routes to [backend:NAME] sections
-    ticket_key_file: str | None = None  # session ticket keys shared by several instances
-    client_ca: str | None = None  # PEM CA file that client certificates must chain to
-    verify: str = "none"  # client certificates: none | optional | required
-    crl: tuple[str, ...] = ()  # PEM CRL files checked for the client's certificate
-    allow_cn: tuple[str, ...] = ()  # accepted client subject CNs (empty: any)
-    allow_dns: tuple[str, ...] = ()  # accepted client DNS SANs (empty: any)
-    allow_uri: tuple[str, ...] = ()  # accepted client URI SANs (empty: any)
-    client: bool = False  # accept plaintext, relay to a TLS backend (stunnel's client mode)
-    keylog_file: str | None = None  # NSS key log of every TLS session (debugging only)
-    max_connections_per_ip: int = 0  # per worker; 0 = no limit
-    max_handshakes_per_ip: int = 0  # per worker; 0 = no limit
-
-
-@dataclass(frozen=True, slots=True)
-class BackendConfig:
-    """A ``[backend:NAME]`` section: addresses tried in order, and how to talk to them."""
-
-    name: str
-    connect: tuple[Address, ...]
-    connect_timeout: float = 5.0
-    proxy_protocol: str = "off"
-    tls: bool = False  # connect over TLS (re-encrypt)
-    ca: str | None = None  # PEM CA file to verify the backend; None: the system store
-    sni: str | None = None  # server name sent and verified; default: the connect host
-    cert: str | None = None  # client certificate chain (PEM) presented to the backend
-    key: str | None = None  # its key, when not inside ``cert``
-    keylog_file: str | None = None  # NSS key log of the TLS sessions to this backend
-
-
-@dataclass(frozen=True, slots=True)
-class TunnelSettings:
-    """The ``[tunnel]`` section: process-wide settings."""
-
-    workers: int = 0  # 0 means "auto": one per CPU core
-    log_level: str = "info"
-    log_target: str = "stderr"
-    log_facility: str = "daemon"
-    max_connections: int = 10000
-    drain_timeout: float = 30.0
-    log_file: str | None = None  # with log_target = file
-    watch: bool = False  # reload when a certificate or key file changes
-    pid_file: str | None = None
-    log_format: str = "text"
-    admin: Address | None = None
-    daemon: bool = False
-    user: str | None = None  # drop privileges to this user after binding
-    group: str | None = None
-    allow_root: bool = False
-    shutdown_delay: float = 0.0  # unready (/readyz) this long before draining
-    # A Unix datagram socket path, or (host, port) for UDP; with log_target = syslog.
-    log_syslog_address: SyslogAddress = "/dev/log"
-
-
-@dataclass(frozen=True, slots=True)
-class Config:
-    """A whole configuration file."""
-
-    path: str
-    tunnel: TunnelSettings = field(default_factory=TunnelSettings)
-    listeners: tuple[ListenerConfig, ...] = ()
-    backends: tuple[BackendConfig, ...] = ()
-
-
-class ConfigValueError(ValueError):
-    """A single bad value; ``hint`` says what is expected instead."""
-
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        self.message = message
-        self.hint = hint
-        super().__init__(f"{message} ({hint})" if hint else message)
-
+from tunnel.routing import RouteError, parse_routes
 
 TUNNEL_SECTION = "tunnel"
 
@@ -268,338 +159,50 @@ LOG_FACILITIES = (
 )
 PROXY_PROTOCOLS = ("off", "v1", "v2")
 LOG_FORMATS = ("text", "json")
-TLS_VERSIONS = ("1.2", "1.3")
 
-_DURATION_HINT = "use e.g. 10s, 500ms, 2m"
-_SIZE_HINT = "use e.g. 4096, 64k, 1m"
-_ADDRESS_HINT = "use host:port, [ipv6]:port, *:port or unix:/path"
-_MAX_DIGITS = 18
-_UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
-
-# --------------------------------------------------------------------------- value helpers
-
-_DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?", re.IGNORECASE | re.ASCII)
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_SIZE_RE = re.compile(r"(\d+)\s*(?:([kmg])(?:i?b)?|b)?", re.IGNORECASE | re.ASCII)
-_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-_LABEL_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
-_LISTENER_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-_CURVES_RE = re.compile(r"[A-Za-z0-9_-]+(?::[A-Za-z0-9_-]+)*")
-_LIST_SPLIT_RE = re.compile(r"[\s,]+")
-_PATH_SPLIT_RE = re.compile(r"\s*[,\n]\s*")
-
-
-def parse_duration(text: str, *, allow_zero: bool = False) -> float:
-    """Parse ``"30s"``, ``"500ms"``, ``"5m"``, ``"1h"`` or a plain number of seconds.
-
-    Returns seconds as a float; the value must be > 0 unless ``allow_zero`` is true.
-    Raises ``ConfigValueError`` otherwise.
-    """
-    match = _DURATION_RE.fullmatch(text.strip())
-    if match is None or len(match.group(1)) > _MAX_DIGITS:
-        raise ConfigValueError(f"{text!r} is not a duration", _DURATION_HINT)
-    unit = (match.group(2) or "s").lower()
-    seconds = float(match.group(1)) * _DURATION_UNITS[unit]
-    if seconds < 0 or (seconds == 0 and not allow_zero):
-        raise ConfigValueError(f"{text!r} must be greater than zero", _DURATION_HINT)
-    return seconds
-
-
-def parse_size(text: str) -> int:
-    """Parse ``"4096"``, ``"64k"``, ``"1m"`` or ``"1g"`` (binary units, any case) into bytes.
-
-    ``"64kb"`` and ``"64KiB"`` are accepted too. The size must be > 0; raises
-    ``ConfigValueError`` otherwise.
-    """
-    match = _SIZE_RE.fullmatch(text.strip())
-    if match is None or len(match.group(1)) > _MAX_DIGITS:
-        raise ConfigValueError(f"{text!r} is not a size", _SIZE_HINT)
-    size = int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").lower()]
-    if size <= 0:
-        raise ConfigValueError(f"{text!r} must be greater than zero", _SIZE_HINT)
-    return size
-
-
-def parse_address(text: str) -> Address:
-    """Parse ``host:port``, ``[ipv6]:port``, ``*:port`` (all IPv4 interfaces) or ``unix:/path``.
-
-    Ports must be 1..65535. A Unix path is returned as written (no resolution).
-    Raises ``ConfigValueError`` on bad input.
-    """
-    text = text.strip()
-    if text.startswith("unix:"):
-        path = text[len("unix:") :]
-        if not path or "\x00" in path:
-            raise ConfigValueError(f"{text!r} has no socket path", "use unix:/path/to/socket")
-        return Address("unix", path=path)
-    host, sep, port_text = _split_host_port(text)
-    if not sep or not host:
-        raise ConfigValueError(f"{text!r} is not an address", _ADDRESS_HINT)
-    return Address("tcp", host=_parse_host(host, text), port=_parse_port(port_text, text))
-
-
-def parse_syslog_address(text: str) -> SyslogAddress:
-    """Parse ``/dev/log`` or ``unix:/path`` (a datagram socket) or ``udp:HOST:PORT``.
-
-    Returns the socket path, or ``(host, port)`` for UDP. Raises ``ConfigValueError``.
-    """
-    text = text.strip()
-    hint = "use /dev/log, unix:/path/to/socket or udp:HOST:PORT"
-    if text.startswith("udp:"):
-        try:
-            address = parse_address(text[len("udp:") :])
-        except ConfigValueError as exc:
-            raise ConfigValueError(f"{text!r}: {exc.message}", hint) from None
-        if address.kind != "tcp":
-            raise ConfigValueError(f"{text!r} is not a UDP address", hint)
-        return (address.host, address.port)
-    path = text[len("unix:") :] if text.startswith("unix:") else text
-    if not path.startswith("/") or "\x00" in path:
-        raise ConfigValueError(f"{text!r} is not a syslog address", hint)
-    return path
-
-
-def _split_host_port(text: str) -> tuple[str, str, str]:
-    if not text.startswith("["):
-        return text.rpartition(":")
-    close = text.find("]")
-    if close != -1 and text[close + 1 :] == "":
-        raise ConfigValueError(f"{text!r} has no port", "write e.g. [::1]:8443")
-    if close == -1 or text[close + 1] != ":":
-        return "", "", text
-    return text[: close + 1], ":", text[close + 2 :]
-
-
-def _parse_port(port_text: str, text: str) -> int:
-    if not port_text.isascii() or not port_text.isdigit() or len(port_text) > 5:
-        raise ConfigValueError(f"{text!r} has no valid port", "ports are numbers 1..65535")
-    port = int(port_text)
-    if not 1 <= port <= 65535:
-        raise ConfigValueError(f"{text!r}: port {port} is out of range", "use 1..65535")
-    return port
-
-
-def _parse_host(host: str, text: str) -> str:
-    if host == "*":
-        return "0.0.0.0"
-    if host.startswith("[") and host.endswith("]"):
-        inner = host[1:-1]
-        try:
-            ipaddress.IPv6Address(inner)
-        except ValueError:
-            raise ConfigValueError(
-                f"{text!r}: {inner!r} is not an IPv6 address", "brackets are only for IPv6"
-            ) from None
-        return inner
-    if ":" in host:
-        raise ConfigValueError(f"{text!r}: IPv6 addresses need brackets", "write e.g. [::1]:8443")
-    if not _is_hostname(host):
-        raise ConfigValueError(f"{text!r}: {host!r} is not a valid host", _ADDRESS_HINT)
-    return host
-
-
-def _is_hostname(host: str) -> bool:
-    labels = host.removesuffix(".").split(".")
-    if len(host) > 253 or not all(_LABEL_RE.fullmatch(label) for label in labels):
-        return False
-    if all(label.isdigit() for label in labels):
-        try:
-            ipaddress.IPv4Address(host)
-        except ValueError:
-            return False
-    return True
-
-
-# --------------------------------------------------------------------------- key converters
-
-
-def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
-    def convert(text: str) -> str:
-        value = text.strip().lower()
-        if value not in options:
-            raise ConfigValueError(f"{text!r} is not valid", f"use one of: {', '.join(options)}")
-        return value
-
-    return convert
-
-
-def _integer(low: int, high: int) -> Callable[[str], int]:
-    def convert(text: str) -> int:
-        value = text.strip()
-        if not value.isascii() or not value.isdigit() or len(value) > _MAX_DIGITS:
-            raise ConfigValueError(f"{text!r} is not a whole number", f"use {low}..{high}")
-        number = int(value)
-        if not low <= number <= high:
-            raise ConfigValueError(f"{number} is out of range", f"use {low}..{high}")
-        return number
-
-    return convert
-
-
-def _duration(maximum: float, *, allow_zero: bool = False) -> Callable[[str], float]:
-    def convert(text: str) -> float:
-        seconds = parse_duration(text, allow_zero=allow_zero)
-        if seconds > maximum:
-            raise ConfigValueError(f"{text!r} is too long", f"the maximum is {maximum:g}s")
-        return seconds
-
-    return convert
-
-
-def _size(low: int, high: int) -> Callable[[str], int]:
-    def convert(text: str) -> int:
-        size = parse_size(text)
-        if not low <= size <= high:
-            raise ConfigValueError(
-                f"{text!r} is out of range", f"use {_format_size(low)}..{_format_size(high)}"
-            )
-        return size
-
-    return convert
-
-
-def _format_size(size: int) -> str:
-    for suffix, unit in (("g", 1 << 30), ("m", 1 << 20), ("k", 1 << 10)):
-        if size % unit == 0:
-            return f"{size // unit}{suffix}"
-    return str(size)
-
-
-def _workers(text: str) -> int:
-    if text.strip().lower() == "auto":
-        return 0
-    try:
-        return _integer(1, 256)(text)
-    except ConfigValueError as exc:
-        raise ConfigValueError(exc.message, "use auto or 1..256") from None
-
-
-def _tls_version(text: str) -> str:
-    value = text.strip().lower().removeprefix("tls").removeprefix("v").strip()
-    if value in TLS_VERSIONS:
-        return value
-    if value in ("1", "1.0", "1.1") or value.startswith("ssl"):
-        raise ConfigValueError(
-            f"TLS version {text!r} is not supported",
-            "TLS 1.0 and 1.1 are insecure; use 1.2 or 1.3",
-        )
-    raise ConfigValueError(f"{text!r} is not a TLS version", "use 1.2 or 1.3")
-
-
-_BOOLEANS = {"yes": True, "true": True, "on": True, "1": True}
-_BOOLEANS.update({"no": False, "false": False, "off": False, "0": False})
-
-
-def _boolean(text: str) -> bool:
-    try:
-        return _BOOLEANS[text.strip().lower()]
-    except KeyError:
-        raise ConfigValueError(f"{text!r} is not yes or no", "use yes or no") from None
-
-
-def _passthrough(text: str) -> str:
-    return text.strip()
-
-
-def _curves(text: str) -> str:
-    value = text.strip()
-    if not _CURVES_RE.fullmatch(value):
-        raise ConfigValueError(
-            f"{text!r} is not a curve list", "use names separated by ':', e.g. X25519:P-256"
-        )
-    return value
-
-
-def _tlv_type(text: str) -> int:
-    value = text.strip().lower()
-    if value in ("off", "no", "0"):
-        return 0
-    try:
-        number = int(value, 0)
-    except ValueError:
-        number = -1
-    if not 0xE0 <= number <= 0xEF:
-        raise ConfigValueError(
-            f"{text!r} is not a custom TLV type", "use off or 0xE0..0xEF (the custom range)"
-        )
-    return number
-
-
-def _networks(text: str) -> tuple[IPNetwork, ...]:
-    networks: list[IPNetwork] = []
-    for word in filter(None, _LIST_SPLIT_RE.split(text.strip())):
-        try:
-            networks.append(ipaddress.ip_network(word, strict=True))
-        except ValueError as exc:
-            raise ConfigValueError(
-                f"{word!r} is not a network: {exc}",
-                "use address/prefix with the host bits zero, e.g. 10.0.0.0/8, ::1/128",
-            ) from None
-    return tuple(networks)
-
-
-def _admin(text: str) -> Address | None:
-    if text.strip().lower() == "off":
-        return None
-    address = parse_address(text)
-    if address.kind != "tcp":
-        raise ConfigValueError(f"cannot serve the admin endpoint on {text!r}", "use host:port")
-    return address
-
-
-def _alpn(text: str) -> tuple[str, ...]:
-    protocols = tuple(filter(None, _LIST_SPLIT_RE.split(text.strip())))
-    for proto in protocols:
-        if not proto.isascii() or len(proto) > 255:
-            raise ConfigValueError(f"{proto!r} is not an ALPN protocol name", "e.g. h2, http/1.1")
-    if len(set(protocols)) != len(protocols):
-        raise ConfigValueError("a protocol is listed twice", "list each protocol once")
-    return protocols
-
-
-_MAX_CONNECTIONS = _integer(1, 10_000_000)
+_MAX_CONNECTIONS = values.integer_range(1, 10_000_000)
 
 _INHERITABLE_CONVERTERS: dict[str, Callable[[str], Any]] = {
-    "tls_min": _tls_version,
-    "tls_max": _tls_version,
-    "ciphers": _passthrough,
-    "ciphersuites": _passthrough,
-    "curves": _curves,
-    "handshake_timeout": _duration(300.0),
-    "connect_timeout": _duration(300.0),
-    "idle_timeout": _duration(7 * 86400.0),
-    "buffer_size": _size(4 << 10, 16 << 20),
-    "backlog": _integer(1, 65535),
-    "proxy_protocol": _choice(PROXY_PROTOCOLS),
-    "proxy_crc32c": _boolean,
-    "proxy_unique_id": _boolean,
-    "proxy_cert_tlv": _tlv_type,
-    "proxy_keep_tlvs": _boolean,
-    "proxy_from": _networks,
-    "proxy_timeout": _duration(300.0),
-    "sni_strict": _boolean,
-    "alpn": _alpn,
-    "ticket_key_file": _passthrough,  # resolved against the file's directory afterwards
-    "max_connections_per_ip": _integer(0, 10_000_000),
-    "max_handshakes_per_ip": _integer(0, 10_000_000),
+    "tls_min": values.tls_version,
+    "tls_max": values.tls_version,
+    "ciphers": values.passthrough,
+    "ciphersuites": values.passthrough,
+    "curves": values.curves,
+    "handshake_timeout": values.duration_range(300.0),
+    "connect_timeout": values.duration_range(300.0),
+    "idle_timeout": values.duration_range(7 * 86400.0),
+    "buffer_size": values.size_range(4 << 10, 16 << 20),
+    "backlog": values.integer_range(1, 65535),
+    "proxy_protocol": values.one_of(PROXY_PROTOCOLS),
+    "proxy_crc32c": values.boolean,
+    "proxy_unique_id": values.boolean,
+    "proxy_cert_tlv": values.tlv_type,
+    "proxy_keep_tlvs": values.boolean,
+    "proxy_from": values.networks,
+    "proxy_timeout": values.duration_range(300.0),
+    "sni_strict": values.boolean,
+    "alpn": values.alpn_list,
+    "ticket_key_file": values.passthrough,  # resolved against the file's directory afterwards
+    "max_connections_per_ip": values.integer_range(0, 10_000_000),
+    "max_handshakes_per_ip": values.integer_range(0, 10_000_000),
 }
 _PROCESS_CONVERTERS: dict[str, Callable[[str], Any]] = {
-    "workers": _workers,
-    "log_level": _choice(LOG_LEVELS),
-    "log_target": _choice(LOG_TARGETS),
-    "log_facility": _choice(LOG_FACILITIES),
+    "workers": values.workers_count,
+    "log_level": values.one_of(LOG_LEVELS),
+    "log_target": values.one_of(LOG_TARGETS),
+    "log_facility": values.one_of(LOG_FACILITIES),
     "max_connections": _MAX_CONNECTIONS,
-    "drain_timeout": _duration(3600.0, allow_zero=True),
-    "log_file": _passthrough,
-    "watch": _boolean,
-    "pid_file": _passthrough,
-    "log_format": _choice(LOG_FORMATS),
-    "admin": _admin,
-    "daemon": _boolean,
-    "user": _passthrough,
-    "group": _passthrough,
-    "allow_root": _boolean,
-    "shutdown_delay": _duration(600.0, allow_zero=True),
+    "drain_timeout": values.duration_range(3600.0, allow_zero=True),
+    "log_file": values.passthrough,
+    "watch": values.boolean,
+    "pid_file": values.passthrough,
+    "log_format": values.one_of(LOG_FORMATS),
+    "admin": values.admin_address,
+    "daemon": values.boolean,
+    "user": values.passthrough,
+    "group": values.passthrough,
+    "allow_root": values.boolean,
+    "shutdown_delay": values.duration_range(600.0, allow_zero=True),
     "log_syslog_address": parse_syslog_address,
 }
 
@@ -839,7 +442,7 @@ def _check_listener_name(name: str, ctx: _Context) -> bool:
             hint="write [tunnel] in lower case for process settings and listener defaults",
         )
         return False
-    if not _LISTENER_NAME_RE.fullmatch(name):
+    if not values.LISTENER_NAME_RE.fullmatch(name):
         ctx.error(
             f"invalid listener name {name!r}",
             name,
@@ -853,7 +456,7 @@ def _parse_addresses(
     section: str, key: str, text: str, ctx: _Context, *, accept: bool
 ) -> tuple[Address, ...]:
     result: list[Address] = []
-    for word in filter(None, _LIST_SPLIT_RE.split(text)):
+    for word in filter(None, values.LIST_SPLIT_RE.split(text)):
         try:
             address = parse_address(word)
         except ConfigValueError as exc:
@@ -865,12 +468,12 @@ def _parse_addresses(
             continue
         if address.kind == "unix":
             address = Address("unix", path=ctx.resolve(address.path))
-            if len(os.fsencode(address.path)) > _UNIX_PATH_MAX:
+            if len(os.fsencode(address.path)) > values.UNIX_PATH_MAX:
                 ctx.error(
                     f"unix socket path {address.path!r} is too long",
                     section,
                     key,
-                    f"use a path of at most {_UNIX_PATH_MAX} bytes",
+                    f"use a path of at most {values.UNIX_PATH_MAX} bytes",
                 )
                 continue
         if address in result:
@@ -906,7 +509,7 @@ def _address_problem(word: str, address: Address, *, accept: bool) -> tuple[str,
 def _parse_cert(section: str, text: str, ctx: _Context) -> tuple[str, ...]:
     if not text.strip():
         return ()  # reported as a missing required key
-    paths = _PATH_SPLIT_RE.split(text.strip())
+    paths = values.PATH_SPLIT_RE.split(text.strip())
     if not all(paths):
         ctx.error("has an empty path", section, "cert", "separate PEM file paths with commas")
         return ()
@@ -970,7 +573,7 @@ def _parse_client_auth(name: str, items: Mapping[str, str], ctx: _Context) -> di
     options: dict[str, Any] = {}
     for key, value in _convert_keys(name, items, _CLIENT_AUTH_CONVERTERS, ctx).items():
         if key in ("client_ca", "crl"):
-            paths = tuple(ctx.resolve(p) for p in _PATH_SPLIT_RE.split(value) if p)
+            paths = tuple(ctx.resolve(p) for p in values.PATH_SPLIT_RE.split(value) if p)
             if not paths:  # e.g. "client_ca = ,": separators only (found by fuzzing)
                 ctx.error("has no file path", name, key, "give the path of a PEM file")
                 continue
@@ -1001,9 +604,9 @@ def _word_list(text: str) -> tuple[str, ...]:
 
 
 _CLIENT_AUTH_CONVERTERS: dict[str, Callable[[str], Any]] = {
-    "client_ca": _passthrough,
-    "verify": _choice(VERIFY_MODES),
-    "crl": _passthrough,
+    "client_ca": values.passthrough,
+    "verify": values.one_of(VERIFY_MODES),
+    "crl": values.passthrough,
     "allow_cn": _word_list,
     "allow_dns": lambda text: tuple(w.lower() for w in _word_list(text)),
     "allow_uri": _word_list,
@@ -1062,7 +665,7 @@ def _parse_backend(
     """Parse one ``[backend:NAME]`` section; None when it has errors (already reported)."""
     before = len(ctx.errors)
     name = section[len(BACKEND_PREFIX) :].strip()
-    if not _LISTENER_NAME_RE.fullmatch(name):
+    if not values.LISTENER_NAME_RE.fullmatch(name):
         ctx.error(
             f"invalid backend name {name!r}",
             section,
@@ -1097,16 +700,16 @@ def _parse_backend(
 
 
 _BACKEND_TLS_CONVERTERS: dict[str, Callable[[str], Any]] = {
-    "tls": _boolean,
-    "ca": _passthrough,
-    "sni": _passthrough,
-    "cert": _passthrough,
-    "key": _passthrough,
-    "keylog_file": _passthrough,
+    "tls": values.boolean,
+    "ca": values.passthrough,
+    "sni": values.passthrough,
+    "cert": values.passthrough,
+    "key": values.passthrough,
+    "keylog_file": values.passthrough,
 }
 _CLIENT_MODE_CONVERTERS: dict[str, Callable[[str], Any]] = {
-    "client": _boolean,
-    "keylog_file": _passthrough,
+    "client": values.boolean,
+    "keylog_file": values.passthrough,
 }
 
 

@@ -1,0 +1,137 @@
+"""Configuration model: the frozen dataclasses a parsed ``.ini`` file becomes (pure).
+
+Re-exported by :mod:`tunnel.config`, which is where the rest of the code imports them from.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Literal
+
+from tunnel.routing import Route
+
+AddressKind = Literal["tcp", "unix"]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+SyslogAddress = str | tuple[str, int]  # a Unix socket path, or (host, port) for UDP
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A TCP ``host:port`` (host may be an IPv6 literal, without brackets) or a Unix path."""
+
+    kind: AddressKind
+    host: str = ""
+    port: int = 0
+    path: str = ""
+
+    def __str__(self) -> str:
+        if self.kind == "unix":
+            return f"unix:{self.path}"
+        if ":" in self.host:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerConfig:
+    """One listener section: where to accept, which certificate, where to relay."""
+
+    name: str
+    accept: tuple[Address, ...]
+    cert: tuple[str, ...]
+    key: str | None
+    connect: tuple[Address, ...]
+    tls_min: str = "1.2"
+    tls_max: str = "1.3"
+    ciphers: str | None = None
+    ciphersuites: str | None = None
+    curves: str | None = None
+    handshake_timeout: float = 10.0
+    connect_timeout: float = 5.0
+    idle_timeout: float = 300.0
+    max_connections: int = 10000
+    buffer_size: int = 65536
+    backlog: int = 1024
+    proxy_protocol: str = "off"  # PROXY header sent to the backend: off | v1 | v2
+    proxy_crc32c: bool = False
+    proxy_unique_id: bool = False
+    proxy_cert_tlv: int = 0  # 0: the DER client certificate is not sent
+    proxy_keep_tlvs: bool = False
+    proxy_from: tuple[IPNetwork, ...] = ()  # non-empty: a PROXY header is required
+    proxy_timeout: float = 5.0
+    cert_dir: str | None = None  # a directory of PEM files, each a cert chain with its key
+    sni_strict: bool = False  # refuse an unknown SNI name instead of serving the default
+    alpn: tuple[str, ...] = ()  # ALPN protocols offered, in server preference order
+    backend: str | None = None  # a [backend:NAME] used instead of ``connect``
+    routes: tuple[Route, ...] = ()  # SNI/ALPN routes to [backend:NAME] sections
+    ticket_key_file: str | None = None  # session ticket keys shared by several instances
+    client_ca: str | None = None  # PEM CA file that client certificates must chain to
+    verify: str = "none"  # client certificates: none | optional | required
+    crl: tuple[str, ...] = ()  # PEM CRL files checked for the client's certificate
+    allow_cn: tuple[str, ...] = ()  # accepted client subject CNs (empty: any)
+    allow_dns: tuple[str, ...] = ()  # accepted client DNS SANs (empty: any)
+    allow_uri: tuple[str, ...] = ()  # accepted client URI SANs (empty: any)
+    client: bool = False  # accept plaintext, relay to a TLS backend (stunnel's client mode)
+    keylog_file: str | None = None  # NSS key log of every TLS session (debugging only)
+    max_connections_per_ip: int = 0  # per worker; 0 = no limit
+    max_handshakes_per_ip: int = 0  # per worker; 0 = no limit
+
+
+@dataclass(frozen=True, slots=True)
+class BackendConfig:
+    """A ``[backend:NAME]`` section: addresses tried in order, and how to talk to them."""
+
+    name: str
+    connect: tuple[Address, ...]
+    connect_timeout: float = 5.0
+    proxy_protocol: str = "off"
+    tls: bool = False  # connect over TLS (re-encrypt)
+    ca: str | None = None  # PEM CA file to verify the backend; None: the system store
+    sni: str | None = None  # server name sent and verified; default: the connect host
+    cert: str | None = None  # client certificate chain (PEM) presented to the backend
+    key: str | None = None  # its key, when not inside ``cert``
+    keylog_file: str | None = None  # NSS key log of the TLS sessions to this backend
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelSettings:
+    """The ``[tunnel]`` section: process-wide settings."""
+
+    workers: int = 0  # 0 means "auto": one per CPU core
+    log_level: str = "info"
+    log_target: str = "stderr"
+    log_facility: str = "daemon"
+    max_connections: int = 10000
+    drain_timeout: float = 30.0
+    log_file: str | None = None  # with log_target = file
+    watch: bool = False  # reload when a certificate or key file changes
+    pid_file: str | None = None
+    log_format: str = "text"
+    admin: Address | None = None
+    daemon: bool = False
+    user: str | None = None  # drop privileges to this user after binding
+    group: str | None = None
+    allow_root: bool = False
+    shutdown_delay: float = 0.0  # unready (/readyz) this long before draining
+    # A Unix datagram socket path, or (host, port) for UDP; with log_target = syslog.
+    log_syslog_address: SyslogAddress = "/dev/log"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A whole configuration file."""
+
+    path: str
+    tunnel: TunnelSettings = field(default_factory=TunnelSettings)
+    listeners: tuple[ListenerConfig, ...] = ()
+    backends: tuple[BackendConfig, ...] = ()
+
+
+class ConfigValueError(ValueError):
+    """A single bad value; ``hint`` says what is expected instead."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        self.message = message
+        self.hint = hint
+        super().__init__(f"{message} ({hint})" if hint else message)
