@@ -119,11 +119,17 @@ frontend fe
 
 
 @contextlib.contextmanager
-def haproxy_sender(directory: Path, target: tuple[str, int], version: str) -> Iterator[int]:
-    """HAProxy in TCP mode in front of ``target``, sending ``send-proxy`` or ``send-proxy-v2``."""
+def haproxy_sender(
+    directory: Path, targets: list[tuple[str, int]], version: str = "v2"
+) -> Iterator[int]:
+    """HAProxy in TCP mode in front of ``targets`` (round robin, no checks), sending
+    ``send-proxy`` (v1) or ``send-proxy-v2`` to each."""
     assert HAPROXY is not None
     port = free_port()
     option = "send-proxy-v2" if version == "v2" else "send-proxy"
+    servers = "\n".join(
+        f"    server t{i} {host}:{p} {option}" for i, (host, p) in enumerate(targets)
+    )
     conf = directory / "haproxy-front.cfg"
     conf.write_text(
         f"""defaults
@@ -135,7 +141,8 @@ frontend fe
     bind 127.0.0.1:{port}
     default_backend be
 backend be
-    server tunnel {target[0]}:{target[1]} {option}
+    balance roundrobin
+{servers}
 """
     )
     with _run([HAPROXY, "-db", "-f", str(conf)], port, directory / "haproxy-front.out"):

@@ -9,7 +9,6 @@ accepts (``shutdown_delay``), so the balancer can take it out first.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
@@ -31,7 +30,7 @@ from .harness import (
     free_port,
     wait_until,
 )
-from .peers import HAPROXY, _run, needs_haproxy
+from .peers import haproxy_sender, needs_haproxy
 
 pytestmark = [needs_haproxy, pytest.mark.timeout(180)]
 
@@ -94,33 +93,6 @@ class Fleet:
             )
 
 
-@contextlib.contextmanager
-def haproxy_round_robin(directory: Path, targets: list[tuple[str, int]]) -> Iterator[int]:
-    """HAProxy in TCP mode, round robin over ``targets`` with send-proxy-v2 (no checks)."""
-    assert HAPROXY is not None
-    port = free_port()
-    servers = "\n".join(
-        f"    server t{i} {host}:{p} send-proxy-v2" for i, (host, p) in enumerate(targets)
-    )
-    conf = directory / "haproxy-fleet.cfg"
-    conf.write_text(
-        f"""defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-frontend fe
-    bind 127.0.0.1:{port}
-    default_backend be
-backend be
-    balance roundrobin
-{servers}
-"""
-    )
-    with _run([HAPROXY, "-db", "-f", str(conf)], port, directory / "haproxy-fleet.out"):
-        yield port
-
-
 @pytest.fixture
 def fleet(
     certs: Certs, start_tunnel: TunnelFactory, start_backend: BackendFactory, tmp_path: Path
@@ -150,7 +122,7 @@ def fleet(
         15,
         what="every instance ready",
     )
-    with haproxy_round_robin(tmp_path, [t.address for t in tunnels]) as port:
+    with haproxy_sender(tmp_path, [t.address for t in tunnels]) as port:
         yield Fleet(port, tunnels, backends, admin_ports, key_file)
 
 

@@ -194,7 +194,7 @@ def test_haproxy_in_front(
     """HAProxy (send-proxy / send-proxy-v2) in front: Tunnel logs and forwards the client."""
     backend = start_backend(recorder)
     tunnel = start_tunnel(backend.address, proxy_from="127.0.0.1/32", proxy_protocol="v1")
-    with haproxy_sender(tmp_path, tunnel.address, version) as port:
+    with haproxy_sender(tmp_path, [tunnel.address], version) as port:
         raw = socket.create_connection(("127.0.0.1", port), timeout=10)
         client_port = raw.getsockname()[1]
         with certs.client_context().wrap_socket(raw, server_hostname="localhost") as sock:
