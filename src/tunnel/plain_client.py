@@ -40,6 +40,9 @@ class Plaintext:
     def unwrap(self) -> None:
         """No close_notify in plaintext: the FIN that follows says it all."""
 
+    def shutdown(self) -> None:
+        """What the relay calls (the C-level name of ``unwrap``)."""
+
     def cipher(self) -> None:
         return None
 
@@ -61,6 +64,7 @@ class PlainClientConnection(ClientConnection):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.sslobj = cast(ssl.SSLObject, Plaintext(self._in, self._out))
+        self._tls = self.sslobj
         self._timer.cancel()  # no handshake to time
         self.state = CONNECTING
         self.on_handshake()

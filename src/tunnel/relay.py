@@ -63,6 +63,7 @@ class TLSSide(asyncio.BufferedProtocol):
         "_out",
         "_quiet",
         "_timer",
+        "_tls",
         "backend",
         "backend_done",
         "bytes_in",
@@ -119,6 +120,9 @@ class TLSSide(asyncio.BufferedProtocol):
         self._in = ssl.MemoryBIO()
         self._out = ssl.MemoryBIO()
         self.sslobj = self.ctx.wrap_bio(self._in, self._out, server_side=True)
+        # The C-level object under the SSLObject: the per-chunk calls skip SSLObject's
+        # Python wrappers (same methods, same behaviour; ``unwrap`` is ``shutdown``).
+        self._tls = self.sslobj._sslobj  # type: ignore[attr-defined]
         self._timer = self._loop.call_later(self._hs_timeout, self._handshake_expired)
 
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -178,7 +182,7 @@ class TLSSide(asyncio.BufferedProtocol):
 
     def _handshake(self) -> None:
         try:
-            self.sslobj.do_handshake()
+            self._tls.do_handshake()
         except ssl.SSLWantReadError:
             self._flush()
             return
@@ -195,40 +199,48 @@ class TLSSide(asyncio.BufferedProtocol):
 
     def _read_tls(self) -> None:
         incoming = self._in
-        read = self.sslobj.read
-        chunks = []
+        read = self._tls.read
+        data = b""
         eof = False
         error: ssl.SSLError | None = None
         try:
-            while incoming.pending:
+            if incoming.pending:
+                # A request usually fits one record: one read, no list, no join.
                 data = read(READ_SIZE)
-                if not data:
-                    # close_notify: CPython's SSLObject.read() returns b"" instead of
-                    # raising SSLZeroReturnError when only our side received a shutdown.
-                    eof = True
-                    break
-                chunks.append(data)
+                # close_notify: CPython's read() returns b"" instead of raising
+                # SSLZeroReturnError when only our side received a shutdown.
+                eof = not data
+                if incoming.pending and data:
+                    chunks = [data]
+                    try:
+                        while incoming.pending:
+                            more = read(READ_SIZE)
+                            if not more:
+                                eof = True
+                                break
+                            chunks.append(more)
+                    finally:  # records decrypted before an error are still relayed
+                        data = b"".join(chunks)
         except ssl.SSLWantReadError:
             pass
         except ssl.SSLZeroReturnError:
             eof = True
         except ssl.SSLError as exc:
             error = exc
-        if chunks:
-            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if data:
             self.bytes_in += len(data)
-            assert self.backend is not None
-            self.backend.write(data)
+            self.backend.write(data)  # type: ignore[union-attr]  # always set in RELAY
         if error is not None:
             self.close_early(f"TLS error from client: {_describe(error)}")
             return
-        self._flush()  # alerts, KeyUpdate replies
+        if self._out.pending:  # alerts, KeyUpdate replies
+            self.transport.write(self._out.read())
         if eof:
             self._client_finished("client closed")
 
     def _send_close_notify(self) -> None:
         try:
-            self.sslobj.unwrap()
+            self._tls.shutdown()
         except ssl.SSLWantReadError:
             pass  # ours is sent; the client's may come later
         except (ssl.SSLError, ValueError):
@@ -248,7 +260,7 @@ class TLSSide(asyncio.BufferedProtocol):
             backend.write(preamble)
         self.state = RELAY
         self._timer = self._loop.call_later(self._idle_timeout / 4, self._idle_tick)
-        if self._in.pending or self.sslobj.pending():
+        if self._in.pending or self._tls.pending():
             self._read_tls()
         if self.client_done and backend.can_write_eof():
             backend.write_eof()
@@ -262,7 +274,7 @@ class TLSSide(asyncio.BufferedProtocol):
         self._active = True
         self.bytes_out += nbytes
         try:
-            self.sslobj.write(_view[:nbytes])
+            self._tls.write(_view[:nbytes])
         except ssl.SSLError as exc:
             self.close_early(f"TLS error: {_describe(exc)}")
             return
@@ -304,8 +316,12 @@ class TLSSide(asyncio.BufferedProtocol):
         self._timer.cancel()
         if self.backend is not None:
             self.backend.close()
-        self.transport.close()
-        self._timer = self._loop.call_later(CLOSE_SECONDS, self.transport.abort)
+        transport = self.transport
+        transport.close()
+        if transport.get_write_buffer_size():
+            # Bound the wait for a client that never reads the rest of the reply; with
+            # nothing buffered the transport is closed already and needs no timer.
+            self._timer = self._loop.call_later(CLOSE_SECONDS, transport.abort)
 
     def close_early(self, reason: str) -> None:
         """End the connection from our side: flush alerts/close_notify, FIN, linger, close."""
