@@ -41,7 +41,12 @@ import asyncio
 import ssl
 from typing import Any, cast
 
-READ_SIZE = 65536
+# Socket reads go into one shared buffer; 256 KiB per read means fewer Python calls per
+# megabyte in bulk transfers (measured: ~6 % less CPU per MB than 64 KiB, bench/README.md).
+READ_SIZE = 262144
+# SSL_read returns at most one record (16 KiB of plaintext): asking for more only makes
+# CPython allocate (and then shrink) a bigger bytes object on every call.
+RECORD_SIZE = 16384
 LINGER_SECONDS = 2.0
 CLOSE_SECONDS = 30.0
 
@@ -206,7 +211,7 @@ class TLSSide(asyncio.BufferedProtocol):
         try:
             if incoming.pending:
                 # A request usually fits one record: one read, no list, no join.
-                data = read(READ_SIZE)
+                data = read(RECORD_SIZE)
                 # close_notify: CPython's read() returns b"" instead of raising
                 # SSLZeroReturnError when only our side received a shutdown.
                 eof = not data
@@ -214,7 +219,7 @@ class TLSSide(asyncio.BufferedProtocol):
                     chunks = [data]
                     try:
                         while incoming.pending:
-                            more = read(READ_SIZE)
+                            more = read(RECORD_SIZE)
                             if not more:
                                 eof = True
                                 break
