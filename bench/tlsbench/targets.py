@@ -55,15 +55,18 @@ def tunnel_launch(s: Setup) -> Launch:
         f"connect = 127.0.0.1:{s.backend_port}\n"
         f"ciphersuites = {CIPHERSUITES}\n"
     )
-    exe = shutil.which("tunnel")
+    # TUNNEL_BENCH_SRC=DIR runs the Tunnel found in DIR (e.g. a worktree's src/) instead of
+    # the installed `tunnel` script, so a change can be measured before it is installed.
+    override = os.environ.get("TUNNEL_BENCH_SRC")
+    exe = None if override else shutil.which("tunnel")
     if exe:
         return Launch([exe, "run", "-c", str(conf)])
     env = dict(os.environ)
-    src = str(REPO_ROOT / "src")
+    src = str(Path(override).resolve()) if override else str(REPO_ROOT / "src")
     env["PYTHONPATH"] = (
         src + os.pathsep + env.get("PYTHONPATH", "") if env.get("PYTHONPATH") else src
     )
-    return Launch([sys.executable, "-m", "tunnel.cli", "run", "-c", str(conf)], env)
+    return Launch([sys.executable, "-m", "tunnel", "run", "-c", str(conf)], env)
 
 
 def hitch_launch(s: Setup) -> Launch:

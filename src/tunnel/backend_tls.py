@@ -27,6 +27,7 @@ import logging
 import ssl
 from typing import Any, cast
 
+from tunnel._openssl_bio import trim_bio
 from tunnel.config import BackendConfig, Config
 from tunnel.errors import ConfigError, ConfigErrors, TLSSetupError
 from tunnel.relay import READ_SIZE, RELAY, TLSSide, _view
@@ -173,12 +174,18 @@ class TLSBackendSide(asyncio.BufferedProtocol):
             self._fail(exc)
             return
         self._flush()
+        self.release_buffers()
         self.handshaking = False
         if not self.ready.done():
             self.ready.set_result(None)
         self.client.attach_backend(cast(asyncio.Transport, self))
         if self._in.pending:
             self._decrypt()
+
+    def release_buffers(self) -> None:
+        """Free the memory BIOs' buffers where empty (see ``TLSSide.release_buffers``)."""
+        trim_bio(self._in)
+        trim_bio(self._out)
 
     def _fail(self, exc: BaseException) -> None:
         self.failed = True

@@ -21,7 +21,7 @@ import ssl
 
 import uvloop
 
-from tunnel import metrics
+from tunnel import _malloc, metrics
 from tunnel.accept import AcceptGate, fd_capped
 from tunnel.config import Config
 from tunnel.connection import ClientConnection, ListenerRuntime
@@ -116,6 +116,8 @@ class Worker:
         await self.gate.start()
         refresher = loop.create_task(self._refresh_ticket_keys()) if ticket_stores() else None
         self._report_tick()
+        if _malloc.available():
+            loop.call_later(_malloc.TRIM_SECONDS, self._trim_tick)
         await self._stop.wait()
         if refresher is not None:
             refresher.cancel()
@@ -140,6 +142,12 @@ class Worker:
     def _report_tick(self) -> None:
         self.send_report()
         asyncio.get_running_loop().call_later(REPORT_SECONDS, self._report_tick)
+
+    def _trim_tick(self) -> None:
+        # Buffers that quiet connections freed are scattered through the heap: without
+        # this, their pages would stay resident (see tunnel._malloc).
+        _malloc.release_free_memory()
+        asyncio.get_running_loop().call_later(_malloc.TRIM_SECONDS, self._trim_tick)
 
     async def _refresh_ticket_keys(self) -> None:
         """Pick up a replaced ticket_key_file without a restart (checked every few seconds)."""
