@@ -30,6 +30,9 @@ socket and forwards everything to its ``TLSSide``.
 * Timers: one ``TimerHandle`` per connection: the handshake deadline, then an idle check
   every quarter of the idle timeout (data events only set a flag, which is cheaper than
   re-arming a timer per chunk), then the linger/close deadline.
+* Memory: OpenSSL's memory BIOs keep the capacity of the largest chunk they carried, so
+  their buffers are given back (``release_buffers``) after the handshake and each time
+  the idle check finds the connection quiet; an idle connection holds no relay buffer.
 
 This module knows nothing of the configuration: subclasses supply the hooks
 ``on_handshake`` and ``on_closed``.
@@ -42,6 +45,8 @@ import itertools
 import ssl
 from functools import partial
 from typing import Any, cast
+
+from tunnel._openssl_bio import trim_bio
 
 # Socket reads go into one shared buffer; 256 KiB per read means fewer Python calls per
 # megabyte in bulk transfers (measured: ~6 % less CPU per MB than 64 KiB, bench/README.md).
@@ -60,6 +65,7 @@ _view = memoryview(_buffer)
 _get_shared_buffer = partial(next, itertools.repeat(_view))
 
 HANDSHAKE, CONNECTING, RELAY, LINGER, CLOSED = range(5)
+_FROM_SOCKET: Any = object()  # TLSSide.peer not set: ask the transport
 
 
 class TLSSide(asyncio.BufferedProtocol):
@@ -72,6 +78,7 @@ class TLSSide(asyncio.BufferedProtocol):
         "_in",
         "_loop",
         "_out",
+        "_peer",
         "_quiet",
         "_timer",
         "_tls",
@@ -82,7 +89,6 @@ class TLSSide(asyncio.BufferedProtocol):
         "client_done",
         "ctx",
         "high_water",
-        "peer",
         "reason",
         "sslobj",
         "state",
@@ -111,7 +117,23 @@ class TLSSide(asyncio.BufferedProtocol):
         self.bytes_in = 0
         self.bytes_out = 0
         self.reason = ""
-        self.peer: Any = None
+        self._peer: Any = _FROM_SOCKET
+
+    @property
+    def peer(self) -> Any:
+        """The client's address: the socket's peer unless set (e.g. from a PROXY header).
+
+        Asked of the transport when needed rather than kept: a tuple, a string and an int
+        per connection (~150 bytes) that most connections only need for the log line.
+        """
+        peer = self._peer
+        if peer is _FROM_SOCKET:
+            return self.transport.get_extra_info("peername")
+        return peer
+
+    @peer.setter
+    def peer(self, value: Any) -> None:
+        self._peer = value
 
     # -- hooks for subclasses ---------------------------------------------------------
     def on_handshake(self) -> None:
@@ -127,7 +149,6 @@ class TLSSide(asyncio.BufferedProtocol):
     # -- client transport events ------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
-        self.peer = transport.get_extra_info("peername")
         self._in = ssl.MemoryBIO()
         self._out = ssl.MemoryBIO()
         self.sslobj = self.ctx.wrap_bio(self._in, self._out, server_side=True)
@@ -201,11 +222,28 @@ class TLSSide(asyncio.BufferedProtocol):
             return
         self._timer.cancel()
         self._flush()
+        self.release_buffers()
         self.state = CONNECTING
         # Keep reading while the backend connects (up to high_water bytes, see
         # buffer_updated), so that a client that leaves is noticed at once and its
         # pending connect cancelled rather than completed for nobody.
         self.on_handshake()
+
+    def release_buffers(self) -> None:
+        """Free the memory BIOs' buffers where they are empty (OpenSSL never shrinks them).
+
+        A BIO keeps the capacity of the largest chunk that went through it: the handshake
+        flights (~1.6 KiB per connection) after the handshake, ~85 KiB after a 64 KiB
+        chunk. Called after the handshake and whenever the connection goes quiet (the
+        idle check), also for a TLS backend's BIOs. About 1 µs per BIO: fine once per
+        connection or quiet period, too dear per chunk (a chunk would then also allocate
+        and fault in a fresh buffer).
+        """
+        trim_bio(self._in)
+        trim_bio(self._out)
+        release = getattr(self.backend, "release_buffers", None)  # a TLS backend's
+        if release is not None:
+            release()
 
     def _read_tls(self) -> None:
         incoming = self._in
@@ -372,6 +410,8 @@ class TLSSide(asyncio.BufferedProtocol):
             if self._quiet >= 4:
                 self.close_early("idle timeout")
                 return
+            if self._quiet == 1:
+                self.release_buffers()  # went quiet: a burst's big buffers are not needed now
         self._timer = self._loop.call_later(self._idle_timeout / 4, self._idle_tick)
 
 
