@@ -232,12 +232,12 @@ class TLSSide(asyncio.BufferedProtocol):
     def release_buffers(self) -> None:
         """Free the memory BIOs' buffers where they are empty (OpenSSL never shrinks them).
 
-        A BIO keeps the capacity of the largest chunk that went through it: the handshake
-        flights (~1.6 KiB per connection) after the handshake, ~85 KiB after a 64 KiB
-        chunk. Called after the handshake and whenever the connection goes quiet (the
-        idle check), also for a TLS backend's BIOs. About 1 µs per BIO: fine once per
-        connection or quiet period, too dear per chunk (a chunk would then also allocate
-        and fault in a fresh buffer).
+        A BIO keeps the capacity of the largest chunk that went through it, plus a third:
+        the handshake flights (~1.6 KiB per connection) after the handshake, ~85 KiB after
+        a 64 KiB chunk, ~340 KiB after a READ_SIZE one. Called after the handshake and
+        whenever the connection goes quiet (the idle check), also for a TLS backend's
+        BIOs. About 1 µs per BIO: fine once per connection or quiet period, too dear per
+        chunk (a chunk would then also allocate and fault in a fresh buffer).
         """
         trim_bio(self._in)
         trim_bio(self._out)
