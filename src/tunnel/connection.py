@@ -26,6 +26,7 @@ from tunnel.metrics import BackendStats, ListenerStats
 from tunnel.proxy_out import ProxyOptions
 from tunnel.relay import CLOSED, CONNECTING, PlainSide, TLSSide
 from tunnel.routing import RouteTable, build_route_table
+from tunnel.sweep import IdleSweep
 from tunnel.tls import client_cert, take_rejection
 
 log = logging.getLogger("tunnel.conn")
@@ -62,6 +63,8 @@ class ListenerRuntime:
         # Shared by all listeners of a worker: keyed by backend address.
         self.counters = counters if counters is not None else {}
         self.live: set[ClientConnection] = set()
+        # One timer checks every relaying connection for idleness (no timer per connection).
+        self.idle_sweep = IdleSweep(loop, config.idle_timeout / 4)
         # Listeners that read an inbound PROXY header use a subclass (tunnel.proxy_in),
         # so the others pay nothing for it.
         self.conn_class: type[ClientConnection] = ClientConnection
@@ -181,6 +184,7 @@ class ClientConnection(TLSSide):
         "backend_addr",
         "balancer_tlvs",
         "connect_expired",
+        "handshaken",
         "ip",
         "listener",
         "local",
@@ -192,12 +196,18 @@ class ClientConnection(TLSSide):
     def __init__(self, listener: ListenerRuntime) -> None:
         cfg = listener.config
         super().__init__(
-            listener.loop, listener.ctx, cfg.handshake_timeout, cfg.idle_timeout, cfg.buffer_size
+            listener.loop,
+            listener.ctx,
+            cfg.handshake_timeout,
+            cfg.idle_timeout,
+            cfg.buffer_size,
+            listener.idle_sweep,
         )
         self.listener = listener
         self.backend_addr: Address | None = None
         self.task: asyncio.Task[None] | None = None
         self.connect_expired = False
+        self.handshaken = False
         self.started = time.monotonic()
         self.uid: bytes | None = None
         self.local: Any = None  # the address the client connected to, if not our socket's
@@ -243,6 +253,7 @@ class ClientConnection(TLSSide):
             cipher[0] if cipher else "-",
             sslobj.selected_alpn_protocol() or "-",
         )
+        self.handshaken = True
         if self.ip is not None:
             per_ip = self.listener.per_ip
             assert per_ip is not None
@@ -274,6 +285,7 @@ class ClientConnection(TLSSide):
             try:
                 await self._connect_one(target, addr, preamble)
                 stats.connected(time.monotonic() - begun)
+                self.task = None  # done: a finished Task kept for the connection's life is ~0.7 KiB
                 return
             except asyncio.CancelledError:
                 task = self.task
@@ -340,7 +352,7 @@ class ClientConnection(TLSSide):
         if self.ip is not None:
             per_ip = listener.per_ip
             assert per_ip is not None
-            if self.task is None:  # the handshake never completed
+            if not self.handshaken:
                 per_ip.handshake_ended(self.ip)
             per_ip.connection_ended(self.ip)
         listener.control.closed(listener.name)

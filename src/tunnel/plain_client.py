@@ -65,6 +65,6 @@ class PlainClientConnection(ClientConnection):
         super().connection_made(transport)
         self.sslobj = cast(ssl.SSLObject, Plaintext(self._in, self._out))
         self._tls = self.sslobj
-        self._timer.cancel()  # no handshake to time
+        self.cancel_timer()  # no handshake to time
         self.state = CONNECTING
         self.on_handshake()

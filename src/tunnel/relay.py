@@ -47,6 +47,7 @@ from functools import partial
 from typing import Any, cast
 
 from tunnel._openssl_bio import trim_bio
+from tunnel.sweep import IdleSweep
 
 # Socket reads go into one shared buffer; 256 KiB per read means fewer Python calls per
 # megabyte in bulk transfers (measured: ~6 % less CPU per MB than 64 KiB, bench/README.md).
@@ -65,6 +66,18 @@ _view = memoryview(_buffer)
 _get_shared_buffer = partial(next, itertools.repeat(_view))
 
 HANDSHAKE, CONNECTING, RELAY, LINGER, CLOSED = range(5)
+
+
+class _NoTimer:
+    """Stands for "no timer armed", so that call sites need no None check."""
+
+    __slots__ = ()
+
+    def cancel(self) -> None:
+        """Nothing to cancel."""
+
+
+_NO_TIMER = _NoTimer()
 _FROM_SOCKET: Any = object()  # TLSSide.peer not set: ask the transport
 
 
@@ -80,6 +93,7 @@ class TLSSide(asyncio.BufferedProtocol):
         "_out",
         "_peer",
         "_quiet",
+        "_sweep",
         "_timer",
         "_tls",
         "backend",
@@ -102,8 +116,12 @@ class TLSSide(asyncio.BufferedProtocol):
         handshake_timeout: float,
         idle_timeout: float,
         high_water: int,
+        sweep: IdleSweep | None = None,
     ) -> None:
         self._loop = loop
+        # Idle checks: by the listener's shared sweep if given, else by a timer of our own.
+        self._sweep = sweep
+        self._timer: asyncio.TimerHandle | _NoTimer = _NO_TIMER
         self.ctx = ctx
         self._hs_timeout = handshake_timeout
         self._idle_timeout = idle_timeout
@@ -189,7 +207,7 @@ class TLSSide(asyncio.BufferedProtocol):
         if exc is not None and not self.reason:
             self.reason = f"client error: {_describe(exc)}"
         self.state = CLOSED
-        self._timer.cancel()
+        self._stop_idle_checks()
         backend = self.backend
         if backend is not None and not backend.is_closing():
             if exc is None:
@@ -220,7 +238,7 @@ class TLSSide(asyncio.BufferedProtocol):
         except ssl.SSLError as exc:
             self.close_early(self.handshake_failed(exc))
             return
-        self._timer.cancel()
+        self.cancel_timer()
         self._flush()
         self.release_buffers()
         self.state = CONNECTING
@@ -307,7 +325,11 @@ class TLSSide(asyncio.BufferedProtocol):
         if preamble:
             backend.write(preamble)
         self.state = RELAY
-        self._timer = self._loop.call_later(self._idle_timeout / 4, self._idle_tick)
+        if self._sweep is not None:
+            self._active = True  # the sweep's next tick may be near: count a full timeout
+            self._sweep.add(self)
+        else:
+            self._timer = self._loop.call_later(self._idle_timeout / 4, self._idle_tick)
         if self._in.pending or self._tls.pending():
             self._read_tls()
         if self.client_done and backend.can_write_eof():
@@ -361,7 +383,7 @@ class TLSSide(asyncio.BufferedProtocol):
     def _finish(self, reason: str) -> None:
         self.reason = reason
         self.state = LINGER
-        self._timer.cancel()
+        self._stop_idle_checks()
         if self.backend is not None:
             self.backend.close()
         transport = self.transport
@@ -381,7 +403,7 @@ class TLSSide(asyncio.BufferedProtocol):
         else:
             self._flush()  # the alert OpenSSL wrote, if any
         self.state = LINGER
-        self._timer.cancel()
+        self._stop_idle_checks()
         if self.backend is not None:
             self.backend.close()
         transport = self.transport
@@ -401,7 +423,15 @@ class TLSSide(asyncio.BufferedProtocol):
         self.state = LINGER
         self.transport.abort()
 
-    def _idle_tick(self) -> None:
+    def idle_check(self) -> bool:
+        """The check run every quarter of the idle timeout while relaying.
+
+        Data events only set ``_active`` (cheaper than re-arming a timer per chunk); four
+        checks in a row without activity close the connection. Returns False once the
+        connection needs no more checks.
+        """
+        if self.state != RELAY:
+            return False
         if self._active:
             self._active = False
             self._quiet = 0
@@ -409,10 +439,24 @@ class TLSSide(asyncio.BufferedProtocol):
             self._quiet += 1
             if self._quiet >= 4:
                 self.close_early("idle timeout")
-                return
+                return False
             if self._quiet == 1:
                 self.release_buffers()  # went quiet: a burst's big buffers are not needed now
-        self._timer = self._loop.call_later(self._idle_timeout / 4, self._idle_tick)
+        return True
+
+    def _idle_tick(self) -> None:
+        if self.idle_check():
+            self._timer = self._loop.call_later(self._idle_timeout / 4, self._idle_tick)
+
+    def _stop_idle_checks(self) -> None:
+        if self._sweep is not None:
+            self._sweep.discard(self)
+        self.cancel_timer()
+
+    def cancel_timer(self) -> None:
+        """Disarm the connection's timer (and drop it: a cancelled handle is half a KiB)."""
+        self._timer.cancel()
+        self._timer = _NO_TIMER
 
 
 class PlainSide(asyncio.BufferedProtocol):

@@ -13,6 +13,7 @@ import trustme
 
 from tunnel import relay
 from tunnel._openssl_bio import bio_capacity
+from tunnel.sweep import IdleSweep
 
 CHUNK = 65536
 
@@ -53,6 +54,12 @@ class FakeTransport:
     def abort(self) -> None:
         pass
 
+    def write_eof(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
 
 @pytest.fixture
 def loop() -> Iterator[asyncio.AbstractEventLoop]:
@@ -70,7 +77,9 @@ def feed(side: relay.TLSSide, data: bytes) -> None:
 
 
 def handshake(
-    loop: asyncio.AbstractEventLoop, version: ssl.TLSVersion
+    loop: asyncio.AbstractEventLoop,
+    version: ssl.TLSVersion,
+    sweep: IdleSweep | None = None,
 ) -> tuple[relay.TLSSide, FakeTransport, ssl.SSLObject, ssl.MemoryBIO, ssl.MemoryBIO]:
     """A TLSSide on a fake transport, handshaken with an in-memory client."""
     ca = trustme.CA()
@@ -79,7 +88,7 @@ def handshake(
     client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ca.configure_trust(client_ctx)
     client_ctx.maximum_version = client_ctx.minimum_version = version
-    side = relay.TLSSide(loop, server_ctx, 10.0, 60.0, 4 * CHUNK)
+    side = relay.TLSSide(loop, server_ctx, 10.0, 60.0, 4 * CHUNK, sweep)
     transport = FakeTransport()
     side.connection_made(transport)  # type: ignore[arg-type]
     c_in, c_out = ssl.MemoryBIO(), ssl.MemoryBIO()
@@ -160,3 +169,25 @@ def test_peer_comes_from_the_socket_unless_set(loop: asyncio.AbstractEventLoop) 
     side.peer = None  # a PROXY header without an address: None, not the socket's
     assert side.peer is None
     side._timer.cancel()
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_with_a_shared_sweep_a_relaying_connection_holds_no_timer(
+    loop: asyncio.AbstractEventLoop, version: ssl.TLSVersion
+) -> None:
+    sweep = IdleSweep(loop, 15.0)
+    side, *_ = handshake(loop, version, sweep)
+    assert side._timer is relay._NO_TIMER  # the handshake deadline is gone, not just cancelled
+    side.attach_backend(FakeTransport())  # type: ignore[arg-type]
+    assert side._timer is relay._NO_TIMER
+    assert len(sweep) == 1
+    # Attaching counts as activity: the first check cannot start the countdown, so a
+    # connection gets at least a full idle timeout (four quiet checks) after it.
+    assert side.idle_check() is True
+    for _ in range(3):
+        assert side.idle_check() is True
+        assert side.state == relay.RELAY
+    assert side.idle_check() is False  # the fourth quiet check in a row
+    assert side.state == relay.LINGER and side.reason == "idle timeout"
+    assert len(sweep) == 0
+    side.cancel_timer()  # the linger timer (the loop never runs here)
