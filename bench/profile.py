@@ -34,14 +34,13 @@ from tlsbench.backend import start_backend
 from tlsbench.certs import make_certs
 from tlsbench.procs import (
     Registry,
-    free_port,
     process_tree,
     raise_nofile_limit,
     tree_cpu_seconds,
     wait_for_port,
 )
-from tlsbench.profiling import CATEGORIES, callgrind_per_op, categorize, parse_perf_dsos
-from tlsbench.targets import TARGETS, Setup
+from tlsbench.profiling import CATEGORIES, World, callgrind_per_op, categorize, parse_perf_dsos
+from tlsbench.targets import TARGETS
 
 BENCH_DIR = Path(__file__).resolve().parent
 TESTS = {
@@ -64,20 +63,9 @@ def run_load(test: str, port: int, seconds: int, tmp: Path) -> float:
     return loads.run_wrk(f"https://127.0.0.1:{port}/small", 50, seconds, script).requests
 
 
-def profile_one(
-    registry: Registry,
-    tmp: Path,
-    backend_port: int,
-    certs: dict,
-    target: str,
-    test: str,
-    seconds: int,
-) -> dict[str, float]:
+def profile_one(world: World, target: str, test: str, seconds: int) -> dict[str, float]:
     """µs of terminator CPU per operation, by category (plus "total")."""
-    workdir = Path(tempfile.mkdtemp(prefix=f"{target}-{test}-", dir=tmp))
-    port = free_port()
-    launch = TARGETS[target].launch(Setup(workdir, port, backend_port, certs[TESTS[test][0]], 1))
-    managed = registry.start(target, launch.argv, workdir / "log", env=launch.env)
+    managed, port, workdir = world.start(target, TESTS[test][0], f"{target}-{test}-")
     try:
         wait_for_port(managed, port)
         time.sleep(0.3)
@@ -103,7 +91,7 @@ def profile_one(
             timeout=120,
         ).stdout
     finally:
-        registry.stop(managed)
+        world.registry.stop(managed)
     shares = categorize(parse_perf_dsos(report), target)
     per_op = {name: share * cpu / ops * 1e6 for name, share in shares.items()}
     per_op["total"] = cpu / ops * 1e6
@@ -158,18 +146,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         certs = make_certs(tmp)
         backend = start_backend(registry, tmp / "backend", 1)
+        world = World(registry, tmp, backend.port, certs)
         for test in tests:
             for target in targets:
-                row = profile_one(registry, tmp, backend.port, certs, target, test, args.seconds)
+                row = profile_one(world, target, test, args.seconds)
                 results.setdefault(test, {})[target] = row
                 print(f"{test:9s} {target:8s} {row['total']:9.1f} {TESTS[test][1]}", flush=True)
         if args.callgrind:
             environment.ensure_tools(["valgrind"], want_stream=False)
             for test in ("resume", "keepalive"):
                 for target in ("tunnel", "haproxy"):
-                    line = callgrind_per_op(
-                        registry, tmp, backend.port, certs, target, test, args.callgrind
-                    )
+                    line = callgrind_per_op(world, target, test, args.callgrind)
                     print(line, flush=True)
                     counts.append(f"- {line}")
     finally:

@@ -9,7 +9,9 @@ See bench/README.md for what each row means.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
+import json
 import shutil
 import signal
 import sys
@@ -24,8 +26,8 @@ from tlsbench import environment, loads, report
 from tlsbench.backend import start_backend
 from tlsbench.certs import make_certs
 from tlsbench.procs import Registry, raise_nofile_limit
-from tlsbench.runner import Bench
-from tlsbench.suite import Durations, Test, build_tests
+from tlsbench.runner import Bench, Collected, TargetState
+from tlsbench.suite import Durations, Metric, Sample, Test, build_tests
 from tlsbench.targets import TARGETS
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -55,6 +57,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--no-speed", action="store_true", help="skip `openssl speed`")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        metavar="FILE",
+        help="measure nothing: write the report again from an earlier results.json",
+    )
     args = parser.parse_args(argv)
     for option, allowed in (("targets", TARGETS), ("tests", ALL_TESTS)):
         chosen = [x.strip() for x in getattr(args, option).split(",") if x.strip()]
@@ -161,8 +169,39 @@ def run_benchmark(args: argparse.Namespace, registry: Registry, tmp: Path) -> No
     write_outputs(args.out, meta, tests, bench, speed)
 
 
+def rewrite_report(source: Path, out: Path) -> None:
+    """Rebuild results.md / results.json / ratios.png from an earlier results.json."""
+    doc = json.loads(source.read_text())
+    collected = Collected()
+    metrics = []
+    for entry in doc["metrics"]:
+        fields = {f.name for f in dataclasses.fields(Metric)}
+        metric = Metric(**{k: v for k, v in entry.items() if k in fields})
+        metrics.append(metric)
+        for target, samples in entry["samples"].items():
+            collected.samples.setdefault(metric.key, {})[target] = [
+                Sample(**sample) for sample in samples
+            ]
+    for name, state in doc["targets"].items():
+        collected.states[name] = TargetState(**state)
+    speed = {
+        name: (item["title"], item["unit"], item["value"])
+        for name, item in doc.pop("openssl_speed_one_core").items()
+    }
+    meta = {k: v for k, v in doc.items() if k not in ("metrics", "targets")}
+    out.mkdir(parents=True, exist_ok=True)
+    rows = report.build_rows(metrics, collected)
+    report.write_json(out / "results.json", meta, rows, collected, speed)
+    report.write_markdown(out / "results.md", meta, rows, collected, speed)
+    report.write_chart(out / "ratios.png", rows, list(collected.states))
+    print(f"wrote {out / 'results.md'} from {source}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.from_json is not None:
+        rewrite_report(args.from_json, args.out)
+        return 0
     signal.signal(signal.SIGTERM, _raise_interrupt)
     registry = Registry()
     tmp = Path(tempfile.mkdtemp(prefix="tunnel-bench-"))

@@ -10,12 +10,38 @@ import ssl
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from .procs import Registry, free_port, process_tree, wait_for_port
+from .certs import CertFiles
+from .procs import Managed, Registry, free_port, process_tree, wait_for_port
 from .targets import TARGETS, Setup
 
 CATEGORIES = ("kernel", "OpenSSL", "libc", "runtime", "other")
+
+
+@dataclass(frozen=True)
+class World:
+    """What every measurement needs: the process registry, a temp dir, backend, certs."""
+
+    registry: Registry
+    tmp: Path
+    backend_port: int
+    certs: dict[str, CertFiles]
+
+    def start(
+        self, target: str, cert: str, prefix: str, wrap: list[str] | None = None
+    ) -> tuple[Managed, int, Path]:
+        """Start a fresh ``target`` (1 worker) on a free port: (process, port, workdir)."""
+        workdir = Path(tempfile.mkdtemp(prefix=prefix, dir=self.tmp))
+        port = free_port()
+        setup = Setup(workdir, port, self.backend_port, self.certs[cert], 1)
+        launch = TARGETS[target].launch(setup)
+        argv = [*(wrap or []), *launch.argv]
+        managed = self.registry.start(target, argv, workdir / "log", env=launch.env)
+        return managed, port, workdir
+
+
 _PERF_LINE = re.compile(r"^\s*([0-9.]+)%\s+(\S.*?)\s*$")
 
 
@@ -110,29 +136,17 @@ def _instructions(files: list[str]) -> tuple[int, dict[str, int]]:
     return total, by_object
 
 
-def callgrind_per_op(
-    registry: Registry,
-    tmp: Path,
-    backend_port: int,
-    certs: dict,
-    target: str,
-    test: str,
-    count: int,
-) -> str:
+def callgrind_per_op(world: World, target: str, test: str, count: int) -> str:
     """One line: user-space instructions per operation of ``target``'s serving process."""
-    workdir = Path(tempfile.mkdtemp(prefix=f"cg-{target}-", dir=tmp))
-    port = free_port()
-    launch = TARGETS[target].launch(Setup(workdir, port, backend_port, certs["ecdsa"], 1))
-    out = workdir / "callgrind.out"
-    argv = [
+    out = Path(tempfile.mkdtemp(prefix="cg-out-", dir=world.tmp)) / "callgrind.out"
+    wrap = [
         "valgrind",
         "--tool=callgrind",
         "--trace-children=yes",
         "--instr-atstart=no",
         f"--callgrind-out-file={out}.%p",
-        *launch.argv,
     ]
-    managed = registry.start(f"{target}-callgrind", argv, workdir / "log", env=launch.env)
+    managed, port, _workdir = world.start(target, "ecdsa", f"cg-{target}-", wrap)
     ctx = _client_context()
     run = _resumed_connections if test == "resume" else _keepalive_requests
     try:
@@ -148,7 +162,7 @@ def callgrind_per_op(
             time.sleep(0.2)
         total, by_object = _instructions(glob.glob(f"{out}.{server}.*"))
     finally:
-        registry.stop(managed)
+        world.registry.stop(managed)
     top = sorted(by_object.items(), key=lambda kv: -kv[1])[:5]
     split = ", ".join(f"{name} {n / count:,.0f}" for name, n in top)
     unit = "resumed connection" if test == "resume" else "keep-alive request"

@@ -31,6 +31,8 @@ class MetricRow:
     best_peer: str | None
     tunnel_ratio: float | None
     tunnel_ratio_per_cpu: float | None
+    # The peer with the most work per CPU-second (not always the fastest one).
+    best_peer_per_cpu: str | None = None
 
 
 def summarize(samples: list[Sample]) -> Summary:
@@ -56,6 +58,11 @@ def _best_peer(metric: Metric, by_target: dict[str, Summary]) -> str | None:
     return pick(peers, key=lambda p: by_target[p].median)
 
 
+def _best_peer_per_cpu(by_target: dict[str, Summary]) -> str | None:
+    peers = [p for p in PEERS if p in by_target and by_target[p].per_cpu]
+    return max(peers, key=lambda p: by_target[p].per_cpu or 0.0) if peers else None
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
@@ -68,8 +75,11 @@ def build_rows(metrics: list[Metric], collected: Collected) -> list[MetricRow]:
         tunnel = by_target.get("tunnel")
         peer = by_target.get(best) if best else None
         ratio = _ratio(tunnel.median, peer.median) if tunnel and peer else None
-        ratio_cpu = _ratio(tunnel.per_cpu, peer.per_cpu) if tunnel and peer else None
-        rows.append(MetricRow(metric, by_target, best, ratio, ratio_cpu))
+        # Per CPU-second, Tunnel is compared with the peer that is best *per CPU-second*.
+        best_cpu = _best_peer_per_cpu(by_target)
+        cpu_peer = by_target.get(best_cpu) if best_cpu else None
+        ratio_cpu = _ratio(tunnel.per_cpu, cpu_peer.per_cpu) if tunnel and cpu_peer else None
+        rows.append(MetricRow(metric, by_target, best, ratio, ratio_cpu, best_cpu))
     return rows
 
 
@@ -91,6 +101,7 @@ def write_json(
                 **asdict(row.metric),
                 "best_peer": row.best_peer,
                 "tunnel_over_best_peer": row.tunnel_ratio,
+                "best_peer_per_cpu": row.best_peer_per_cpu,
                 "tunnel_over_best_peer_per_cpu": row.tunnel_ratio_per_cpu,
                 "by_target": {t: asdict(s) for t, s in row.by_target.items()},
                 "samples": {
@@ -130,7 +141,8 @@ def _summary_table(rows: list[MetricRow], targets: list[str]) -> list[str]:
         cells += [
             row.best_peer or "-",
             _ratio_text(row.tunnel_ratio),
-            _ratio_text(row.tunnel_ratio_per_cpu),
+            _ratio_text(row.tunnel_ratio_per_cpu)
+            + (f" ({row.best_peer_per_cpu})" if row.tunnel_ratio_per_cpu is not None else ""),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -202,7 +214,8 @@ def write_markdown(
         "",
         "↑ higher is better, ↓ lower is better. Cells are medians over rounds; "
         "*Tunnel / best* is Tunnel's median divided by the best peer's (hitch, HAProxy, "
-        "nginx, stunnel); *per CPU-s* is the same ratio for work per terminator CPU-second. "
+        "nginx, stunnel); *per CPU-s* divides Tunnel's work per terminator CPU-second by that "
+        "of the peer doing the most work per CPU-second (named in brackets). "
         "*other load* is the most CPU (in cores) that work unrelated to the benchmark used "
         "during any of the samples: well above ~0.2 means the figures are disturbed.",
         "",
