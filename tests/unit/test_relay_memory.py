@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import trustme
 
 from tunnel import relay
 from tunnel._openssl_bio import bio_capacity
+from tunnel.backend_tls import TLSBackendSide
 from tunnel.sweep import IdleSweep
 
 CHUNK = 65536
@@ -191,3 +192,49 @@ def test_with_a_shared_sweep_a_relaying_connection_holds_no_timer(
     assert side.state == relay.LINGER and side.reason == "idle timeout"
     assert len(sweep) == 0
     side.cancel_timer()  # the linger timer (the loop never runs here)
+
+
+class FakeClient:
+    """The TLSSide a TLS backend side reports to."""
+
+    state = relay.RELAY
+
+    def __init__(self) -> None:
+        self.attached: Any = None
+
+    def attach_backend(self, backend: Any, preamble: bytes = b"") -> None:
+        self.attached = backend
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_tls_backend_side_trims_after_its_handshake(
+    loop: asyncio.AbstractEventLoop, version: ssl.TLSVersion
+) -> None:
+    ca = trustme.CA()
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("backend.test").configure_cert(server_ctx)
+    server_ctx.maximum_version = server_ctx.minimum_version = version
+    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ca.configure_trust(client_ctx)
+    client = FakeClient()
+    side = TLSBackendSide(
+        cast(relay.TLSSide, client), client_ctx, "backend.test", b"", loop.create_future()
+    )
+    transport = FakeTransport()
+    side.connection_made(transport)  # type: ignore[arg-type]
+    s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
+    for _ in range(10):
+        s_in.write(transport.take())
+        with contextlib.suppress(ssl.SSLWantReadError):
+            server.do_handshake()
+        data = s_out.read()
+        relay._view[: len(data)] = data
+        side.buffer_updated(len(data))
+        if client.attached is not None:
+            break
+    assert client.attached is side, "the backend handshake did not complete"
+    # Both BIOs carried a handshake flight (the server's certificate chain, our hello);
+    # both were given back.
+    assert bio_capacity(side._in) == 0
+    assert bio_capacity(side._out) == 0
