@@ -199,7 +199,6 @@ class ClientConnection(TLSSide):
             listener.loop,
             listener.ctx,
             cfg.handshake_timeout,
-            cfg.idle_timeout,
             cfg.buffer_size,
             listener.idle_sweep,
         )

@@ -27,9 +27,11 @@ socket and forwards everything to its ``TLSSide``.
   (an alert, a close_notify) is flushed, our side of the TCP stream is shut down, and the
   client's remaining input is read and discarded for a short "linger" period, so that the
   kernel does not answer unread input with an RST that could destroy the alert.
-* Timers: one ``TimerHandle`` per connection: the handshake deadline, then an idle check
-  every quarter of the idle timeout (data events only set a flag, which is cheaper than
-  re-arming a timer per chunk), then the linger/close deadline.
+* Timers: a ``TimerHandle`` of its own only for the handshake deadline and the
+  linger/close deadline. While relaying, the listener's :class:`tunnel.sweep.IdleSweep`
+  calls ``idle_check`` every quarter of the idle timeout for all its connections (data
+  events only set a flag, which is cheaper than re-arming a timer per chunk), so an idle
+  connection holds no timer.
 * Memory: OpenSSL's memory BIOs keep the capacity of the largest chunk they carried, so
   their buffers are given back (``release_buffers``) after the handshake and each time
   the idle check finds the connection quiet; an idle connection holds no relay buffer.
@@ -87,7 +89,6 @@ class TLSSide(asyncio.BufferedProtocol):
     __slots__ = (
         "_active",
         "_hs_timeout",
-        "_idle_timeout",
         "_in",
         "_loop",
         "_out",
@@ -114,17 +115,15 @@ class TLSSide(asyncio.BufferedProtocol):
         loop: asyncio.AbstractEventLoop,
         ctx: ssl.SSLContext,
         handshake_timeout: float,
-        idle_timeout: float,
         high_water: int,
-        sweep: IdleSweep | None = None,
+        sweep: IdleSweep,
     ) -> None:
         self._loop = loop
-        # Idle checks: by the listener's shared sweep if given, else by a timer of our own.
+        # Idle checks (every quarter of the idle timeout) come from the listener's sweep.
         self._sweep = sweep
         self._timer: asyncio.TimerHandle | _NoTimer = _NO_TIMER
         self.ctx = ctx
         self._hs_timeout = handshake_timeout
-        self._idle_timeout = idle_timeout
         self.high_water = high_water
         self.state = HANDSHAKE
         self.backend: asyncio.Transport | None = None
@@ -325,11 +324,8 @@ class TLSSide(asyncio.BufferedProtocol):
         if preamble:
             backend.write(preamble)
         self.state = RELAY
-        if self._sweep is not None:
-            self._active = True  # the sweep's next tick may be near: count a full timeout
-            self._sweep.add(self)
-        else:
-            self._timer = self._loop.call_later(self._idle_timeout / 4, self._idle_tick)
+        self._active = True  # the sweep's next tick may be near: count a full timeout
+        self._sweep.add(self)
         if self._in.pending or self._tls.pending():
             self._read_tls()
         if self.client_done and backend.can_write_eof():
@@ -444,13 +440,8 @@ class TLSSide(asyncio.BufferedProtocol):
                 self.release_buffers()  # went quiet: a burst's big buffers are not needed now
         return True
 
-    def _idle_tick(self) -> None:
-        if self.idle_check():
-            self._timer = self._loop.call_later(self._idle_timeout / 4, self._idle_tick)
-
     def _stop_idle_checks(self) -> None:
-        if self._sweep is not None:
-            self._sweep.discard(self)
+        self._sweep.discard(self)
         self.cancel_timer()
 
     def cancel_timer(self) -> None:

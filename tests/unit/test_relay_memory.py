@@ -89,7 +89,9 @@ def handshake(
     client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ca.configure_trust(client_ctx)
     client_ctx.maximum_version = client_ctx.minimum_version = version
-    side = relay.TLSSide(loop, server_ctx, 10.0, 60.0, 4 * CHUNK, sweep)
+    if sweep is None:
+        sweep = IdleSweep(loop, 15.0)
+    side = relay.TLSSide(loop, server_ctx, 10.0, 4 * CHUNK, sweep)
     transport = FakeTransport()
     side.connection_made(transport)  # type: ignore[arg-type]
     c_in, c_out = ssl.MemoryBIO(), ssl.MemoryBIO()
@@ -146,9 +148,9 @@ def test_relay_trims_when_a_connection_goes_quiet(
     c_in.write(transport.take())
     assert read_all(client) == up[::-1]
     assert bio_capacity(side._in) >= CHUNK and bio_capacity(side._out) >= CHUNK
-    side._idle_tick()  # there was traffic since the last check: nothing yet
+    side.idle_check()  # there was traffic since the last check: nothing yet
     assert bio_capacity(side._out) >= CHUNK
-    side._idle_tick()  # quiet since the last check
+    side.idle_check()  # quiet since the last check
     assert bio_capacity(side._in) == 0 and bio_capacity(side._out) == 0
     # ... and the relay goes on as before.
     client.write(b"ping")
@@ -162,7 +164,9 @@ def test_relay_trims_when_a_connection_goes_quiet(
 
 
 def test_peer_comes_from_the_socket_unless_set(loop: asyncio.AbstractEventLoop) -> None:
-    side = relay.TLSSide(loop, ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), 10.0, 60.0, CHUNK)
+    side = relay.TLSSide(
+        loop, ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), 10.0, CHUNK, IdleSweep(loop, 15.0)
+    )
     side.connection_made(FakeTransport(("192.0.2.1", 40000)))  # type: ignore[arg-type]
     assert side.peer == ("192.0.2.1", 40000)
     side.peer = ("198.51.100.7", 5000)  # e.g. from a PROXY header
