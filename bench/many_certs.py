@@ -106,7 +106,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from tunnel.config import load_config
-    from tunnel.supervisor import build_contexts
+    from tunnel.process.supervisor import build_contexts
 
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp) / "certs.d"

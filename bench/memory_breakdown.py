@@ -14,7 +14,7 @@ terminator's alone. It reports, per held connection:
   holds, and where they come from);
 * the TLS part on its own: a server ``SSLObject`` and its two memory BIOs after an
   in-memory TLS 1.3 (and 1.2) handshake with the client side freed, before and after
-  :func:`tunnel._openssl_bio.trim_bio` empties the BIOs' buffers.
+  :func:`tunnel._native.bio.trim_bio` empties the BIOs' buffers.
 
 Usage: ``python bench/memory_breakdown.py [-n 2000]`` (about 20 s). Nothing is written.
 """
@@ -44,10 +44,11 @@ import uvloop  # noqa: E402
 from tlsbench.certs import make_cert  # noqa: E402
 from tlsbench.loads import IdleClient  # noqa: E402
 
-from tunnel import _openssl_bio, relay  # noqa: E402
+from tunnel._native import bio as _openssl_bio  # noqa: E402
 from tunnel.config import parse_config  # noqa: E402
-from tunnel.connection import ListenerRuntime  # noqa: E402
-from tunnel.tls import build_server_context  # noqa: E402
+from tunnel.dataplane import relay  # noqa: E402
+from tunnel.dataplane.connection import ListenerRuntime  # noqa: E402
+from tunnel.tls.contexts import build_server_context  # noqa: E402
 
 BACKEND = textwrap.dedent(
     """

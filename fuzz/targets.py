@@ -5,12 +5,12 @@ unexpected exception when it finds a bug; :mod:`run` hands them to atheris, and
 ``tests/unit/test_fuzz_targets.py`` runs them over the seeds so they cannot rot.
 
 * ``proxy``: byte 0-1 choose where the input is split, byte 2 the decoder's buffer cap,
-  the rest is fed to :class:`~tunnel.proxy_protocol.ProxyDecoder` whole, split at that
+  the rest is fed to :class:`~tunnel.wire.proxy_protocol.ProxyDecoder` whole, split at that
   point, and byte by byte: the three must agree (same header and trailing bytes, or all
   need more data, or all fail), only ``ProxyProtocolError`` may be raised, and the
   buffer never holds more than the cap.
 * ``config``: the input, decoded as UTF-8 (undecodable bytes replaced), is given to
-  :func:`~tunnel.config.parse_config`: it returns a ``Config`` or raises ``ConfigErrors``
+  :func:`~tunnel.config.parser.parse_config`: it returns a ``Config`` or raises ``ConfigErrors``
   whose every error is located in the file and has a hint.
 """
 
@@ -24,9 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
-from tunnel import config, proxy_protocol  # noqa: E402
+from tunnel.config import parser as config  # noqa: E402
 from tunnel.errors import ConfigError, ConfigErrors  # noqa: E402
-from tunnel.proxy_protocol import (  # noqa: E402
+from tunnel.wire import proxy_protocol  # noqa: E402
+from tunnel.wire.proxy_protocol import (  # noqa: E402
     NEED_DATA,
     ProxyDecoder,
     ProxyProtocolError,

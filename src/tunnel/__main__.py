@@ -1,5 +1,5 @@
 """``python -m tunnel``: the same as the ``tunnel`` command."""
 
-from tunnel.cli import main
+from tunnel.cli.main import main
 
 raise SystemExit(main())

@@ -1,4 +1,9 @@
-"""Exception hierarchy: every error says whose fault it is and where."""
+"""Exception hierarchy: every error says whose fault it is and where.
+
+A leaf module that every room may import except ``tunnel.wire`` and ``tunnel._native``,
+which import nothing of Tunnel's (``wire`` raises its own ``ProxyProtocolError``, the
+client's fault by construction).
+"""
 
 from __future__ import annotations
 
@@ -51,11 +56,3 @@ class ConfigErrors(TunnelError):
 
 class TLSSetupError(ConfigError):
     """A certificate, key or TLS parameter could not be loaded or used."""
-
-
-class ClientError(TunnelError):
-    """The client broke the protocol (bad TLS, bad PROXY header, ...)."""
-
-
-class BackendError(TunnelError):
-    """The backend could not be reached or broke the connection."""

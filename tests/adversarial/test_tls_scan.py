@@ -2,7 +2,7 @@
 
 The listener serves an ECDSA and an RSA certificate for the same names (so the suites of
 both key types are scanned) and sets no TLS key at all: what is checked is the defaults
-of :mod:`tunnel.tls` (Mozilla "intermediate"). The scan is restricted to the checks that
+of :mod:`tunnel.tls.contexts` (Mozilla "intermediate"). The scan is restricted to the checks that
 matter here (protocols, cipher categories, each cipher, forward secrecy, server
 preference, vulnerabilities, renegotiation) and takes about half a minute; its JSON
 findings are parsed and asserted on, and a summary is printed.

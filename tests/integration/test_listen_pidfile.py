@@ -10,8 +10,8 @@ import pytest
 
 from tunnel.config import Config, parse_config
 from tunnel.errors import ConfigErrors
-from tunnel.listen import SocketPool
-from tunnel.pidfile import PidFile, PidFileError, read_pid
+from tunnel.process.listen import SocketPool
+from tunnel.process.pidfile import PidFile, PidFileError, read_pid
 
 from .harness import free_port
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tunnel import proxy_protocol as pp
+from tunnel.wire import proxy_protocol as pp
 
 from .harness import (
     BackendFactory,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import resource
 
-from tunnel.accept import FD_RESERVE, fd_capped
+from tunnel.dataplane.accept import FD_RESERVE, fd_capped
 
 
 def test_limit_below_the_files_allowed_is_kept() -> None:

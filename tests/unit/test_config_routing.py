@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tunnel.config import Address, BackendConfig, ConfigErrors, parse_config
-from tunnel.errors import ConfigError
-from tunnel.routing import Route
+from tunnel.config import Address, BackendConfig, parse_config
+from tunnel.config.routing import Route
+from tunnel.errors import ConfigError, ConfigErrors
 
 FILE = "/etc/tunnel/test.ini"
 

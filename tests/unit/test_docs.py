@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tunnel import config
-from tunnel.cli import build_parser
+from tunnel.cli.main import build_parser
+from tunnel.config import parser as config
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 

@@ -12,8 +12,8 @@ from cryptography.x509.oid import NameOID
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tunnel.identity import AllowLists, ClientIdentity, identity_from_der, rejection
-from tunnel.tickets import KEY_SIZE, TicketKeyError, parse_keys
+from tunnel.tls.identity import AllowLists, ClientIdentity, identity_from_der, rejection
+from tunnel.tls.tickets import KEY_SIZE, TicketKeyError, parse_keys
 
 ALICE = ClientIdentity("alice", ("alice.example",), ("spiffe://test/alice",))
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tunnel.limits import PerIPLimits
+from tunnel.dataplane.limits import PerIPLimits
 
 
 class FakeLoop:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tunnel import _malloc
+from tunnel._native import malloc as _malloc
 from tunnel.config import parse_config
-from tunnel.worker import Worker
+from tunnel.dataplane.worker import Worker
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -22,7 +22,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 SCRIPT = textwrap.dedent(
     """
     import sys
-    from tunnel import _malloc
+    from tunnel._native import malloc as _malloc
 
     def rss():
         with open("/proc/self/status") as status:

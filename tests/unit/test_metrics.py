@@ -7,8 +7,8 @@ import json
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tunnel import metrics
-from tunnel.metrics import BackendStats, ListenerStats, SupervisorFacts
+from tunnel.observe import metrics
+from tunnel.observe.metrics import BackendStats, ListenerStats, SupervisorFacts
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,8 @@ import ssl
 
 import pytest
 
-from tunnel import _openssl_bio
-from tunnel._openssl_bio import available, bio_capacity, trim_bio
+from tunnel._native import bio as _openssl_bio
+from tunnel._native.bio import available, bio_capacity, trim_bio
 
 CHUNK = 65536
 

@@ -8,7 +8,7 @@ import pytest
 
 from tunnel.config import parse_config
 from tunnel.errors import ConfigErrors
-from tunnel.watch import changed, watched_files
+from tunnel.process.watch import changed, watched_files
 
 LISTENER = "[web]\naccept = 127.0.0.1:8443\ncert = a.pem, b.pem\nconnect = 127.0.0.1:8080\n"
 

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from tunnel.config import Address, ListenerConfig, parse_config
 from tunnel.errors import ConfigErrors
-from tunnel.proxy_protocol import (
+from tunnel.wire.proxy_protocol import (
     NEED_DATA,
     ProxyDecoder,
     ProxyProtocolError,

@@ -7,9 +7,9 @@ import ssl
 import pytest
 import trustme
 
-from tunnel import proxy_protocol as pp
-from tunnel.proxy_out import ClientCert, ProxyOptions, TLSFacts, build_header
-from tunnel.tls import client_cert
+from tunnel.tls.contexts import client_cert
+from tunnel.wire import proxy_protocol as pp
+from tunnel.wire.proxy_out import ClientCert, ProxyOptions, TLSFacts, build_header
 
 SRC = ("192.0.2.1", 40000)
 DST = ("198.51.100.2", 443)

@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from tunnel.proxy_in import trusted
+from tunnel.dataplane.proxy_in import trusted
 
 NETS = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1/128"))
 

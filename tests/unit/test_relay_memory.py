@@ -11,10 +11,10 @@ from typing import Any, cast
 import pytest
 import trustme
 
-from tunnel import relay
-from tunnel._openssl_bio import bio_capacity
-from tunnel.backend_tls import TLSBackendSide
-from tunnel.sweep import IdleSweep
+from tunnel._native.bio import bio_capacity
+from tunnel.dataplane import relay
+from tunnel.dataplane.backend_tls import TLSBackendSide
+from tunnel.dataplane.sweep import IdleSweep
 
 CHUNK = 65536
 

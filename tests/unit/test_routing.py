@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tunnel.routing import (
+from tunnel.config.routing import (
     NameTable,
     Route,
     RouteError,

@@ -7,11 +7,11 @@ import socket
 
 import pytest
 
-from tunnel import privileges
 from tunnel.config import Config, parse_config
-from tunnel.daemon import parse_report
 from tunnel.errors import ConfigError
-from tunnel.sd_notify import listen_fds, notify
+from tunnel.process import privileges
+from tunnel.process.daemon import parse_report
+from tunnel.process.sd_notify import listen_fds, notify
 
 LISTENER = "[web]\naccept = 127.0.0.1:8443\ncert = a.pem\nconnect = 127.0.0.1:8080\n"
 

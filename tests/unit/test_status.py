@@ -6,10 +6,10 @@ import datetime
 
 import pytest
 
-from tunnel import metrics
+from tunnel.cli.status import Reply, summarise, target
 from tunnel.config import Address
-from tunnel.metrics import ListenerStats, SupervisorFacts
-from tunnel.status import Reply, summarise, target
+from tunnel.observe import metrics
+from tunnel.observe.metrics import ListenerStats, SupervisorFacts
 
 NOW = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC).timestamp()
 DAY = 86400.0

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, cast
 
-from tunnel.sweep import IdleSweep
+from tunnel.dataplane.sweep import IdleSweep
 
 
 class FakeHandle:

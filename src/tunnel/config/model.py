@@ -9,7 +9,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
 
-from tunnel.routing import Route
+from tunnel.config.routing import Route
 
 AddressKind = Literal["tcp", "unix"]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

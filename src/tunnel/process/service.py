@@ -16,12 +16,12 @@ import logging
 import os
 import socket
 
-from tunnel import privileges, sd_notify
 from tunnel.config import Address, Config
-from tunnel.daemon import Reporter, daemonize
 from tunnel.errors import ConfigErrors, TunnelError
-from tunnel.pidfile import PidFile
-from tunnel.supervisor import Supervisor
+from tunnel.process import privileges, sd_notify
+from tunnel.process.daemon import Reporter, daemonize
+from tunnel.process.pidfile import PidFile
+from tunnel.process.supervisor import Supervisor
 
 log = logging.getLogger("tunnel.service")
 

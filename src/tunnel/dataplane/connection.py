@@ -1,6 +1,6 @@
 """One client's life: TLS handshake, backend connect with failover, PROXY header, relay, log.
 
-The byte pumping itself lives in :mod:`tunnel.relay`; this module adds what depends on the
+The byte pumping itself lives in :mod:`tunnel.dataplane.relay`; this module adds what depends on the
 listener's configuration: which backends to try and for how long, what to send them
 first, and what to count and log when the connection ends.
 """
@@ -18,16 +18,16 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol, cast
 
-from tunnel import proxy_out
-from tunnel.backend_tls import TLSBackendSide, backend_context
 from tunnel.config import Address, BackendConfig, ListenerConfig
-from tunnel.limits import PerIPLimits
-from tunnel.metrics import BackendStats, ListenerStats
-from tunnel.proxy_out import ProxyOptions
-from tunnel.relay import CLOSED, CONNECTING, PlainSide, TLSSide
-from tunnel.routing import RouteTable, build_route_table
-from tunnel.sweep import IdleSweep
-from tunnel.tls import client_cert, take_rejection
+from tunnel.config.routing import RouteTable, build_route_table
+from tunnel.dataplane.backend_tls import TLSBackendSide, backend_context
+from tunnel.dataplane.limits import PerIPLimits
+from tunnel.dataplane.relay import CLOSED, CONNECTING, PlainSide, TLSSide
+from tunnel.dataplane.sweep import IdleSweep
+from tunnel.observe.metrics import BackendStats, ListenerStats
+from tunnel.tls.contexts import client_cert, take_rejection
+from tunnel.wire import proxy_out
+from tunnel.wire.proxy_out import ProxyOptions
 
 log = logging.getLogger("tunnel.conn")
 

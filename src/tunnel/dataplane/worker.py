@@ -1,7 +1,7 @@
 """One worker process: a uvloop event loop serving the listening sockets it was handed.
 
 Accepting is paused at ``max_connections`` (the worker's, capped by the open-files limit,
-and each listener's) without refusing anyone: see :mod:`tunnel.accept`.
+and each listener's) without refusing anyone: see :mod:`tunnel.dataplane.accept`.
 
 SIGTERM starts a drain: stop accepting, let open connections finish until the drain
 timeout, then close the rest with close_notify. A second SIGTERM closes everything now.
@@ -21,16 +21,17 @@ import ssl
 
 import uvloop
 
-from tunnel import _malloc, metrics
-from tunnel.accept import AcceptGate, fd_capped
+from tunnel._native import malloc as _malloc
 from tunnel.config import Config
-from tunnel.connection import ClientConnection, ListenerRuntime
-from tunnel.log import reopen_logs
-from tunnel.metrics import BackendStats
-from tunnel.plain_client import PlainClientConnection
-from tunnel.proxy_in import ProxiedConnection
-from tunnel.tickets import REFRESH_SECONDS
-from tunnel.tls import ticket_stores
+from tunnel.dataplane.accept import AcceptGate, fd_capped
+from tunnel.dataplane.connection import ClientConnection, ListenerRuntime
+from tunnel.dataplane.plain_client import PlainClientConnection
+from tunnel.dataplane.proxy_in import ProxiedConnection
+from tunnel.observe import metrics
+from tunnel.observe.log import reopen_logs
+from tunnel.observe.metrics import BackendStats
+from tunnel.tls.contexts import ticket_stores
+from tunnel.tls.tickets import REFRESH_SECONDS
 
 log = logging.getLogger("tunnel.worker")
 

@@ -1,11 +1,11 @@
 """Client mode (``client = yes``): clients connect in plaintext, the backend gets TLS.
 
 The listener's connections use :class:`PlainClientConnection`, which runs the ordinary
-relay logic of :class:`tunnel.relay.TLSSide` with a stand-in for the ``SSLObject`` that
+relay logic of :class:`tunnel.dataplane.relay.TLSSide` with a stand-in for the ``SSLObject`` that
 passes bytes through unchanged: the incoming and outgoing ``MemoryBIO`` objects become
 plain byte queues. That costs two extra copies per chunk, only on client-mode
 listeners; the TLS termination path is untouched. The backend side is a
-:class:`tunnel.backend_tls.TLSBackendSide` (the listener's backend has ``tls = yes``).
+:class:`tunnel.dataplane.backend_tls.TLSBackendSide` (the listener's backend has ``tls = yes``).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import asyncio
 import ssl
 from typing import Any, cast
 
-from tunnel.connection import ClientConnection
-from tunnel.relay import CONNECTING
+from tunnel.dataplane.connection import ClientConnection
+from tunnel.dataplane.relay import CONNECTING
 
 
 class Plaintext:

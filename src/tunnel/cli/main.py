@@ -15,7 +15,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tunnel import __version__, demo, generation, privileges, service, status, supervisor
+from tunnel import __version__
+from tunnel.cli import demo, status
 from tunnel.config import (
     Address,
     Config,
@@ -25,9 +26,10 @@ from tunnel.config import (
     parse_address,
 )
 from tunnel.errors import ConfigError, ConfigErrors, TunnelError
-from tunnel.log import setup_from_settings, setup_logging
-from tunnel.pidfile import read_pid
-from tunnel.tls import CertInfo, describe_certificates
+from tunnel.observe.log import setup_from_settings, setup_logging
+from tunnel.process import generation, privileges, service, supervisor
+from tunnel.process.pidfile import read_pid
+from tunnel.tls.contexts import CertInfo, describe_certificates
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

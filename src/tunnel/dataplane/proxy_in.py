@@ -1,11 +1,11 @@
 """PROXY protocol from a load balancer: the inbound header, read before the TLS handshake.
 
 A listener with ``proxy_from`` uses :class:`ProxiedConnection` instead of
-:class:`~tunnel.connection.ClientConnection`; listeners without it never run this code.
+:class:`~tunnel.dataplane.connection.ClientConnection`; listeners without it never run this code.
 The connection starts in a "PROXY" phase, before the TLS handshake:
 
 * a source outside the trusted networks is closed at once (logged, counted);
-* received bytes go to a :class:`~tunnel.proxy_protocol.ProxyDecoder`, whose buffer is
+* received bytes go to a :class:`~tunnel.wire.proxy_protocol.ProxyDecoder`, whose buffer is
   capped, until the header is complete; bytes after it (``rest``, typically the start of
   the ClientHello) go to the TLS layer, so nothing is lost however the bytes are split;
 * the header must be complete within ``proxy_timeout``; the handshake timeout starts after;
@@ -24,9 +24,9 @@ import logging
 from typing import Any
 
 from tunnel.config import IPNetwork
-from tunnel.connection import ClientConnection, ListenerRuntime
-from tunnel.proxy_protocol import ProxyDecoder, ProxyHeader, ProxyProtocolError
-from tunnel.relay import CLOSED, LINGER
+from tunnel.dataplane.connection import ClientConnection, ListenerRuntime
+from tunnel.dataplane.relay import CLOSED, LINGER
+from tunnel.wire.proxy_protocol import ProxyDecoder, ProxyHeader, ProxyProtocolError
 
 log = logging.getLogger("tunnel.conn")
 

@@ -10,11 +10,11 @@ import logging
 import os
 import ssl
 
-from tunnel.backend_tls import build_backend_contexts, install_backend_contexts
 from tunnel.config import Config, ListenerConfig
+from tunnel.dataplane.backend_tls import build_backend_contexts, install_backend_contexts
 from tunnel.errors import ConfigError, ConfigErrors
-from tunnel.log import setup_from_settings
-from tunnel.tls import build_server_context, prune_ticket_stores
+from tunnel.observe.log import setup_from_settings
+from tunnel.tls.contexts import build_server_context, prune_ticket_stores
 
 log = logging.getLogger("tunnel.supervisor")
 

@@ -1,9 +1,9 @@
 """``tunnel status``: read a running Tunnel's admin endpoint and summarise it for a human.
 
 :func:`summarise` is pure (Prometheus text and the ``/readyz`` answer in, lines out) so
-that it can be tested byte for byte against what :mod:`tunnel.metrics` renders;
+that it can be tested byte for byte against what :mod:`tunnel.observe.metrics` renders;
 :func:`fetch` is the thin I/O part: two HTTP GETs with a short timeout. Nothing here
-prints; :mod:`tunnel.cli` does.
+prints; :mod:`tunnel.cli.main` does.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """One timer for the idle checks of many connections.
 
 Every relayed connection is checked for activity every quarter of its idle timeout (see
-:mod:`tunnel.relay`). With a timer per connection, each idle connection would hold a
+:mod:`tunnel.dataplane.relay`). With a timer per connection, each idle connection would hold a
 ``TimerHandle`` (about half a KiB with uvloop) and re-arm it four times per timeout; an
 :class:`IdleSweep` instead keeps the connections of a listener in a set and checks them
 all from one timer, which runs only while the set is not empty.

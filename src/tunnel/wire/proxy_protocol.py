@@ -21,7 +21,7 @@ bytes arrive from a client, split in any way:
 :class:`ProxyHeader`; bytes received after the header (e.g. a TLS ClientHello)
 are kept in :attr:`ProxyDecoder.rest`.  While waiting, the buffer never holds
 more than the header can be long.  Any malformed input raises
-:class:`ProxyProtocolError` (a :class:`~tunnel.errors.ClientError`), and only that.
+:class:`ProxyProtocolError` (a :class:`ValueError`: the sender's fault), and only that.
 """
 
 from __future__ import annotations
@@ -32,8 +32,6 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, TypeAlias
-
-from tunnel.errors import ClientError
 
 PP2_TYPE_ALPN: Final = 0x01
 PP2_TYPE_AUTHORITY: Final = 0x02
@@ -77,7 +75,7 @@ InetAddr: TypeAlias = tuple[str, int] | tuple[str, int, int, int]
 IPAddr: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-class ProxyProtocolError(ClientError):
+class ProxyProtocolError(ValueError):
     """The client sent a missing, malformed or unsupported PROXY protocol header."""
 
 

@@ -28,7 +28,7 @@ socket and forwards everything to its ``TLSSide``.
   client's remaining input is read and discarded for a short "linger" period, so that the
   kernel does not answer unread input with an RST that could destroy the alert.
 * Timers: a ``TimerHandle`` of its own only for the handshake deadline and the
-  linger/close deadline. While relaying, the listener's :class:`tunnel.sweep.IdleSweep`
+  linger/close deadline. While relaying, the listener's :class:`tunnel.dataplane.sweep.IdleSweep`
   calls ``idle_check`` every quarter of the idle timeout for all its connections (data
   events only set a flag, which is cheaper than re-arming a timer per chunk), so an idle
   connection holds no timer.
@@ -48,8 +48,8 @@ import ssl
 from functools import partial
 from typing import Any, cast
 
-from tunnel._openssl_bio import trim_bio
-from tunnel.sweep import IdleSweep
+from tunnel._native.bio import trim_bio
+from tunnel.dataplane.sweep import IdleSweep
 
 # Socket reads go into one shared buffer; 256 KiB per read means fewer Python calls per
 # megabyte in bulk transfers (measured: ~6 % less CPU per MB than 64 KiB, bench/README.md).

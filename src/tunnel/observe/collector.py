@@ -2,7 +2,7 @@
 
 Each worker gets one end of a ``SOCK_SEQPACKET`` socket pair at fork; it sends a JSON
 statistics snapshot every second and when it starts and ends draining (see
-:mod:`tunnel.worker`). A report is also the worker's liveness signal. :class:`Observer`
+:mod:`tunnel.dataplane.worker`). A report is also the worker's liveness signal. :class:`Observer`
 keeps the latest snapshot per worker, folds the counters of exited workers into a
 "retired" total (so counters never go backwards), keeps a one-minute ring of per-second
 handshake-failure totals, and answers the admin endpoint's requests. It never blocks:
@@ -20,10 +20,10 @@ import time
 from collections import Counter, deque
 from typing import Any
 
-from tunnel import metrics
-from tunnel.admin import AdminServer, Response
 from tunnel.config import Config
-from tunnel.tls import describe_certificates
+from tunnel.observe import metrics
+from tunnel.observe.admin import AdminServer, Response
+from tunnel.tls.contexts import describe_certificates
 
 log = logging.getLogger("tunnel.supervisor")
 

@@ -20,7 +20,7 @@ Reload (SIGHUP, or a watched certificate file changing) is a transaction: the ne
 configuration is parsed, every TLS context built and every new address bound first; any
 error leaves the running generation of workers untouched. Otherwise a new generation is
 forked with the new configuration (reusing the already-bound sockets of unchanged
-addresses, see :mod:`tunnel.listen`), and only then is the old generation told to drain
+addresses, see :mod:`tunnel.process.listen`), and only then is the old generation told to drain
 (SIGTERM: stop accepting, finish open connections up to its ``drain_timeout``). A new
 generation has new TLS contexts and therefore new session-ticket keys, unless the
 listener's keys come from a ``ticket_key_file``.
@@ -29,7 +29,6 @@ listener's keys come from a ``ticket_key_file``.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import resource
@@ -40,21 +39,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tunnel._native.prctl import die_with_parent
 from tunnel.config import Address, Config, load_config
+from tunnel.dataplane.worker import run_worker
 from tunnel.errors import ConfigError, ConfigErrors, TunnelError
-from tunnel.generation import apply_logging, build_contexts, destination, worker_count
-from tunnel.listen import SocketPool, close_foreign
-from tunnel.log import reopen_logs
-from tunnel.observe import Observer
-from tunnel.watch import CertWatch
-from tunnel.worker import run_worker
+from tunnel.observe.collector import Observer
+from tunnel.observe.log import reopen_logs
+from tunnel.process.generation import apply_logging, build_contexts, destination, worker_count
+from tunnel.process.listen import SocketPool, close_foreign
+from tunnel.process.watch import CertWatch
 
 log = logging.getLogger("tunnel.supervisor")
 
 _SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD}
 _STABLE_SECONDS = 10.0
 _MAX_BACKOFF = 30.0
-_PR_SET_PDEATHSIG = 1
 _POLL_SECONDS = 0.2
 
 
@@ -74,13 +73,6 @@ def raise_fd_limit() -> None:
     if soft < hard:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def _die_with_parent() -> None:
-    # A worker must not outlive its supervisor (e.g. after SIGKILL of the supervisor).
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 @dataclass(slots=True)
@@ -154,7 +146,7 @@ class Supervisor:
                 # Until the worker's own handler exists, a forwarded SIGUSR1 must not kill it.
                 signal.signal(signal.SIGUSR1, signal.SIG_IGN)
                 signal.pthread_sigmask(signal.SIG_SETMASK, set())
-                _die_with_parent()
+                die_with_parent()
                 for fd in self.child_fds:
                     with contextlib.suppress(OSError):
                         os.close(fd)

@@ -17,8 +17,9 @@ Public API:
   the ``[tunnel]`` section, of listener sections, and the listener keys ``[tunnel]`` may set
   as defaults for every listener.
 
-The dataclasses live in :mod:`tunnel.config_model` and the single-value converters in
-:mod:`tunnel.config_values`; both are re-exported here, the one module the rest imports.
+The dataclasses live in :mod:`tunnel.config.model` and the single-value converters in
+:mod:`tunnel.config.values`; the package :mod:`tunnel.config` re-exports them and this
+module's API, the one place the rest imports.
 
 File layout: an optional ``[tunnel]`` section (process settings plus listener defaults) and one
 section per listener, named by the section name.
@@ -35,23 +36,23 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tunnel import config_values as values
-from tunnel.config_model import Address as Address
-from tunnel.config_model import AddressKind as AddressKind
-from tunnel.config_model import BackendConfig as BackendConfig
-from tunnel.config_model import Config as Config
-from tunnel.config_model import ConfigValueError as ConfigValueError
-from tunnel.config_model import IPNetwork as IPNetwork
-from tunnel.config_model import ListenerConfig as ListenerConfig
-from tunnel.config_model import SyslogAddress as SyslogAddress
-from tunnel.config_model import TunnelSettings as TunnelSettings
-from tunnel.config_values import TLS_VERSIONS as TLS_VERSIONS
-from tunnel.config_values import parse_address as parse_address
-from tunnel.config_values import parse_duration as parse_duration
-from tunnel.config_values import parse_size as parse_size
-from tunnel.config_values import parse_syslog_address as parse_syslog_address
+from tunnel.config import values
+from tunnel.config.model import Address as Address
+from tunnel.config.model import AddressKind as AddressKind
+from tunnel.config.model import BackendConfig as BackendConfig
+from tunnel.config.model import Config as Config
+from tunnel.config.model import ConfigValueError as ConfigValueError
+from tunnel.config.model import IPNetwork as IPNetwork
+from tunnel.config.model import ListenerConfig as ListenerConfig
+from tunnel.config.model import SyslogAddress as SyslogAddress
+from tunnel.config.model import TunnelSettings as TunnelSettings
+from tunnel.config.routing import RouteError, parse_routes
+from tunnel.config.values import TLS_VERSIONS as TLS_VERSIONS
+from tunnel.config.values import parse_address as parse_address
+from tunnel.config.values import parse_duration as parse_duration
+from tunnel.config.values import parse_size as parse_size
+from tunnel.config.values import parse_syslog_address as parse_syslog_address
 from tunnel.errors import ConfigError, ConfigErrors
-from tunnel.routing import RouteError, parse_routes
 
 TUNNEL_SECTION = "tunnel"
 

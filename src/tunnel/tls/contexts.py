@@ -18,14 +18,14 @@ from typing import Any, cast
 
 from cryptography import x509
 
-from tunnel import _openssl
-from tunnel.certs import CertFile, CertGroup, group_certificates, listener_cert_files
+from tunnel._native import openssl as _openssl
 from tunnel.config import ListenerConfig
+from tunnel.config.routing import NameTable, build_name_table
 from tunnel.errors import TLSSetupError
-from tunnel.identity import AllowLists, identity_from_der, rejection
-from tunnel.proxy_out import ClientCert
-from tunnel.routing import NameTable, build_name_table
-from tunnel.tickets import TicketKeyError, TicketKeys
+from tunnel.tls.certs import CertFile, CertGroup, group_certificates, listener_cert_files
+from tunnel.tls.identity import AllowLists, identity_from_der, rejection
+from tunnel.tls.tickets import TicketKeyError, TicketKeys
+from tunnel.wire.proxy_out import ClientCert
 
 log = logging.getLogger("tunnel.tls")
 

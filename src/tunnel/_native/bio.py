@@ -9,7 +9,7 @@ with an ECDSA certificate — and up to ~85 KiB per BIO once a 64 KiB chunk went
 ``BIO_CLOSE``, which frees the old one); the next write allocates what it needs.
 
 A CPython ``ssl.MemoryBIO`` object is ``PyObject_HEAD`` followed by the ``BIO *``. As in
-:mod:`tunnel._openssl`, that layout is an implementation detail, so it is verified once
+:mod:`tunnel._native.openssl`, that layout is an implementation detail, so it is verified once
 (OpenSSL 3, the pointer is a memory BIO whose pending count matches the object's, and a
 trimmed BIO still reads and writes correctly); if anything does not match,
 :func:`trim_bio` does nothing. Tests check that trimming frees the memory and that the
@@ -25,7 +25,7 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any
 
-from tunnel._openssl import libcrypto
+from tunnel._native.openssl import libcrypto
 
 _BIO_TYPE_MEM = 1 | 0x0400  # BIO_TYPE_SOURCE_SINK
 _BIO_CTRL_PENDING = 10

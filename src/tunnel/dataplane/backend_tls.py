@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-:class:`TLSBackendSide` replaces :class:`tunnel.relay.PlainSide` on the backend socket
+:class:`TLSBackendSide` replaces :class:`tunnel.dataplane.relay.PlainSide` on the backend socket
 when the backend speaks TLS. Like the client side it runs its own TLS layer over two
 ``MemoryBIO`` objects. It sends the PROXY header (if any) in plaintext first, as PROXY
 is a TCP-level protocol, then the ClientHello. Once the handshake completes, it hands
@@ -27,10 +27,10 @@ import logging
 import ssl
 from typing import Any, cast
 
-from tunnel._openssl_bio import trim_bio
+from tunnel._native.bio import trim_bio
 from tunnel.config import BackendConfig, Config
+from tunnel.dataplane.relay import READ_SIZE, RELAY, TLSSide, _view
 from tunnel.errors import ConfigError, ConfigErrors, TLSSetupError
-from tunnel.relay import READ_SIZE, RELAY, TLSSide, _view
 
 log = logging.getLogger("tunnel.backend_tls")
 _contexts: dict[str, ssl.SSLContext] = {}

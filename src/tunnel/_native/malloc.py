@@ -1,7 +1,7 @@
 """Hand freed heap memory back to the kernel (glibc's ``malloc_trim``), via ctypes.
 
 Why: glibc gives memory back to the system only from the top of its heap. The buffers a
-connection frees when it goes quiet (:meth:`tunnel.relay.TLSSide.release_buffers`, ~85 KiB
+connection frees when it goes quiet (:meth:`tunnel.dataplane.relay.TLSSide.release_buffers`, ~85 KiB
 per memory BIO after a 64 KiB chunk) lie between live objects of other connections, so
 their pages would stay resident. Measured with ``bench/memory_breakdown.py --burst 65536``
 (2,000 connections idle after a 64 KiB burst each): 84 KiB RSS per connection with the

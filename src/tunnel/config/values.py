@@ -1,7 +1,7 @@
 """Configuration values: one text value -> a typed value, or ``ConfigValueError`` (pure).
 
 Each converter takes the text of one key and returns its value or raises
-``ConfigValueError`` carrying a hint; :mod:`tunnel.config` adds the file, section and key.
+``ConfigValueError`` carrying a hint; :mod:`tunnel.config.parser` adds the file, section and key.
 Factories (``duration_range``, ``size_range``, ``integer_range``, ``one_of``) build the
 converter for a key's allowed range.
 """
@@ -12,7 +12,7 @@ import ipaddress
 import re
 from collections.abc import Callable
 
-from tunnel.config_model import Address, ConfigValueError, IPNetwork, SyslogAddress
+from tunnel.config.model import Address, ConfigValueError, IPNetwork, SyslogAddress
 
 TLS_VERSIONS = ("1.2", "1.3")
 

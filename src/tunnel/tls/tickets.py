@@ -7,7 +7,7 @@ one behind it rotates without breaking the sessions clients hold (tickets made w
 older key are renewed with the current one when they resume).
 
 The stdlib ``ssl`` module has no API for this: :class:`TicketKeys` installs an OpenSSL
-ticket callback (``SSL_CTX_set_tlsext_ticket_key_evp_cb``) through :mod:`tunnel._openssl`
+ticket callback (``SSL_CTX_set_tlsext_ticket_key_evp_cb``) through :mod:`tunnel._native.openssl`
 that looks keys up here. Workers call :meth:`TicketKeys.refresh` every few seconds, which
 re-reads the file when its modification time, size or inode changed.
 """
@@ -19,7 +19,7 @@ import logging
 import os
 import ssl
 
-from tunnel import _openssl
+from tunnel._native import openssl as _openssl
 
 log = logging.getLogger("tunnel.tickets")
 

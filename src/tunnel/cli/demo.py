@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import datetime
 import html
 import ipaddress
@@ -35,9 +34,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tunnel import proxy_protocol
+from tunnel._native.prctl import die_with_parent
 from tunnel.config import Address, Config, ListenerConfig, TunnelSettings
 from tunnel.errors import TunnelError
+from tunnel.wire import proxy_protocol
 
 log = logging.getLogger("tunnel.demo")
 
@@ -50,7 +50,6 @@ _MAX_HEAD = 16 * 1024
 _MAX_BODY = 1 << 20
 _READ_SIZE = 16 * 1024
 _IDLE_SECONDS = 120.0
-_PR_SET_PDEATHSIG = 1
 
 
 # --------------------------------------------------------------------------- certificates
@@ -429,9 +428,7 @@ def _backend_child(sock: socket.socket) -> None:
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent stops us
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        die_with_parent()
         if os.getppid() == 1:
             os._exit(0)  # the parent died before prctl took effect
         asyncio.run(_serve_backend(sock))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tunnel import proxy_protocol as pp
+from tunnel.wire import proxy_protocol as pp
 
 # A balancer's TLV is not passed on when we send one of the same type ourselves, and
 # its CRC32C (which covered *its* header) or padding never is.
