@@ -50,8 +50,10 @@ def test_wheel_and_sdist(tmp_path: Path) -> None:
         info = f"tunnel-{__version__}.dist-info"
         entry_points = zf.read(f"{info}/entry_points.txt").decode()
         metadata = zf.read(f"{info}/METADATA").decode()
-    assert {"tunnel/__init__.py", "tunnel/cli.py", "tunnel/py.typed"} <= names
-    assert "tunnel = tunnel.cli:main" in entry_points
+    rooms = {f"tunnel/{d.name}/__init__.py" for d in (REPO / "src" / "tunnel").iterdir()}
+    rooms = {r for r in rooms if (REPO / "src" / r).exists()}
+    assert {"tunnel/__init__.py", "tunnel/cli/main.py", "tunnel/py.typed"} | rooms <= names
+    assert "tunnel = tunnel.cli.main:main" in entry_points
     assert f"\nVersion: {__version__}\n" in metadata
     with tarfile.open(sdist) as tf:
         members = {name.split("/", 1)[1] for name in tf.getnames() if "/" in name}
@@ -62,6 +64,6 @@ def test_wheel_and_sdist(tmp_path: Path) -> None:
         "docs/tunnel.8",
         "docs/tunnel.ini.5",
         "deploy/kubernetes.yaml",
-        "src/tunnel/cli.py",
+        "src/tunnel/cli/main.py",
     }
     assert expected <= members
