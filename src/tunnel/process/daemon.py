@@ -31,6 +31,18 @@ class Reporter:
         """Tell the waiting process that start-up failed, and why."""
         self._send(f"fail {code} {message}".encode(errors="replace"))
 
+    def close_in_child(self) -> None:
+        """In a forked worker: drop the copy of the pipe, if the daemon still holds it.
+
+        Once the report is sent the pipe is closed and ``fd`` is -1, so a worker forked
+        later (after a reload or a restart) closes nothing: the old number may by then
+        belong to one of the supervisor's report channels or sockets.
+        """
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = -1
+
     def _send(self, data: bytes) -> None:
         if self.fd < 0:
             return

@@ -94,6 +94,14 @@ class PidFile:
             os.close(self._claim_fd)
             self._claim_fd = None
 
+    def close_in_child(self) -> None:
+        """In a forked worker: drop the copy of the locked descriptor (the lock must die
+        with the supervisor, not with its last worker). Does nothing once it is closed."""
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = None
+
     def remove(self) -> None:
         """Delete the file if it is still ours; release the lock."""
         if self.fd is None:

@@ -64,8 +64,7 @@ def adopt_activated(config: Config, socks: list[socket.socket]) -> dict[Address,
 
 def _pid_file_hook(runner: Supervisor, pidfile: PidFile) -> None:
     pidfile.write()
-    if pidfile.fd is not None:
-        runner.child_fds.append(pidfile.fd)  # workers must not keep the lock alive
+    runner.after_fork.append(pidfile.close_in_child)  # workers must not keep the lock alive
 
 
 def _drop_hook(identity: privileges.Identity, settings_user: str | None) -> None:
@@ -105,7 +104,7 @@ def run_service(config: Config, *, log_level: str | None = None, daemon: bool = 
                     raise StartFailed(code, message)
                 return 0
             reporter = outcome
-            runner.child_fds.append(reporter.fd)
+            runner.after_fork.append(reporter.close_in_child)
             runner.on_ready.append(reporter.ok)
         if pidfile is not None:
             runner.before_workers.append(lambda: _pid_file_hook(runner, pidfile))

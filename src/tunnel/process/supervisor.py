@@ -122,7 +122,11 @@ class Supervisor:
         self.notify: Callable[[str], object] = lambda _state: None
         self.before_workers: list[Hook] = []
         self.on_ready: list[Hook] = []
-        self.child_fds: list[int] = []  # closed in every worker right after fork
+        # Run in every worker right after fork, to close what only the supervisor may hold.
+        # Hooks rather than descriptor numbers: a number closed in the supervisor is soon
+        # reused (by a report channel or a socket), and closing it again in a worker would
+        # close that instead.
+        self.after_fork: list[Hook] = []
         self.observer = Observer(config, self.workers)
 
     def prepare(self) -> None:
@@ -147,9 +151,8 @@ class Supervisor:
                 signal.signal(signal.SIGUSR1, signal.SIG_IGN)
                 signal.pthread_sigmask(signal.SIG_SETMASK, set())
                 die_with_parent()
-                for fd in self.child_fds:
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
+                for hook in self.after_fork:
+                    hook()
                 self.observer.in_child()
                 close_foreign(self.pool, self.config, slot.index)
                 mine = self.pool.for_worker(self.config, slot.index)
