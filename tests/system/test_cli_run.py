@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
 import signal
@@ -22,11 +21,9 @@ from .conftest import (
     Certs,
     Launcher,
     Running,
-    alive,
     port_accepts,
     read_request,
     start_run,
-    wait_for,
 )
 
 pytestmark = pytest.mark.timeout(90)
@@ -173,26 +170,6 @@ def test_openssl_s_client(served: Running, flag: str, protocol: str, cipher: str
     assert "hello from the backend" in output
 
 
-def test_sigterm_drains_transfer_in_flight(
-    tunnel: Launcher, tmp_path: Path, certs: Certs, backend_factory: BackendFactory
-) -> None:
-    running = start_run(tunnel, tmp_path, certs, backend_factory(slow_handler))
-    sock, first = start_slow_transfer(running)
-    with sock:
-        running.proc.signal(signal.SIGTERM)
-        running.proc.wait_log(r"stop signal: draining")
-        running.proc.wait_log(r"draining 1 connection")
-        assert not handshake_possible(running)
-        data = read_all(sock, first)
-    head, _, body = data.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200 OK")
-    assert len(body) == len(slow_body())
-    assert hashlib.sha256(body).digest() == hashlib.sha256(slow_body()).digest()
-    assert running.proc.wait(20) == 0
-    assert "tunnel stopped" in running.proc.stderr()
-    assert not port_accepts(running.port)
-
-
 def test_new_connections_refused_while_draining(
     tunnel: Launcher, tmp_path: Path, certs: Certs, backend_factory: BackendFactory
 ) -> None:
@@ -227,22 +204,3 @@ def test_second_sigterm_exits_at_once(
             assert time.monotonic() - started < 5
     finally:
         hold.set()
-
-
-def test_killed_worker_is_replaced(served: Running) -> None:
-    proc = served.proc
-    match = proc.wait_log(r"worker 0 started \(pid (\d+)\)")
-    old = int(match.group(1))
-    assert old in proc.worker_pids()
-    offset = len(proc.stderr())
-    os.kill(old, signal.SIGKILL)
-    proc.wait_log(rf"worker 0 \(pid {old}\) killed by signal 9; restarting", start=offset)
-    new = int(proc.wait_log(r"worker 0 started \(pid (\d+)\)", start=offset).group(1))
-    assert new != old
-    wait_for("the old worker to be reaped", lambda: not alive(old))
-    assert new in proc.worker_pids() and len(proc.worker_pids()) == 2
-    for _ in range(6):
-        result = curl(served)
-        assert result.returncode == 0, result.stderr
-        assert result.stdout == "hello from the backend\n"
-    assert proc.popen.poll() is None
