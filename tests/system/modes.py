@@ -120,12 +120,15 @@ def start_service(
     backend: Backend,
     mode: str,
     started: list[Service],
+    *,
+    relative: bool = False,
     **settings: str,
 ) -> Service:
     """Write a config, start ``tunnel run`` in ``mode``, wait until its port accepts.
 
-    The service is appended to ``started`` at once, so a fixture can stop it whatever
-    happens next.
+    ``relative``: name the file relative to the working directory (``tmp_path``). The
+    service is appended to ``started`` at once, so a fixture can stop it whatever happens
+    next.
     """
     port = free_port()
     log_path, pid_file = tmp_path / "tunnel.log", tmp_path / "tunnel.pid"
@@ -137,7 +140,8 @@ def start_service(
         **settings,
     }
     config = write_config(tmp_path / "tunnel.ini", certs, port, backend.port, **settings)
-    launched = tunnel.start("run", "-c", str(config))
+    assert tunnel.workdir == tmp_path
+    launched = tunnel.start("run", "-c", config.name if relative else str(config))
     if mode == "daemon":
         code = launched.wait(30)
         assert code == 0, launched.stderr()

@@ -19,7 +19,8 @@ LISTENER = "[web]\naccept = 127.0.0.1:8443\ncert = a.pem\nconnect = 127.0.0.1:80
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
-        (b"ok\n", (0, "")),
+        (b"ok 4321", (0, "4321")),
+        (b"ok ", (1, "the daemon exited during start-up (see its log)")),
         (b"fail 2 /t.ini: [web] cert: bad", (2, "/t.ini: [web] cert: bad")),
         (b"fail 1 two\nlines", (1, "two\nlines")),
         (b"", (1, "the daemon exited during start-up (see its log)")),

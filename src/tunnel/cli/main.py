@@ -79,11 +79,27 @@ def _setup_logging(config: Config, override: str | None) -> None:
         ) from None
 
 
+def _log_destination(config: Config) -> str:
+    """Where a daemon's log goes, for the line ``tunnel run`` prints once it started."""
+    settings = config.tunnel
+    if settings.log_target == "file":
+        return os.path.abspath(settings.log_file or "")
+    if settings.log_target == "syslog":
+        return f"syslog (facility {settings.log_facility})"
+    return "discarded (log_target = stderr; set syslog or file in [tunnel])"
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """``tunnel run``: serve the configured listeners (in the background with --daemon)."""
     config = load_config(args.config)
     _setup_logging(config, args.log_level)
-    return service.run_service(config, log_level=args.log_level, daemon=args.daemon)
+
+    def announce(pid: int) -> None:
+        _out(f"started, pid {pid}, log: {_log_destination(config)}")
+
+    return service.run_service(
+        config, log_level=args.log_level, daemon=args.daemon, announce=announce
+    )
 
 
 # --------------------------------------------------------------------------- reload

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 
-_OK = b"ok\n"
+_OK = b"ok "
 
 
 class Reporter:
@@ -24,8 +24,8 @@ class Reporter:
         self.fd = fd
 
     def ok(self) -> None:
-        """Tell the waiting process that start-up succeeded."""
-        self._send(_OK)
+        """Tell the waiting process that start-up succeeded, and the daemon's pid."""
+        self._send(_OK + str(os.getpid()).encode())
 
     def fail(self, code: int, message: str) -> None:
         """Tell the waiting process that start-up failed, and why."""
@@ -60,9 +60,12 @@ def _read_all(fd: int) -> bytes:
 
 
 def parse_report(data: bytes) -> tuple[int, str]:
-    """The exit code and message for what the daemon reported (pure)."""
-    if data == _OK:
-        return 0, ""
+    """The exit code and message for what the daemon reported (pure).
+
+    On success the message is the daemon's pid.
+    """
+    if data.startswith(_OK) and data[len(_OK) :].isdigit():
+        return 0, data[len(_OK) :].decode()
     if data.startswith(b"fail "):
         code, _, message = data[5:].decode(errors="replace").partition(" ")
         if code.isdigit():
@@ -72,7 +75,7 @@ def parse_report(data: bytes) -> tuple[int, str]:
 
 def daemonize() -> Reporter | tuple[int, str]:
     """Detach. In the daemon, return its Reporter; in the original process, wait for the
-    daemon's report and return ``(exit code, message)``."""
+    daemon's report and return ``(exit code, message)`` (see :func:`parse_report`)."""
     read_end, write_end = os.pipe()
     first = os.fork()
     if first > 0:  # the original process

@@ -12,9 +12,11 @@ The order matters and is the point of this module:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
+from collections.abc import Callable
 
 from tunnel.config import Address, Config
 from tunnel.errors import ConfigErrors, TunnelError
@@ -76,8 +78,22 @@ def _drop_hook(identity: privileges.Identity, settings_user: str | None) -> None
     log.info("running as uid %d, gid %d", os.getuid(), os.getgid())
 
 
-def run_service(config: Config, *, log_level: str | None = None, daemon: bool = False) -> int:
-    """Run the supervisor as configured; return the exit code (raise on start-up errors)."""
+def run_service(
+    config: Config,
+    *,
+    log_level: str | None = None,
+    daemon: bool = False,
+    announce: Callable[[int], None] | None = None,
+) -> int:
+    """Run the supervisor as configured; return the exit code (raise on start-up errors).
+
+    In daemon mode the original process returns once the daemon serves, after calling
+    ``announce`` with the daemon's pid.
+    """
+    detach = daemon or config.tunnel.daemon
+    if detach and not config.path.startswith("<"):
+        # The daemon changes to "/": a relative path would name another file on reload.
+        config = dataclasses.replace(config, path=os.path.abspath(config.path))
     identity = privileges.resolve(config)
     privileges.check_root(config, identity)
     pidfile = PidFile(config.tunnel.pid_file) if config.tunnel.pid_file else None
@@ -91,7 +107,7 @@ def run_service(config: Config, *, log_level: str | None = None, daemon: bool = 
             runner.prepare()
         except OSError as exc:
             raise TunnelError(f"cannot start: {exc}") from exc
-        if daemon or config.tunnel.daemon:
+        if detach:
             if config.tunnel.log_target == "stderr":
                 log.warning(
                     "daemon mode: logs to stderr will be discarded; "
@@ -102,6 +118,8 @@ def run_service(config: Config, *, log_level: str | None = None, daemon: bool = 
                 code, message = outcome
                 if code:
                     raise StartFailed(code, message)
+                if announce is not None:
+                    announce(int(message))
                 return 0
             reporter = outcome
             runner.after_fork.append(reporter.close_in_child)
