@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,8 +37,9 @@ def test_relative_config_path_survives_daemonizing(
         tunnel, tmp_path, certs, hello_backend, "daemon", services, relative=True
     )
     write_certs(certs.ca, certs.cert_pem.parent)
-    service.signal(signal.SIGHUP)
-    service.wait_log(r"reload(: generation 2 serving| failed)")
+    result = tunnel.run("reload", "-c", "tunnel.ini")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"Reloaded pid {service.pid}: generation 2 serving\n"
     assert "reload failed" not in service.log()
     assert f"reload: reading {tmp_path / 'tunnel.ini'}" in service.log()
     assert fetch(service.port, certs.ca_pem)[1].endswith(b"hello from the backend\n")

@@ -224,7 +224,7 @@ def test_reload_command(
     assert pid_file.read_text() == f"{running.proc.pid}\n"
     result = tunnel.run("reload", "-c", str(running.config))
     assert result.returncode == 0, result.stderr
-    assert f"Sent SIGHUP to pid {running.proc.pid}" in result.stdout
+    assert result.stdout == f"Reloaded pid {running.proc.pid}: generation 2 serving\n"
     running.proc.wait_log(generation_line(2))
 
     # A broken file is reported here, and the running Tunnel is not signalled.
@@ -239,7 +239,8 @@ def test_reload_command(
     )
 
     result = tunnel.run("reload", "--pid", str(running.proc.pid))
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stderr  # without -c it cannot wait for the outcome
+    assert "give -c FILE to wait for it" in result.stdout
     running.proc.wait_log(r"reload failed: .*conect")
     running.config.write_text(good)
     running.proc.stop()

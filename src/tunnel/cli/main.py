@@ -27,7 +27,7 @@ from tunnel.config import (
 )
 from tunnel.errors import ConfigError, ConfigErrors, TunnelError
 from tunnel.observe.log import setup_from_settings, setup_logging
-from tunnel.process import generation, privileges, service, supervisor
+from tunnel.process import generation, privileges, reload_status, service, supervisor
 from tunnel.process.pidfile import read_pid
 from tunnel.tls.contexts import CertInfo, describe_certificates
 
@@ -122,23 +122,38 @@ def _pid_from_config(config: Config) -> int:
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
-    """``tunnel reload``: validate the configuration, then send SIGHUP to the supervisor."""
+    """``tunnel reload``: validate the configuration, send SIGHUP, wait for the outcome."""
     if args.config is None and args.pid is None:
         raise UsageError("give -c FILE (its pid_file finds the process) or --pid PID")
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be more than 0 seconds")
     pid = args.pid
+    status_file = None
     if args.config is not None:
         # Validate first, so that mistakes reach this terminal and nothing is signalled.
         config = load_config(args.config)
         generation.build_contexts(config)
         if pid is None:
             pid = _pid_from_config(config)
+        if config.tunnel.pid_file:
+            status_file = reload_status.status_path(config.tunnel.pid_file)
+    before = reload_status.read_status(status_file) if status_file else None
     try:
         os.kill(pid, signal.SIGHUP)
     except ProcessLookupError:
         raise TunnelError(f"no process {pid}: Tunnel is not running (stale pid file?)") from None
     except PermissionError:
         raise TunnelError(f"not allowed to signal pid {pid}: run as its user or root") from None
-    _out(f"Sent SIGHUP to pid {pid}: it reloads and logs the outcome")
+    if status_file is None or before is None:
+        where = f"{status_file} is missing" if status_file else "give -c FILE to wait for it"
+        _out(f"Sent SIGHUP to pid {pid}: it reloads and logs the outcome ({where})")
+        return EXIT_OK
+    outcome = reload_status.wait_outcome(status_file, before.serial, pid, args.timeout)
+    if outcome.state == reload_status.FAILED:
+        for line in outcome.message.splitlines():
+            _err(f"tunnel: reload failed: {line}")
+        return EXIT_FAILURE
+    _out(f"Reloaded pid {pid}: {outcome.message}")
     return EXIT_OK
 
 
@@ -372,6 +387,13 @@ def build_parser() -> argparse.ArgumentParser:
         "-c", "--config", metavar="FILE", help="validate FILE; its pid_file finds Tunnel"
     )
     rel.add_argument("--pid", type=int, metavar="PID", help="the supervisor's process id")
+    rel.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long to wait for the outcome (default 30)",
+    )
     rel.set_defaults(func=cmd_reload)
 
     check = sub.add_parser("check", help="validate a configuration without serving")

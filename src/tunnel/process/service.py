@@ -23,6 +23,7 @@ from tunnel.errors import ConfigErrors, TunnelError
 from tunnel.process import privileges, sd_notify
 from tunnel.process.daemon import Reporter, daemonize
 from tunnel.process.pidfile import PidFile
+from tunnel.process.reload_status import StatusFile, status_path
 from tunnel.process.supervisor import Supervisor
 
 log = logging.getLogger("tunnel.service")
@@ -64,9 +65,22 @@ def adopt_activated(config: Config, socks: list[socket.socket]) -> dict[Address,
     return adopted
 
 
-def _pid_file_hook(runner: Supervisor, pidfile: PidFile) -> None:
+def _pid_file_hook(runner: Supervisor, pidfile: PidFile, status: list[StatusFile]) -> None:
     pidfile.write()
     runner.after_fork.append(pidfile.close_in_child)  # workers must not keep the lock alive
+    # Beside the pid file, and opened before privileges are dropped (see reload_status).
+    try:
+        status.append(StatusFile(status_path(pidfile.path)))
+    except OSError as exc:
+        log.warning(
+            "cannot create %s (%s): 'tunnel reload' will not see reload outcomes",
+            status_path(pidfile.path),
+            exc.strerror,
+        )
+        return
+    runner.tracker.publish = status[0].write
+    runner.after_fork.append(status[0].close_in_child)
+    status[0].write(runner.tracker.status)
 
 
 def _drop_hook(identity: privileges.Identity, settings_user: str | None) -> None:
@@ -102,6 +116,7 @@ def run_service(
     activated = adopt_activated(config, sd_notify.listen_fds())
     runner = Supervisor(config, log_level=log_level, inherited=activated)
     reporter: Reporter | None = None
+    status: list[StatusFile] = []
     try:
         try:
             runner.prepare()
@@ -125,7 +140,7 @@ def run_service(
             runner.after_fork.append(reporter.close_in_child)
             runner.on_ready.append(reporter.ok)
         if pidfile is not None:
-            runner.before_workers.append(lambda: _pid_file_hook(runner, pidfile))
+            runner.before_workers.append(lambda: _pid_file_hook(runner, pidfile, status))
         if identity is not None:
             runner.before_workers.append(lambda: _drop_hook(identity, config.tunnel.user))
         if os.environ.get("NOTIFY_SOCKET"):
@@ -140,5 +155,7 @@ def run_service(
             reporter.fail(1, str(exc))
         raise
     finally:
+        for status_file in status:
+            status_file.remove()
         if pidfile is not None:
             pidfile.remove()

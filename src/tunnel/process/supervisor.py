@@ -47,6 +47,7 @@ from tunnel.observe.collector import Observer
 from tunnel.observe.log import reopen_logs
 from tunnel.process.generation import apply_logging, build_contexts, destination, worker_count
 from tunnel.process.listen import SocketPool, close_foreign
+from tunnel.process.reload_status import ReloadTracker
 from tunnel.process.watch import CertWatch
 
 log = logging.getLogger("tunnel.supervisor")
@@ -128,6 +129,7 @@ class Supervisor:
         # close that instead.
         self.after_fork: list[Hook] = []
         self.observer = Observer(config, self.workers)
+        self.tracker = ReloadTracker(lambda _status: None)  # the outcome, for `tunnel reload`
 
     def prepare(self) -> None:
         """Load certificates and bind sockets; raise ConfigErrors on any problem."""
@@ -203,6 +205,7 @@ class Supervisor:
             # Signals stay blocked; the wait is for worker reports and admin clients,
             # and pending signals are collected right after it.
             self.observer.poll(_POLL_SECONDS)
+            self.tracker.poll(self.observer.reporting() == self.workers)
             info = signal.sigtimedwait(_SIGNALS, 0)
             if info is not None:
                 self._on_signal(info.si_signo)
@@ -280,9 +283,11 @@ class Supervisor:
         A transaction: the new TLS contexts are built and the new sockets bound first; on
         any error the running generation keeps serving and the error is logged.
         """
+        self.tracker.begin()
         path = self.config.path
         if path.startswith("<"):
             log.warning("reload: %s has no configuration file to re-read; ignored", path)
+            self.tracker.failed(f"{path} has no configuration file to re-read")
             return False
         self.notify(
             f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}"
@@ -333,6 +338,7 @@ class Supervisor:
         )
         self.notify(f"READY=1\nSTATUS=serving, generation {self.generation}")
         self.observer.reloads["ok"] += 1
+        self.tracker.forked(self.generation)
         return True
 
     def _reload_failed(self, problems: list[str]) -> bool:
@@ -340,6 +346,7 @@ class Supervisor:
         for problem in problems:
             log.error("reload failed: %s", problem)
         log.error("reload failed: still serving the previous configuration")
+        self.tracker.failed("\n".join([*problems, "still serving the previous configuration"]))
         self.notify(f"READY=1\nSTATUS=reload failed: {problems[0]}")
         return False
 
@@ -395,6 +402,7 @@ class Supervisor:
         delay = min(_MAX_BACKOFF, 0.1 * (2**slot.failures)) if slot.failures else 0.0
         slot.restart_at = time.monotonic() + delay
         log.error("worker %d (pid %d) %s; restarting in %.1fs", slot.index, pid, how, delay)
+        self.tracker.worker_died(slot.index, how)
 
 
 def run(config: Config, *, log_level: str | None = None) -> int:
