@@ -18,6 +18,7 @@ import ctypes
 import logging
 import os
 import ssl
+import time
 
 from tunnel._native import openssl as _openssl
 
@@ -27,6 +28,10 @@ KEY_SIZE = 80
 NAME_SIZE = 16
 IV_SIZE = 16
 REFRESH_SECONDS = 2.0
+# A file that stays broken is named again this often, not at every refresh (every 2 s in
+# every worker, which buried every other line of the log).
+WARN_AGAIN_SECONDS = 600.0
+_clock = time.monotonic
 
 # OSSL_PARAM, as in <openssl/core.h>.
 _UTF8_STRING = 4
@@ -78,6 +83,7 @@ class TicketKeys:
         self._state = (0, 0, 0)
         self._current: tuple[bytes, bytes, bytes] = (b"", b"", b"")
         self._by_name: dict[bytes, tuple[bytes, bytes, bool]] = {}
+        self._warned: tuple[str, float] | None = None  # the last problem logged, and when
         self._load()
         self._callback = _openssl.TICKET_CALLBACK(self._on_ticket)
         self._crypto = _openssl.libcrypto()
@@ -111,10 +117,26 @@ class TicketKeys:
                 return False
             self._load()
         except (OSError, TicketKeyError) as exc:
-            log.warning("ticket_key_file %s: %s; keeping the previous keys", self.path, exc)
+            self._warn(str(exc))
             return False
+        self._warned = None
         log.info("ticket keys reloaded from %s (%d key(s))", self.path, len(self._by_name))
         return True
+
+    def _warn(self, problem: str) -> None:
+        now = _clock()
+        if self._warned is not None:
+            last, when = self._warned
+            if last == problem and now - when < WARN_AGAIN_SECONDS:
+                return
+        self._warned = (problem, now)
+        log.warning(
+            "ticket_key_file %s: %s; keeping the previous keys (said again every %.0f minutes "
+            "while it lasts)",
+            self.path,
+            problem,
+            WARN_AGAIN_SECONDS / 60,
+        )
 
     def _set_hmac(self, hctx: int | None, hmac_key: bytes) -> bool:
         key = ctypes.create_string_buffer(hmac_key, len(hmac_key))
