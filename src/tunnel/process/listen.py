@@ -8,6 +8,16 @@ only closing the *last* descriptor of a listening socket resets the connections 
 on it. A reload therefore reuses the sockets of unchanged addresses (``SocketPool.plan``)
 and closes only those of removed addresses (``SocketPool.commit``).
 
+Fewer ``workers`` after a reload do not close the sockets of the removed slots either:
+they become *spares* that every remaining worker accepts from. Closing one would reset the
+connections in its backlog, and there is no safe moment to do it: until the very close,
+the kernel keeps spreading new connections onto it (Linux can migrate them to the other
+sockets of the group, but only with the ``net.ipv4.tcp_migrate_req`` sysctl, off by
+default). Sharing the spares keeps the load even (each worker's own socket, plus an equal
+chance at each spare) and costs one descriptor per spare; when ``workers`` grows again,
+the spares are the new slots' sockets. So an address holds as many sockets as the largest
+worker count it has been served with.
+
 Sockets handed over by systemd socket activation (``LISTEN_FDS``) are used as they are:
 one socket per address, shared by every worker.
 """
@@ -114,7 +124,7 @@ class SocketPool:
         old = self.bound.get(addr, [])
         if not old and addr.port:
             probe_free(addr)
-        socks = old[:workers]
+        socks = list(old)  # spares included: see the module's docstring
         for sock in socks:
             # listen() again on a listening socket only changes its backlog.
             sock.listen(backlog)
@@ -139,10 +149,17 @@ class SocketPool:
         for socks in planned.values():
             _close([sock for sock in socks if id(sock) not in keep])
 
-    def for_worker(self, config: Config, index: int) -> dict[str, list[socket.socket]]:
-        """Worker ``index``'s sockets, per listener name."""
+    def for_worker(
+        self, config: Config, index: int, workers: int
+    ) -> dict[str, list[socket.socket]]:
+        """Worker ``index``'s sockets, per listener name: its own, and every spare."""
         return {
-            listener.name: [self.bound[addr][index] for addr in listener.accept]
+            listener.name: [
+                sock
+                for addr in listener.accept
+                for slot, sock in enumerate(self.bound[addr])
+                if slot == index or slot >= workers
+            ]
             for listener in config.listeners
         }
 
@@ -154,9 +171,11 @@ class SocketPool:
         self.bound = {}
 
 
-def close_foreign(pool: SocketPool, config: Config, index: int) -> None:
+def close_foreign(pool: SocketPool, config: Config, index: int, workers: int) -> None:
     """In worker ``index`` after fork: close the copies of other workers' sockets."""
-    mine = {id(sock) for socks in pool.for_worker(config, index).values() for sock in socks}
+    mine = {
+        id(sock) for socks in pool.for_worker(config, index, workers).values() for sock in socks
+    }
     for socks in pool.bound.values():
         for sock in socks:
             if id(sock) not in mine:

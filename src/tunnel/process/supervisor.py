@@ -156,8 +156,8 @@ class Supervisor:
                 for hook in self.after_fork:
                     hook()
                 self.observer.in_child()
-                close_foreign(self.pool, self.config, slot.index)
-                mine = self.pool.for_worker(self.config, slot.index)
+                close_foreign(self.pool, self.config, slot.index, self.workers)
+                mine = self.pool.for_worker(self.config, slot.index, self.workers)
                 code = run_worker(self.config, self.contexts, mine, report)
             except BaseException:
                 log.exception("worker %d failed", slot.index)
