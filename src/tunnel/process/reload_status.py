@@ -152,15 +152,20 @@ class StatusFile:
         self.fd = None
 
 
-def read_status(path: str) -> ReloadStatus | None:
-    """The published status; None if the file is missing or half-written."""
-    try:
-        with open(path, "rb") as stream:
-            return parse_status(stream.read(4096))
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise TunnelError(f"cannot read the reload status {path}: {exc.strerror}") from None
+def read_status(path: str, attempts: int = 20) -> ReloadStatus | None:
+    """The published status; None if the file is missing (or stays half-written)."""
+    for _ in range(attempts):
+        try:
+            with open(path, "rb") as stream:
+                status = parse_status(stream.read(4096))
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise TunnelError(f"cannot read the reload status {path}: {exc.strerror}") from None
+        if status is not None:
+            return status
+        time.sleep(0.01)  # caught between the supervisor's truncate and write
+    return None
 
 
 def _alive(pid: int) -> bool:
