@@ -10,7 +10,7 @@ unexpected exception when it finds a bug; :mod:`run` hands them to atheris, and
   need more data, or all fail), only ``ProxyProtocolError`` may be raised, and the
   buffer never holds more than the cap.
 * ``config``: the input, decoded as UTF-8 (undecodable bytes replaced), is given to
-  :func:`~tunnel.config.parser.parse_config`: it returns a ``Config`` or raises ``ConfigErrors``
+  :func:`~tunnel.config.parse_config`: it returns a ``Config`` or raises ``ConfigErrors``
   whose every error is located in the file and has a hint.
 """
 
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
-from tunnel.config import parser as config  # noqa: E402
+from tunnel import config  # noqa: E402
 from tunnel.errors import ConfigError, ConfigErrors  # noqa: E402
 from tunnel.wire import proxy_protocol  # noqa: E402
 from tunnel.wire.proxy_protocol import (  # noqa: E402

@@ -12,12 +12,14 @@ from hypothesis import strategies as st
 
 from tunnel.config import (
     INHERITABLE_KEYS,
+    KEYS,
     LISTENER_KEYS,
     TUNNEL_KEYS,
     Address,
     Config,
     ConfigValueError,
     ListenerConfig,
+    Scope,
     TunnelSettings,
     load_config,
     parse_address,
@@ -601,12 +603,13 @@ tls_min = 1.0
 accept = [::1]:8443
 """
     errors = errors_of(text)
+    # In the order of the file; missing keys after the section's other problems.
     assert [(e.section, e.key) for e in errors] == [
-        ("tunnel", "log_levl"),
         ("tunnel", "workers"),
-        ("web", "tls_min"),
-        ("web", "handshake_timeout"),
+        ("tunnel", "log_levl"),
         ("web", "accept"),
+        ("web", "handshake_timeout"),
+        ("web", "tls_min"),
         ("api", "cert"),
         ("api", "connect"),
     ]
@@ -699,13 +702,42 @@ def test_shipped_example_parses() -> None:
     assert web == defaults, "the example should show the defaults"
 
 
-@pytest.mark.parametrize("key", sorted(TUNNEL_KEYS | LISTENER_KEYS))
-def test_shipped_example_documents_every_key(key: str) -> None:
+def example_parts() -> dict[Scope, str]:
+    """tunnel.ini's text for each scope: [tunnel], the [web] listener, the backend comment."""
     text = EXAMPLE.read_text(encoding="utf-8")
+    tunnel, rest = text.split("\n[web]\n", 1)
+    listener, backend = rest.split("\n# [backend:NAME] sections", 1)
+    return {
+        Scope.TUNNEL: tunnel,
+        Scope.LISTENER: listener,
+        Scope.DEFAULT: listener,
+        Scope.BACKEND: backend,
+    }
+
+
+@pytest.mark.parametrize(
+    ("key", "scope"),
+    [(k.name, scope) for k in KEYS for scope in Scope if k.scope & scope],
+)
+def test_shipped_example_documents_every_key(key: str, scope: Scope) -> None:
+    """Every key of the schema is shown and described where it may be written."""
+    text = example_parts()[scope]
+    if scope is Scope.BACKEND:  # one comment block lists the backend keys
+        assert re.search(rf"^#.*\b{key}\b", text, re.MULTILINE), f"no backend {key!r}"
+        return
     setting = re.compile(rf"^[#;]?\s*{key}\s*=", re.MULTILINE)
     described = re.compile(rf"^#\s*(?:\w+ / )?{key}(?: / \w+)?(?: \(required\))?:", re.MULTILINE)
     assert setting.search(text), f"tunnel.ini shows no example line for {key!r}"
     assert described.search(text), f"tunnel.ini does not describe {key!r}"
+
+
+def test_shipped_example_lists_the_listener_defaults() -> None:
+    """The [tunnel] part lists exactly the keys [tunnel] may set for every listener."""
+    tunnel = example_parts()[Scope.TUNNEL]
+    listing = tunnel.split("does not set it itself.", 1)[1].split("\n\n", 1)[0]
+    comments = [line for line in listing.splitlines()[1:] if line.startswith("#")]
+    listed = set(re.findall(r"\b[a-z][a-z0-9_]+\b", "\n".join(comments)))
+    assert listed == set(INHERITABLE_KEYS)
 
 
 # --------------------------------------------------------------------------- robustness

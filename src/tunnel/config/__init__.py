@@ -18,12 +18,22 @@ from tunnel.config.model import (
     TunnelSettings,
 )
 from tunnel.config.parser import (
+    InputFile,
+    Parsed,
+    load_config,
+    load_partial,
+    missing_inputs,
+    parse_config,
+    parse_partial,
+)
+from tunnel.config.schema import (
     BACKEND_KEYS,
     INHERITABLE_KEYS,
+    KEYS,
     LISTENER_KEYS,
     TUNNEL_KEYS,
-    load_config,
-    parse_config,
+    Key,
+    Scope,
 )
 from tunnel.config.values import (
     TLS_VERSIONS,
@@ -36,6 +46,7 @@ from tunnel.config.values import (
 __all__ = [
     "BACKEND_KEYS",
     "INHERITABLE_KEYS",
+    "KEYS",
     "LISTENER_KEYS",
     "TLS_VERSIONS",
     "TUNNEL_KEYS",
@@ -45,13 +56,20 @@ __all__ = [
     "Config",
     "ConfigValueError",
     "IPNetwork",
+    "InputFile",
+    "Key",
     "ListenerConfig",
+    "Parsed",
+    "Scope",
     "SyslogAddress",
     "TunnelSettings",
     "load_config",
+    "load_partial",
+    "missing_inputs",
     "parse_address",
     "parse_config",
     "parse_duration",
+    "parse_partial",
     "parse_size",
     "parse_syslog_address",
 ]

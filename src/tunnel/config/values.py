@@ -2,8 +2,9 @@
 
 Each converter takes the text of one key and returns its value or raises
 ``ConfigValueError`` carrying a hint; :mod:`tunnel.config.parser` adds the file, section and key.
-Factories (``duration_range``, ``size_range``, ``integer_range``, ``one_of``) build the
-converter for a key's allowed range.
+Factories (``duration_range``, ``size_range``, ``integer_range``, ``one_of``,
+``address_list``) build the converter for a key's allowed range. A converter that finds
+several problems in one value raises :class:`ValueProblems`, so that each is reported.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 from collections.abc import Callable
 
 from tunnel.config.model import Address, ConfigValueError, IPNetwork, SyslogAddress
+from tunnel.config.routing import Route, RouteError, parse_routes
 
 TLS_VERSIONS = ("1.2", "1.3")
 
@@ -301,3 +303,87 @@ def alpn_list(text: str) -> tuple[str, ...]:
     if len(set(protocols)) != len(protocols):
         raise ConfigValueError("a protocol is listed twice", "list each protocol once")
     return protocols
+
+
+class ValueProblems(ConfigValueError):
+    """Several problems in one value (e.g. two bad addresses in one list), each reported."""
+
+    def __init__(self, problems: list[ConfigValueError]) -> None:
+        super().__init__(problems[0].message, problems[0].hint)
+        self.problems = problems
+
+
+def _raise_all(problems: list[ConfigValueError]) -> None:
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise ValueProblems(problems)
+
+
+def address_list(*, accept: bool) -> Callable[[str], tuple[Address, ...]]:
+    """Addresses separated by commas or whitespace; ``accept`` takes TCP ones only."""
+
+    def convert(text: str) -> tuple[Address, ...]:
+        result: list[Address] = []
+        problems: list[ConfigValueError] = []
+        for word in filter(None, LIST_SPLIT_RE.split(text)):
+            try:
+                address = parse_address(word)
+                _check_end(word, address, accept=accept)
+                if address in result:
+                    raise ConfigValueError(f"{word!r} is listed twice", "remove one")
+            except ConfigValueError as exc:
+                problems.append(exc)
+                continue
+            result.append(address)
+        _raise_all(problems)
+        return tuple(result)
+
+    return convert
+
+
+def _check_end(word: str, address: Address, *, accept: bool) -> None:
+    if accept and address.kind == "unix":
+        raise ConfigValueError(
+            f"cannot accept on {word!r}", "accept takes TCP addresses only: host:port"
+        )
+    if not accept and word.startswith("*:"):
+        raise ConfigValueError(
+            f"cannot connect to {word!r}", "'*' means all interfaces; give a backend host"
+        )
+
+
+def path_list(text: str) -> tuple[str, ...]:
+    """File paths separated by commas or new lines (resolved by the parser afterwards)."""
+    paths = PATH_SPLIT_RE.split(text.strip())
+    if not any(paths):  # e.g. "client_ca = ,": separators only (found by fuzzing)
+        raise ConfigValueError("has no file path", "give the path of a PEM file")
+    if not all(paths):
+        raise ConfigValueError("has an empty path", "separate PEM file paths with commas")
+    return tuple(paths)
+
+
+def first_path(text: str) -> str:
+    """A path list of which only the first entry is used (``client_ca``)."""
+    return path_list(text)[0]
+
+
+def words(text: str) -> tuple[str, ...]:
+    """Names separated by commas or new lines (they may contain spaces)."""
+    return tuple(w.strip() for w in re.split(r"[,\n]", text) if w.strip())
+
+
+def lower_words(text: str) -> tuple[str, ...]:
+    """Like :func:`words`, lower-cased (DNS names)."""
+    return tuple(w.lower() for w in words(text))
+
+
+def routes(text: str) -> tuple[Route, ...]:
+    """SNI/ALPN route rules (see :func:`tunnel.config.routing.parse_routes`)."""
+    try:
+        rules = parse_routes(text)
+    except RouteError as exc:
+        raise ConfigValueError(exc.message, exc.hint) from None
+    if not rules:
+        raise ConfigValueError("has no rules", "add e.g. 'route = sni:api.example.com=api'")
+    return rules
