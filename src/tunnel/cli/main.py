@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import resource
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -22,9 +23,13 @@ from tunnel.config import (
     Config,
     ConfigValueError,
     ListenerConfig,
+    TunnelSettings,
     load_config,
+    load_partial,
+    missing_inputs,
     parse_address,
 )
+from tunnel.dataplane.accept import fd_capped
 from tunnel.errors import ConfigError, ConfigErrors, TunnelError
 from tunnel.observe.log import setup_from_settings, setup_logging
 from tunnel.process import generation, privileges, reload_status, service, supervisor
@@ -224,20 +229,39 @@ def _listener_summary(listener: ListenerConfig) -> list[str]:
     ]
 
 
+def _max_connections(settings: TunnelSettings, warnings: list[str]) -> str:
+    """max_connections, and the lower cap the open-files limit puts on it (as workers do).
+
+    Like a worker, warn only about a value that was written: the default is a ceiling.
+    """
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]  # `run` raises the soft limit to it
+    wanted = settings.max_connections
+    capped = fd_capped(wanted, nofile=hard)
+    if capped == wanted:
+        return str(wanted)
+    if wanted != TunnelSettings().max_connections:
+        warnings.append(
+            f"WARN: max_connections {wanted} needs more open files than the limit ({hard}) "
+            f"allows: each worker takes at most {capped}; raise the hard limit "
+            "(ulimit -Hn, systemd LimitNOFILE=) or lower max_connections"
+        )
+    return f"{wanted} (open-files limit {hard}: {capped} per worker)"
+
+
 def _summary(config: Config, certs: dict[str, list[CertInfo]]) -> tuple[list[str], list[str]]:
     """The lines ``tunnel check`` prints: the summary and the warnings."""
     now = datetime.datetime.now(datetime.UTC)
     settings = config.tunnel
     count = generation.worker_count(config)
     how = " (auto: one per CPU core)" if settings.workers == 0 else ""
+    warnings: list[str] = []
     lines = [
         f"{config.path}: OK",
-        f"  workers {count}{how}; max_connections {settings.max_connections}; "
+        f"  workers {count}{how}; max_connections {_max_connections(settings, warnings)}; "
         f"drain_timeout {_duration(settings.drain_timeout)}",
         f"  log: {settings.log_level} to {settings.log_target}"
         + (f" (facility {settings.log_facility})" if settings.log_target == "syslog" else ""),
     ]
-    warnings = []
     for listener in config.listeners:
         lines += _listener_summary(listener)
         for info in certs.get(listener.name, []):
@@ -247,10 +271,26 @@ def _summary(config: Config, certs: dict[str, list[CertInfo]]) -> tuple[list[str
     return lines, warnings
 
 
+def _check_all(path: str) -> Config:
+    """Parse ``path`` and load every certificate; ConfigErrors lists every problem at once.
+
+    Syntax and value errors do not hide file problems: the sections that parsed cleanly
+    are loaded as ``run`` would load them, and the files named by the others must exist.
+    """
+    parsed = load_partial(path)
+    errors = [*parsed.errors, *missing_inputs(parsed)]
+    try:
+        generation.build_contexts(parsed.config)
+    except ConfigErrors as exc:
+        errors += exc.errors
+    if errors:
+        raise ConfigErrors(errors)
+    return parsed.config
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     """``tunnel check``: validate everything, certificates included, without serving."""
-    config = load_config(args.config)
-    generation.build_contexts(config)
+    config = _check_all(args.config)
     identity = privileges.resolve(config)
     lines, warnings = _summary(config, _describe_all(config))
     try:

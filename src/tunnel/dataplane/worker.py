@@ -22,7 +22,7 @@ import ssl
 import uvloop
 
 from tunnel._native import malloc as _malloc
-from tunnel.config import Config
+from tunnel.config import Config, TunnelSettings
 from tunnel.dataplane.accept import AcceptGate, fd_capped
 from tunnel.dataplane.connection import ClientConnection, ListenerRuntime
 from tunnel.dataplane.plain_client import PlainClientConnection
@@ -55,7 +55,13 @@ class Worker:
         self.sockets = sockets
         self.max_connections = fd_capped(config.tunnel.max_connections)
         if self.max_connections < config.tunnel.max_connections:
-            log.warning(
+            # Waiting at the capped limit is the designed behaviour (no EMFILE, nothing
+            # dropped). The default max_connections is a ceiling that many open-files limits
+            # cannot reach: capping it is news (INFO), not something to fix at every start of
+            # every worker. A value someone wrote that cannot be had is worth a WARNING.
+            default = config.tunnel.max_connections == TunnelSettings().max_connections
+            log.log(
+                logging.INFO if default else logging.WARNING,
                 "max_connections %d needs more open files than the limit allows"
                 " (ulimit -n): using %d per worker",
                 config.tunnel.max_connections,
