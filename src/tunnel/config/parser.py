@@ -91,7 +91,7 @@ def read_section(
                 ctx.value_error(exc, name, raw)
     for key in schema.values():
         if key.required:
-            _require(name, key, items, fields, ctx)
+            _require(name, key, schema, items, fields, ctx)
     return Section(name, kind, items, fields)
 
 
@@ -106,14 +106,18 @@ def _unknown_key(name: str, kind: Kind, raw: str, schema: dict[str, Key], ctx: C
 
 
 def _require(
-    name: str, key: Key, items: dict[str, str], fields: dict[str, Any], ctx: Context
+    name: str,
+    key: Key,
+    schema: dict[str, Key],
+    items: dict[str, str],
+    fields: dict[str, Any],
+    ctx: Context,
 ) -> None:
     """Report a missing or empty required key (unless an alternative key stands in)."""
     if items.get(key.name, "").strip() or (name, key.name) in ctx.mentioned:
         return
-    kind_keys = keys(kind_of(name))
     # A present alternative (cert_dir for cert, backend for connect; client = yes) will do.
-    alternatives = [k for k in key.instead if k in kind_keys]
+    alternatives = [k for k in key.instead if k in schema]
     if key.name not in items and any(
         k in items and fields.get(k) is not False for k in alternatives
     ):
