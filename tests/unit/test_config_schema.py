@@ -60,19 +60,18 @@ def test_each_key_sets_a_field_and_each_field_has_a_key(kind: Kind) -> None:
     assert set(attrs) == fields
 
 
+SCOPES = {
+    "tunnel": Scope.TUNNEL | Scope.DEFAULT,
+    "listener": Scope.LISTENER | Scope.DEFAULT,
+    "backend": Scope.BACKEND,
+}
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_name_is_declared_once_per_kind_of_section(kind: Kind) -> None:
-    names = [
-        key.name
-        for key in KEYS
-        if key.scope
-        & {
-            "tunnel": Scope.TUNNEL | Scope.DEFAULT,
-            "listener": Scope.LISTENER | Scope.DEFAULT,
-            "backend": Scope.BACKEND,
-        }[kind]
-    ]
+    names = [key.name for key in KEYS if key.scope & SCOPES[kind]]
     assert len(names) == len(set(names))
+    assert sorted(names) == sorted(keys(kind))
 
 
 def test_every_key_has_a_one_line_doc() -> None:
