@@ -123,3 +123,15 @@ def test_a_key_in_the_wrong_section_says_where_it_belongs(
     (error,) = info.value.errors
     assert error.key == key.split(" ")[0]
     assert f"belongs in {where}" in str(error)
+
+
+def test_every_bad_address_of_a_line_is_reported() -> None:
+    """A converter finding several problems in one value reports each (ValueProblems)."""
+    text = LISTENER.replace("127.0.0.1:8080", "*:80 [::1] unix:/" + "x" * 200 + " 10.0.0.1:1")
+    with pytest.raises(ConfigErrors) as info:
+        parse_config(text, "/t.ini")
+    messages = [e.message for e in info.value.errors]
+    assert [(e.section, e.key) for e in info.value.errors] == [("web", "connect")] * 3
+    assert "cannot connect to '*:80'" in messages[0]
+    assert "has no port" in messages[1]
+    assert "too long" in messages[2]

@@ -79,11 +79,7 @@ class Context:
             return self.resolve(value)
         if isinstance(value, Address) and value.kind == "unix":
             address = Address("unix", path=self.resolve(value.path))
-            if len(os.fsencode(address.path)) > values.UNIX_PATH_MAX:
-                raise ConfigValueError(
-                    f"unix socket path {address.path!r} is too long",
-                    f"use a path of at most {values.UNIX_PATH_MAX} bytes",
-                )
+            values.check_unix_path(address.path)
             return address
         return value
 

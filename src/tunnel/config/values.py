@@ -10,6 +10,7 @@ several problems in one value raises :class:`ValueProblems`, so that each is rep
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from collections.abc import Callable
 
@@ -343,6 +344,8 @@ def address_list(*, accept: bool) -> Callable[[str], tuple[Address, ...]]:
 
 
 def _check_end(word: str, address: Address, *, accept: bool) -> None:
+    if address.kind == "unix":
+        check_unix_path(address.path)  # again once resolved: a relative path grows
     if accept and address.kind == "unix":
         raise ConfigValueError(
             f"cannot accept on {word!r}", "accept takes TCP addresses only: host:port"
@@ -350,6 +353,15 @@ def _check_end(word: str, address: Address, *, accept: bool) -> None:
     if not accept and word.startswith("*:"):
         raise ConfigValueError(
             f"cannot connect to {word!r}", "'*' means all interfaces; give a backend host"
+        )
+
+
+def check_unix_path(path: str) -> None:
+    """A Unix socket path must fit into ``sun_path``."""
+    if len(os.fsencode(path)) > UNIX_PATH_MAX:
+        raise ConfigValueError(
+            f"unix socket path {path!r} is too long",
+            f"use a path of at most {UNIX_PATH_MAX} bytes",
         )
 
 
