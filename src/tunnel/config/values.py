@@ -314,13 +314,6 @@ class ValueProblems(ConfigValueError):
         self.problems = problems
 
 
-def _raise_all(problems: list[ConfigValueError]) -> None:
-    if len(problems) == 1:
-        raise problems[0]
-    if problems:
-        raise ValueProblems(problems)
-
-
 def address_list(*, accept: bool) -> Callable[[str], tuple[Address, ...]]:
     """Addresses separated by commas or whitespace; ``accept`` takes TCP ones only."""
 
@@ -337,7 +330,8 @@ def address_list(*, accept: bool) -> Callable[[str], tuple[Address, ...]]:
                 problems.append(exc)
                 continue
             result.append(address)
-        _raise_all(problems)
+        if problems:
+            raise problems[0] if len(problems) == 1 else ValueProblems(problems)
         return tuple(result)
 
     return convert
