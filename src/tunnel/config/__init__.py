@@ -2,6 +2,11 @@
 
 Room rules: may import ``tunnel.wire``, ``tunnel._native`` and ``tunnel.errors``; nothing
 above. The SNI/ALPN route tables live here (``routing``) because the parser builds them.
+
+Map: ``schema`` declares every key once (where it may be written, its converter from
+``values``, whether it names a path, its doc); ``ini`` reads the INI syntax; ``parser``
+converts each section as the schema says, ``rules`` checks keys against each other, and
+``model`` holds the frozen dataclasses (and the defaults) the result is made of.
 This package's own names are the public face of the room: other rooms import from
 ``tunnel.config`` rather than from its modules.
 """

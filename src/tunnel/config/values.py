@@ -1,7 +1,8 @@
 """Configuration values: one text value -> a typed value, or ``ConfigValueError`` (pure).
 
 Each converter takes the text of one key and returns its value or raises
-``ConfigValueError`` carrying a hint; :mod:`tunnel.config.parser` adds the file, section and key.
+``ConfigValueError`` carrying a hint; :mod:`tunnel.config.parser` adds the file, section
+and key. :mod:`tunnel.config.schema` says which converter reads which key.
 Factories (``duration_range``, ``size_range``, ``integer_range``, ``one_of``,
 ``address_list``) build the converter for a key's allowed range. A converter that finds
 several problems in one value raises :class:`ValueProblems`, so that each is reported.
