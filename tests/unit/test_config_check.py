@@ -184,3 +184,23 @@ def test_check_shows_the_capped_max_connections(
     wanted = setting or "10000"
     assert f"max_connections {wanted} (open-files limit 1024: 480 per worker)" in out
     assert ("WARN: max_connections" in err) is bool(setting)
+
+
+@pytest.mark.parametrize("built", [0, 1, 2])
+def test_check_reports_a_missing_inherited_file_once(
+    built: int, tmp_path: Path, cert_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A missing file that a [tunnel] default names is told by each listener built with it
+    (as `run` would), else once at [tunnel]; never again for the sections that failed."""
+    listeners = [
+        f"[l{i}]\naccept = 127.0.0.1:{i + 1}\ncert = {cert_file}\nconnect = 127.0.0.1:9\n"
+        + ("" if i < built else "backlog = 0\n")
+        for i in range(2)
+    ]
+    path = tmp_path / "t.ini"
+    path.write_text("[tunnel]\nticket_key_file = nope.key\nworkers = many\n" + "".join(listeners))
+    code, _out, err = run_check(path, capsys)
+    assert code == 2
+    told = [line for line in err.splitlines() if "nope.key" in line]
+    assert len(told) == max(built, 1), err
+    assert ("[tunnel] ticket_key_file" in told[0]) is (built == 0)

@@ -179,17 +179,27 @@ def _build(
     )
 
 
-def _inputs(sections: list[Section], ctx: Context) -> tuple[InputFile, ...]:
-    """The files Tunnel would read for the sections that were not built."""
+def _inputs(
+    tunnel: Section, listeners: list[Section], backends: list[Section], ctx: Context
+) -> tuple[InputFile, ...]:
+    """The files Tunnel would read, as written in the sections that were not built.
+
+    A file named in [tunnel] is left to the built listeners that inherit it (they check it
+    when loaded), so that it is reported once, and at [tunnel] only if none was built.
+    """
+    inheriting = [s for s in listeners if s.name not in ctx.failed]
     found = []
-    for section in sections:
-        if section.name not in ctx.failed:
+    for section in [tunnel, *listeners, *backends]:
+        if section.name not in ctx.failed and section is not tunnel:
             continue
         for key in keys(section.kind).values():
             value = section.fields.get(key.attr)
-            if key.path in ("read", "dir") and value:
-                paths = value if isinstance(value, tuple) else (value,)
-                found += [InputFile(section.name, key.name, p, key.path == "dir") for p in paths]
+            if key.path not in ("read", "dir") or not value or key.name not in section.items:
+                continue
+            if section is tunnel and any(key.name not in s.items for s in inheriting):
+                continue
+            paths = value if isinstance(value, tuple) else (value,)
+            found += [InputFile(section.name, key.name, p, key.path == "dir") for p in paths]
     return tuple(found)
 
 
@@ -209,7 +219,7 @@ def parse_partial(text: str, path: str = "<config>", *, base_dir: str | None = N
             "no listener is configured", hint="add a listener section with accept/cert/connect"
         )
     config = _build(path, tunnel, listeners, backends, ctx)
-    inputs = _inputs([tunnel, *listeners, *backends], ctx)
+    inputs = _inputs(tunnel, listeners, backends, ctx)
     return Parsed(config, tuple(ctx.errors), inputs)
 
 
