@@ -21,6 +21,7 @@ File layout: an optional ``[tunnel]`` section (process settings plus listener de
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,7 +96,7 @@ def read_section(
     return Section(name, kind, items, fields)
 
 
-def _unknown_key(name: str, kind: Kind, raw: str, schema: dict[str, Key], ctx: Context) -> None:
+def _unknown_key(name: str, kind: Kind, raw: str, schema: Mapping[str, Key], ctx: Context) -> None:
     where = belongs(raw, kind)
     if where is not None:
         hint = f"{raw!r} belongs in {where}"
@@ -108,7 +109,7 @@ def _unknown_key(name: str, kind: Kind, raw: str, schema: dict[str, Key], ctx: C
 def _require(
     name: str,
     key: Key,
-    schema: dict[str, Key],
+    schema: Mapping[str, Key],
     items: dict[str, str],
     fields: dict[str, Any],
     ctx: Context,

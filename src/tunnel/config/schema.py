@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, Literal
 
 from tunnel.config import values as v
@@ -177,9 +178,15 @@ SECTION_NAMES: dict[Kind, str] = {
 }
 
 
-def keys(kind: Kind) -> dict[str, Key]:
+_BY_KIND: dict[Kind, Mapping[str, Key]] = {
+    kind: MappingProxyType({key.name: key for key in KEYS if key.scope & scope})
+    for kind, scope in _SCOPES.items()
+}
+
+
+def keys(kind: Kind) -> Mapping[str, Key]:
     """The keys a section of this kind accepts, by name, in declaration order."""
-    return {key.name: key for key in KEYS if key.scope & _SCOPES[kind]}
+    return _BY_KIND[kind]
 
 
 def key_names(scope: Scope) -> frozenset[str]:
