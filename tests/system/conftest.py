@@ -10,11 +10,14 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import pwd
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -250,6 +253,31 @@ def ca() -> trustme.CA:
 def certs(ca: trustme.CA, tmp_path: Path) -> Certs:
     """Server certificate files for this test."""
     return write_certs(ca, tmp_path / "certs")
+
+
+@pytest.fixture
+def public_dir() -> Iterator[Path]:
+    """A directory every user may pass through, for tests that drop privileges (tmp_path
+    is private to its owner); removed at teardown."""
+    path = Path(tempfile.mkdtemp(prefix="tunnel-test-", dir="/tmp"))
+    try:
+        path.chmod(0o755)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def public_certs(ca: trustme.CA, public_dir: Path) -> Certs:
+    """Certificate files that ``nobody`` can read: CA and chain 0644, the key 0640 and
+    readable through nobody's group only."""
+    certs = write_certs(ca, public_dir / "certs")
+    (public_dir / "certs").chmod(0o755)
+    for path in (certs.ca_pem, certs.cert_pem):
+        path.chmod(0o644)
+    os.chown(certs.key_pem, 0, pwd.getpwnam("nobody").pw_gid)
+    certs.key_pem.chmod(0o640)
+    return certs
 
 
 def write_config(

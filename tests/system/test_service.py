@@ -128,17 +128,17 @@ def proc_ids(pid: int) -> tuple[int, int]:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
 def test_privileges_dropped_before_workers(
-    tunnel: Launcher, tmp_path: Path, certs: Certs, hello_backend: Backend
+    tunnel: Launcher, public_dir: Path, public_certs: Certs, hello_backend: Backend
 ) -> None:
     import pwd
 
     nobody = pwd.getpwnam("nobody")
-    running = start_run(tunnel, tmp_path, certs, hello_backend, user="nobody", allow_root="no")
+    certs = public_certs  # files nobody can read again on reload (or run refuses to start)
+    running = start_run(tunnel, public_dir, certs, hello_backend, user="nobody", allow_root="no")
     running.proc.wait_log(rf"running as uid {nobody.pw_uid}, gid {nobody.pw_gid}")
     assert proc_ids(running.proc.pid) == (nobody.pw_uid, nobody.pw_gid)
     for worker in running.proc.worker_pids():
         assert proc_ids(worker) == (nobody.pw_uid, nobody.pw_gid)
-    # The certificate was read as root (the test's tmp directory is private to root).
     assert fetch(running.port, certs.ca_pem)[1].endswith(b"hello from the backend\n")
 
 

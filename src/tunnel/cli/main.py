@@ -32,7 +32,7 @@ from tunnel.config import (
 from tunnel.dataplane.accept import fd_capped
 from tunnel.errors import ConfigError, ConfigErrors, TunnelError
 from tunnel.observe.log import setup_from_settings, setup_logging
-from tunnel.process import generation, privileges, reload_status, service, supervisor
+from tunnel.process import generation, privileges, readable, reload_status, service, supervisor
 from tunnel.process.pidfile import read_pid
 from tunnel.tls.contexts import CertInfo, describe_certificates
 
@@ -298,6 +298,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         # The file is valid; who runs it is not part of it. Say what `run` would do.
         warnings.append(f"WARN: {exc} -- 'tunnel run' by this user would refuse to start")
+    warnings += readable.warnings(config, identity)
     for line in lines:
         _out(line)
     for warning in warnings:

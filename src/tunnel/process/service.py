@@ -2,7 +2,8 @@
 
 The order matters and is the point of this module:
 
-1. refuse root early (a configuration error, before anything is bound);
+1. refuse root early, and files the dropped-to user could not re-read on reload
+   (configuration errors, before anything is bound);
 2. claim the pid file (a running Tunnel is reported as such, not as "address in use");
 3. load certificates and bind (sockets from systemd socket activation are adopted);
 4. detach if ``daemon = yes`` (the terminal still gets start-up errors and exit codes);
@@ -20,7 +21,7 @@ from collections.abc import Callable
 
 from tunnel.config import Address, Config
 from tunnel.errors import ConfigErrors, TunnelError
-from tunnel.process import privileges, sd_notify
+from tunnel.process import privileges, readable, sd_notify
 from tunnel.process.daemon import Reporter, daemonize
 from tunnel.process.pidfile import PidFile
 from tunnel.process.reload_status import StatusFile, status_path
@@ -110,6 +111,7 @@ def run_service(
         config = dataclasses.replace(config, path=os.path.abspath(config.path))
     identity = privileges.resolve(config)
     privileges.check_root(config, identity)
+    readable.require(config, identity)  # a reload re-reads them as that user
     pidfile = PidFile(config.tunnel.pid_file) if config.tunnel.pid_file else None
     if pidfile is not None:
         pidfile.claim()
