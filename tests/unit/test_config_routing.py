@@ -133,11 +133,11 @@ BASE = LISTENER + "cert = a.pem\nconnect = 127.0.0.1:1\n"
 
 def test_client_auth_keys() -> None:
     text = BASE + (
-        "client_ca = ca.pem\nverify = required\ncrl = a.crl, /b.crl\n"
+        "client_ca = ca.pem, /other-ca.pem\nverify = required\ncrl = a.crl, /b.crl\n"
         "allow_cn = alice, bob\nallow_dns = Alice.Example\nallow_uri = spiffe://t/a\n"
     )
     (web,) = parse(text).listeners
-    assert web.client_ca == "/etc/tunnel/ca.pem"
+    assert web.client_ca == ("/etc/tunnel/ca.pem", "/other-ca.pem")  # every path, not the first
     assert web.verify == "required"
     assert web.crl == ("/etc/tunnel/a.crl", "/b.crl")
     assert web.allow_cn == ("alice", "bob")

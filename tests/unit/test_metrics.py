@@ -9,35 +9,64 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tunnel.observe import metrics
 from tunnel.observe.metrics import BackendStats, ListenerStats, SupervisorFacts
+from tunnel.observe.reasons import CloseReason, HandshakeFailure
+
+
+def test_label_values_operators_know_stay() -> None:
+    """The label values README lists (and dashboards use) are the enums' values."""
+    assert metrics.FAILURE_REASONS == (
+        "timeout",
+        "unknown_sni",
+        "no_shared_cipher",
+        "bad_client_cert",
+        "not_tls",
+        "unsupported_version",
+        "client_closed",
+        "other",
+    )
+    assert CloseReason.DONE.value == "done"
+    assert CloseReason.HANDSHAKE_FAILED.value == "handshake failed"
+    assert CloseReason.BACKEND_UNREACHABLE.value == "backend unreachable"
 
 
 @pytest.mark.parametrize(
-    ("reason", "label"),
+    ("reason", "failure", "closed", "result"),
     [
-        ("handshake timeout", "timeout"),
-        ("handshake failed: no shared cipher", "no_shared_cipher"),
-        ("handshake failed: tlsv1 unrecognized name", "unknown_sni"),
-        ("handshake failed: certificate verify failed", "bad_client_cert"),
-        ("handshake failed: peer did not return a certificate", "bad_client_cert"),
-        ("handshake failed: client certificate: unable to get local issuer", "bad_client_cert"),
-        ("handshake failed: client certificate not allowed (CN bob)", "bad_client_cert"),
-        ("handshake failed: http request", "not_tls"),
-        ("handshake failed: wrong version number", "not_tls"),
-        ("handshake failed: unsupported protocol", "unsupported_version"),
-        ("client closed during handshake", "client_closed"),
-        ("handshake failed: something new", "other"),
+        (CloseReason.DONE, None, "done", None),
+        (CloseReason.CLIENT_ERROR, None, "client error", None),  # not a handshake failure
+        (CloseReason.HANDSHAKE_TIMEOUT, None, "handshake timeout", "timeout"),
+        (CloseReason.CLOSED_IN_HANDSHAKE, None, "client closed during handshake", "client_closed"),
+        (CloseReason.HANDSHAKE_FAILED, None, "handshake failed", "other"),
+        (
+            CloseReason.HANDSHAKE_FAILED,
+            HandshakeFailure.UNKNOWN_SNI,
+            "handshake failed",
+            "unknown_sni",
+        ),
     ],
 )
-def test_classify_failure(reason: str, label: str) -> None:
-    assert metrics.classify_failure(reason) == label
-    assert label in metrics.FAILURE_REASONS
+def test_a_close_reason_is_counted_as_it_is(
+    reason: CloseReason, failure: HandshakeFailure | None, closed: str, result: str | None
+) -> None:
+    stats = ListenerStats(active=1)
+    stats.ended(reason, 5, 7, failure)
+    assert dict(stats.closed) == {closed: 1}
+    assert dict(stats.handshakes) == ({result: 1} if result else {})
+    assert (stats.active, stats.bytes_in, stats.bytes_out) == (0, 5, 7)
+
+
+def test_the_log_text_is_the_label_and_the_detail() -> None:
+    assert CloseReason.DONE.text() == "done"
+    assert CloseReason.HANDSHAKE_FAILED.text("no shared cipher") == (
+        "handshake failed: no shared cipher"
+    )
 
 
 def worker_stats(seed: int) -> tuple[dict[str, ListenerStats], dict[str, BackendStats]]:
     web = ListenerStats(accepted=3 * seed, active=seed, clients_rejected=seed, ip_refused=5)
     web.handshake_ok(0.02, "TLSv1.3", "TLS_AES_128_GCM_SHA256", "h2")
-    web.ended("done", 100 * seed, 1000 * seed)
-    web.ended("handshake timeout", 0, 0)
+    web.ended(CloseReason.DONE, 100 * seed, 1000 * seed)
+    web.ended(CloseReason.HANDSHAKE_TIMEOUT, 0, 0)
     backend = BackendStats()
     backend.connected(0.003)
     backend.failed("refused")

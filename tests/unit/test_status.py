@@ -10,6 +10,7 @@ from tunnel.cli.status import Reply, summarise, target
 from tunnel.config import Address
 from tunnel.observe import metrics
 from tunnel.observe.metrics import ListenerStats, SupervisorFacts
+from tunnel.observe.reasons import CloseReason, HandshakeFailure
 
 NOW = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC).timestamp()
 DAY = 86400.0
@@ -18,8 +19,8 @@ DAY = 86400.0
 def rendered() -> str:
     web = ListenerStats(accepted=5, active=2)
     web.handshake_ok(0.02, "TLSv1.3", "TLS_AES_128_GCM_SHA256", "h2")
-    web.ended("done", 1_500, 2_000_000)
-    web.ended("handshake failed: http request", 0, 0)
+    web.ended(CloseReason.DONE, 1_500, 2_000_000)
+    web.ended(CloseReason.HANDSHAKE_FAILED, 0, 0, HandshakeFailure.NOT_TLS)
     api = ListenerStats(accepted=1, active=1)
     api.handshake_ok(0.01, "TLSv1.2", "ECDHE-RSA-AES128-GCM-SHA256", "-")
     merged = metrics.merge([metrics.snapshot({"web": web, "api": api}, {})])

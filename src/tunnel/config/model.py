@@ -66,7 +66,7 @@ class ListenerConfig:
     backend: str | None = None  # a [backend:NAME] used instead of ``connect``
     routes: tuple[Route, ...] = ()  # SNI/ALPN routes to [backend:NAME] sections
     ticket_key_file: str | None = None  # session ticket keys shared by several instances
-    client_ca: str | None = None  # PEM CA file that client certificates must chain to
+    client_ca: tuple[str, ...] = ()  # PEM CA files that client certificates must chain to
     verify: str = "none"  # client certificates: none | optional | required
     crl: tuple[str, ...] = ()  # PEM CRL files checked for the client's certificate
     allow_cn: tuple[str, ...] = ()  # accepted client subject CNs (empty: any)

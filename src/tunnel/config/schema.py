@@ -126,7 +126,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key("backend", L, v.passthrough, "a [backend:NAME] to relay to instead of connect"),
     Key("route", L, v.routes, "sni:NAME=BACKEND and alpn:PROTO=BACKEND rules", field="routes"),
-    Key("client_ca", L, v.first_path, "PEM CA file client certificates chain to", "read"),
+    Key("client_ca", L, v.path_list, "PEM CA file(s) client certificates chain to", "read"),
     Key("verify", L, v.one_of(VERIFY_MODES), "client certificates: none, optional or required"),
     Key("crl", L, v.path_list, "PEM CRL file(s) checked for client certificates", "read"),
     Key("allow_cn", L, v.words, "accepted client certificate subject CNs"),

@@ -370,11 +370,6 @@ def path_list(text: str) -> tuple[str, ...]:
     return tuple(paths)
 
 
-def first_path(text: str) -> str:
-    """A path list of which only the first entry is used (``client_ca``)."""
-    return path_list(text)[0]
-
-
 def words(text: str) -> tuple[str, ...]:
     """Names separated by commas or new lines (they may contain spaces)."""
     return tuple(w.strip() for w in re.split(r"[,\n]", text) if w.strip())

@@ -20,12 +20,17 @@ from typing import Any, Protocol, cast
 
 from tunnel.config import Address, BackendConfig, ListenerConfig
 from tunnel.config.routing import RouteTable, build_route_table
-from tunnel.dataplane.backend_tls import TLSBackendSide, backend_context
+from tunnel.dataplane.backend_tls import TLSBackendSide
 from tunnel.dataplane.limits import PerIPLimits
-from tunnel.dataplane.relay import CLOSED, CONNECTING, PlainSide, TLSSide
+from tunnel.dataplane.plain_backend import PlainSide
+from tunnel.dataplane.relay import CLOSED, CONNECTING, TLSSide
+from tunnel.dataplane.summary import client_cn, format_summary, peer_text, tcp_addr, tls_fields
 from tunnel.dataplane.sweep import IdleSweep
+from tunnel.dataplane.tls_endpoint import describe, handshake_failure
 from tunnel.observe.metrics import BackendStats, ListenerStats
-from tunnel.tls.contexts import client_cert, take_rejection
+from tunnel.observe.reasons import CloseReason, HandshakeFailure
+from tunnel.tls.contexts import client_cert, sni_refused
+from tunnel.tls.identity import AllowListCheck
 from tunnel.wire import proxy_out
 from tunnel.wire.proxy_out import ProxyOptions
 
@@ -53,10 +58,13 @@ class ListenerRuntime:
         control: AcceptControl,
         backends: Mapping[str, BackendConfig] | None = None,
         counters: dict[str, BackendStats] | None = None,
+        backend_tls: Mapping[str, ssl.SSLContext] | None = None,
+        allow_check: AllowListCheck | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
         self.ctx = ctx
+        self.allow_check = allow_check  # why a client certificate was refused
         self.loop = loop
         self.control = control
         self.stats = ListenerStats()
@@ -68,7 +76,7 @@ class ListenerRuntime:
         # Listeners that read an inbound PROXY header use a subclass (tunnel.proxy_in),
         # so the others pay nothing for it.
         self.conn_class: type[ClientConnection] = ClientConnection
-        self.routes = listener_routes(config, backends or {})
+        self.routes = listener_routes(config, backends or {}, backend_tls or {})
         limits = PerIPLimits(
             config.name, config.max_connections_per_ip, config.max_handshakes_per_ip, loop
         )
@@ -98,15 +106,18 @@ class Target:
 
 
 def listener_routes(
-    config: ListenerConfig, backends: Mapping[str, BackendConfig]
+    config: ListenerConfig,
+    backends: Mapping[str, BackendConfig],
+    backend_tls: Mapping[str, ssl.SSLContext],
 ) -> RouteTable[Target]:
     """The listener's route table; its own ``connect`` (or ``backend``) is the fallback.
 
     A ``[backend:NAME]`` decides whether (and which version of) a PROXY header it gets;
-    the other PROXY options (CRC32C, unique ID, ...) are the listener's.
+    the other PROXY options (CRC32C, unique ID, ...) are the listener's. ``backend_tls``
+    holds the context of each backend with ``tls = yes``.
     """
     targets = {
-        name: Target(backend, proxy_options(config, backend.proxy_protocol), backend_context(name))
+        name: Target(backend, proxy_options(config, backend.proxy_protocol), backend_tls.get(name))
         for name, backend in backends.items()
     }
     if config.backend is not None:
@@ -119,12 +130,12 @@ def listener_routes(
     return build_route_table(config.routes, targets, default)
 
 
-def _proxy_header(conn: ClientConnection, options: ProxyOptions) -> bytes:
+def _proxy_header(conn: ClientConnection, options: ProxyOptions, uid: bytes | None) -> bytes:
     sslobj = conn.sslobj
     local = conn.local if conn.local is not None else conn.transport.get_extra_info("sockname")
     if options.version == "v1":
         return proxy_out.build_header(
-            options, _tcp_addr(conn.peer), _tcp_addr(local), proxy_out.TLSFacts()
+            options, tcp_addr(conn.peer), tcp_addr(local), proxy_out.TLSFacts()
         )
     cipher = sslobj.cipher()
     facts = proxy_out.TLSFacts(
@@ -135,11 +146,11 @@ def _proxy_header(conn: ClientConnection, options: ProxyOptions) -> bytes:
     )
     return proxy_out.build_header(
         options,
-        _tcp_addr(conn.peer),
-        _tcp_addr(local),
+        tcp_addr(conn.peer),
+        tcp_addr(local),
         facts,
         cert=client_cert(sslobj, der=bool(options.cert_tlv)),
-        unique_id=conn.uid,
+        unique_id=uid,
         balancer_tlvs=conn.balancer_tlvs,
     )
 
@@ -157,26 +168,6 @@ def proxy_options(cfg: ListenerConfig, version: str) -> ProxyOptions | None:
     )
 
 
-def client_cn(sslobj: ssl.SSLObject) -> str | None:
-    """The verified client certificate's subject CN, if there is one."""
-    try:
-        cert = sslobj.getpeercert()
-    except ValueError:  # handshake not done
-        return None
-    subject: Any = (cert or {}).get("subject", ())
-    for rdn in subject:
-        for key, value in rdn:
-            if key == "commonName":
-                return str(value)
-    return None
-
-
-def _tcp_addr(addr: Any) -> tuple[str, int] | None:
-    if isinstance(addr, tuple) and len(addr) >= 2:
-        return (str(addr[0]), int(addr[1]))
-    return None
-
-
 class ClientConnection(TLSSide):
     """A client connection of a listener."""
 
@@ -184,6 +175,7 @@ class ClientConnection(TLSSide):
         "backend_addr",
         "balancer_tlvs",
         "connect_expired",
+        "failure",
         "handshaken",
         "ip",
         "listener",
@@ -206,9 +198,10 @@ class ClientConnection(TLSSide):
         self.backend_addr: Address | None = None
         self.task: asyncio.Task[None] | None = None
         self.connect_expired = False
+        self.failure: HandshakeFailure | None = None  # what a failed handshake counts as
         self.handshaken = False
         self.started = time.monotonic()
-        self.uid: bytes | None = None
+        self.uid: bytes | None = None  # the PROXY header's unique ID, once it was sent
         self.local: Any = None  # the address the client connected to, if not our socket's
         self.balancer_tlvs: tuple[tuple[int, bytes], ...] = ()
         self.ip: str | None = None  # the address counted by the per-IP limits, if any
@@ -267,14 +260,16 @@ class ClientConnection(TLSSide):
         cfg = target.backend
         preamble = b""
         options = target.proxy
+        uid = None
         if options is not None:
             if options.unique_id:
-                self.uid = os.urandom(UNIQUE_ID_BYTES)
-            preamble = _proxy_header(self, options)
+                uid = os.urandom(UNIQUE_ID_BYTES)
+            preamble = _proxy_header(self, options, uid)
         failures = []
         loop = self.listener.loop
         for addr in cfg.connect:
             self.backend_addr = addr
+            last = addr is cfg.connect[-1]
             stats = self.listener.backend_stats(addr)
             begun = time.monotonic()
             # A plain timer rather than asyncio.timeout(): same effect, a fraction of
@@ -282,7 +277,7 @@ class ClientConnection(TLSSide):
             self.connect_expired = False
             timer = loop.call_later(cfg.connect_timeout, self._connect_timed_out)
             try:
-                await self._connect_one(target, addr, preamble)
+                await self._connect_one(target, addr, preamble, uid)
                 stats.connected(time.monotonic() - begun)
                 self.task = None  # done: a finished Task kept for the connection's life is ~0.7 KiB
                 return
@@ -293,8 +288,7 @@ class ClientConnection(TLSSide):
                 failures.append(f"{addr}: connect timed out")
                 stats.failed("timeout")
             except ssl.SSLError as exc:
-                why = getattr(exc, "verify_message", None) or exc.reason or exc
-                failures.append(f"{addr}: TLS handshake failed: {why}")
+                failures.append(self._backend_tls_failed(addr, exc, last))
                 stats.failed("tls")
             except OSError as exc:
                 failures.append(f"{addr}: {exc.strerror or exc}")
@@ -303,14 +297,29 @@ class ClientConnection(TLSSide):
                 timer.cancel()
             if self.state != CONNECTING:
                 return  # the client went away meanwhile
-        self.close_early("backend unreachable: " + "; ".join(failures))
+        self.close_early(CloseReason.BACKEND_UNREACHABLE, "; ".join(failures))
 
     def _connect_timed_out(self) -> None:
         self.connect_expired = True
         if self.task is not None:
             self.task.cancel()
 
-    async def _connect_one(self, target: Target, addr: Address, preamble: bytes) -> None:
+    def _backend_tls_failed(self, addr: Address, exc: ssl.SSLError, last: bool) -> str:
+        """Log a backend that failed its TLS handshake (failover would hide it otherwise)."""
+        why = exc.verify_message if isinstance(exc, ssl.SSLCertVerificationError) else None
+        why = why or describe(exc)
+        log.warning(
+            "[%s] backend %s: TLS handshake failed: %s%s",
+            self.listener.name,
+            addr,
+            why,
+            "" if last else "; trying the next address",
+        )
+        return f"{addr}: TLS handshake failed: {why}"
+
+    async def _connect_one(
+        self, target: Target, addr: Address, preamble: bytes, uid: bytes | None
+    ) -> None:
         """Connect to one address (and complete the TLS handshake with a TLS backend)."""
         loop = self.listener.loop
         ready: asyncio.Future[None] | None = None
@@ -325,6 +334,8 @@ class ClientConnection(TLSSide):
             transport, _ = await loop.create_unix_connection(factory, addr.path)
         else:
             transport, _ = await loop.create_connection(factory, addr.host, addr.port)
+        if uid is not None:
+            self.uid = uid  # the PROXY header carrying it went out with connection_made
         if ready is not None:
             try:
                 await ready
@@ -332,20 +343,26 @@ class ClientConnection(TLSSide):
                 transport.abort()
                 raise
 
-    def handshake_failed(self, exc: ssl.SSLError) -> str:
-        reason = take_rejection()
-        if reason is None and isinstance(exc, ssl.SSLCertVerificationError):
-            reason = f"client certificate: {exc.verify_message}"
-        if reason is None:
-            return super().handshake_failed(exc)
-        self.listener.stats.clients_rejected += 1
-        return f"handshake failed: {reason}"
+    def _handshake_failed(self, exc: ssl.SSLError) -> None:
+        check = self.listener.allow_check
+        refused = check.take() if check is not None else None
+        if refused is None and isinstance(exc, ssl.SSLCertVerificationError):
+            refused = f"client certificate: {exc.verify_message}"
+        if refused is not None:  # by client_ca, crl or the allow-lists
+            self.listener.stats.clients_rejected += 1
+            self.failure, detail = HandshakeFailure.BAD_CLIENT_CERT, refused
+        elif sni_refused(self.sslobj):
+            self.failure, detail = HandshakeFailure.UNKNOWN_SNI, "unknown server name"
+        else:
+            self.failure, detail = handshake_failure(exc), describe(exc)
+        self.close_early(CloseReason.HANDSHAKE_FAILED, detail)
 
     def on_closed(self) -> None:
         listener = self.listener
         listener.live.discard(self)
-        reason = self.reason or "closed"
-        listener.stats.ended(reason, self.bytes_in, self.bytes_out)
+        reason = self.reason or CloseReason.CLOSED
+        failure = self.failure if reason is CloseReason.HANDSHAKE_FAILED else None
+        listener.stats.ended(reason, self.bytes_in, self.bytes_out, failure)
         if self.task is not None and not self.task.done():
             self.task.cancel()
         if self.ip is not None:
@@ -362,21 +379,10 @@ class ClientConnection(TLSSide):
     def summary_fields(self) -> dict[str, str | int | float]:
         """The fields of the one log line that describes this connection."""
         sslobj = self.sslobj
-        cipher = sslobj.cipher()
-        peer = _tcp_addr(self.peer)
-        peer_text = (
-            f"[{peer[0]}]:{peer[1]}"
-            if peer and ":" in peer[0]
-            else (f"{peer[0]}:{peer[1]}" if peer else "-")
-        )
         fields: dict[str, str | int | float] = {
-            "peer": peer_text,
+            "peer": peer_text(self.peer),
             "listener": self.listener.name,
-            "sni": getattr(sslobj, "sni", None) or "-",
-            "alpn": sslobj.selected_alpn_protocol() or "-",
-            "tls": sslobj.version() or "-",
-            "cipher": cipher[0] if cipher else "-",
-            "resumed": "yes" if sslobj.session_reused else "no",
+            **tls_fields(sslobj, self.handshaken),
         }
         if self.listener.config.verify != "none":
             fields["client"] = client_cn(sslobj) or "-"  # only where client certs are asked
@@ -384,27 +390,10 @@ class ClientConnection(TLSSide):
         fields["in"] = self.bytes_in
         fields["out"] = self.bytes_out
         fields["duration"] = round(time.monotonic() - self.started, 3)
-        fields["reason"] = self.reason or "closed"
-        if self.uid:
+        fields["reason"] = self.reason_text
+        if self.uid is not None:
             fields["uid"] = self.uid.hex()
         return fields
-
-    def summary(self) -> str:
-        """The one log line that describes this connection."""
-        return format_summary(self.summary_fields())
-
-
-def format_summary(fields: dict[str, str | int | float]) -> str:
-    """The text form of a connection summary: ``conn peer=... reason="..."``."""
-    parts = ["conn"]
-    for key, value in fields.items():
-        if key == "duration":
-            parts.append(f"duration={value:.3f}s")
-        elif key == "reason":
-            parts.append(f'reason="{value}"')
-        else:
-            parts.append(f"{key}={value}")
-    return " ".join(parts)
 
 
 def _failure_kind(exc: OSError) -> str:

@@ -26,6 +26,7 @@ from typing import Any
 from tunnel.config import IPNetwork
 from tunnel.dataplane.connection import ClientConnection, ListenerRuntime
 from tunnel.dataplane.relay import CLOSED, LINGER
+from tunnel.observe.reasons import CloseReason
 from tunnel.wire.proxy_protocol import ProxyDecoder, ProxyHeader, ProxyProtocolError
 
 log = logging.getLogger("tunnel.conn")
@@ -60,7 +61,7 @@ class ProxiedConnection(ClientConnection):
         cfg = self.listener.config
         self._timer.cancel()  # the handshake deadline starts once the header is in
         if not trusted(self.peer, cfg.proxy_from):
-            self._refuse("proxy untrusted source", abort=False)
+            self._refuse(CloseReason.PROXY_UNTRUSTED, abort=False)
             return
         self._timer = self._loop.call_later(cfg.proxy_timeout, self._proxy_expired)
 
@@ -72,7 +73,7 @@ class ProxiedConnection(ClientConnection):
         try:
             header = decoder.feed(bytes(self.get_buffer(nbytes)[:nbytes]))
         except ProxyProtocolError as exc:
-            self._refuse(f"proxy header error: {exc}", abort=False)
+            self._refuse(CloseReason.PROXY_ERROR, str(exc), abort=False)
             return
         if not isinstance(header, ProxyHeader):
             return
@@ -87,7 +88,7 @@ class ProxiedConnection(ClientConnection):
     def eof_received(self) -> bool:
         if self._decoder is None:
             return super().eof_received()
-        self._refuse("proxy header error: client closed before the header ended", abort=False)
+        self._refuse(CloseReason.PROXY_ERROR, "client closed before the header ended", abort=False)
         return False
 
     def _apply(self, header: ProxyHeader) -> None:
@@ -101,11 +102,11 @@ class ProxiedConnection(ClientConnection):
         self.balancer_tlvs = header.tlvs
 
     def _proxy_expired(self) -> None:
-        self._refuse("proxy header timeout", abort=True)
+        self._refuse(CloseReason.PROXY_TIMEOUT, abort=True)
 
-    def _refuse(self, reason: str, *, abort: bool) -> None:
+    def _refuse(self, reason: CloseReason, detail: str = "", *, abort: bool) -> None:
         self._decoder = None
-        self.reason = reason
+        self.set_reason(reason, detail)
         self.state = LINGER
         self._timer.cancel()
         if abort:

@@ -3,15 +3,16 @@
 Theory of operation
 -------------------
 One relayed connection is two protocol objects. :class:`TLSSide` sits on the accepted
-client socket and runs its own TLS layer: an ``ssl.SSLObject`` over two ``MemoryBIO``
-objects, so this code decides when bytes hit the socket. That is what lets Tunnel
-(unlike asyncio's SSL transport) flush the alert OpenSSL wrote before closing, half-close
-each direction separately, and time the handshake. :class:`PlainSide` sits on the backend
-socket and forwards everything to its ``TLSSide``.
+client socket; it is a :class:`tunnel.dataplane.tls_endpoint.TLSEndpoint` (its own TLS
+layer over memory BIOs, so this code decides when bytes hit the socket). That is what
+lets Tunnel (unlike asyncio's SSL transport) flush the alert OpenSSL wrote before
+closing, half-close each direction separately, and time the handshake. :class:`PlainSide`
+sits on a plain backend socket and forwards everything to its ``TLSSide``; a TLS backend
+gets a :class:`tunnel.dataplane.backend_tls.TLSBackendSide` instead. Either way the client
+side sees its backend as a :class:`tunnel.dataplane.sides.BackendStream`.
 
-* Reads use one buffer shared by every connection of the process (``BufferedProtocol``):
-  each chunk is consumed synchronously (copied into the TLS layer or the peer's transport)
-  before the next read, so an idle connection holds no read buffer.
+* Reads use one buffer shared by every connection of the process
+  (:mod:`tunnel.dataplane.buffer`), so an idle connection holds no read buffer.
 * Client to backend: the chunk goes into the incoming BIO; records are decrypted while
   the BIO has bytes (no exception on the hot path) and the plaintext is written to the
   backend in one call.
@@ -26,46 +27,38 @@ socket and forwards everything to its ``TLSSide``.
 * Closing early (TLS error, backend failure, timeout, drain): whatever OpenSSL queued
   (an alert, a close_notify) is flushed, our side of the TCP stream is shut down, and the
   client's remaining input is read and discarded for a short "linger" period, so that the
-  kernel does not answer unread input with an RST that could destroy the alert.
-* Timers: a ``TimerHandle`` of its own only for the handshake deadline and the
-  linger/close deadline. While relaying, the listener's :class:`tunnel.dataplane.sweep.IdleSweep`
-  calls ``idle_check`` every quarter of the idle timeout for all its connections (data
-  events only set a flag, which is cheaper than re-arming a timer per chunk), so an idle
-  connection holds no timer.
-* Memory: OpenSSL's memory BIOs keep the capacity of the largest chunk they carried, so
-  their buffers are given back (``release_buffers``) after the handshake and each time
-  the idle check finds the connection quiet; an idle connection holds no relay buffer.
+  kernel does not answer unread input with an RST that could destroy the alert. A
+  handshake that times out gets the alert OpenSSL sends for input that stops
+  (decode_error), unless the client does not even read our last flight: then an RST.
+* Timers: a ``TimerHandle`` of its own only for the handshake and linger/close deadlines.
+  While relaying, the listener's :class:`tunnel.dataplane.sweep.IdleSweep` calls
+  ``idle_check`` every quarter of the idle timeout (data events only set a flag, cheaper
+  than re-arming a timer per chunk), so an idle connection holds no timer, and its memory
+  BIOs' buffers are given back when it goes quiet (``release_buffers``).
 
-This module knows nothing of the configuration: subclasses supply the hooks
-``on_handshake`` and ``on_closed``.
+Why the connection ended is a :class:`tunnel.observe.reasons.CloseReason` (plus a
+free-text ``detail`` for the log), set where it happens. This module knows nothing of the
+configuration: subclasses supply the hooks ``on_handshake`` and ``on_closed``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
+import contextlib
 import ssl
-from functools import partial
 from typing import Any, cast
 
-from tunnel._native.bio import trim_bio
+from tunnel.dataplane.buffer import READ_SIZE, get_shared_buffer
+from tunnel.dataplane.buffer import view as _view
+from tunnel.dataplane.sides import BackendStream
 from tunnel.dataplane.sweep import IdleSweep
+from tunnel.dataplane.tls_endpoint import RECORD_SIZE, TLSEndpoint, describe
+from tunnel.observe.reasons import CloseReason
 
-# Socket reads go into one shared buffer; 256 KiB per read means fewer Python calls per
-# megabyte in bulk transfers (measured: ~6 % less CPU per MB than 64 KiB, bench/README.md).
-READ_SIZE = 262144
-# SSL_read returns at most one record (16 KiB of plaintext): asking for more only makes
-# CPython allocate (and then shrink) a bigger bytes object on every call.
-RECORD_SIZE = 16384
+__all__ = ["READ_SIZE", "RECORD_SIZE", "BackendStream", "TLSSide"]
+
 LINGER_SECONDS = 2.0
 CLOSE_SECONDS = 30.0
-
-_buffer = bytearray(READ_SIZE)
-_view = memoryview(_buffer)
-# Both protocols' ``get_buffer``: uvloop calls it before every read, so it is a C-level
-# callable rather than a Python method, one Python call fewer per chunk. It ignores the
-# size hint and always returns the shared buffer: next(repeat(_view), sizehint) is _view.
-_get_shared_buffer = partial(next, itertools.repeat(_view))
 
 HANDSHAKE, CONNECTING, RELAY, LINGER, CLOSED = range(5)
 
@@ -83,31 +76,26 @@ _NO_TIMER = _NoTimer()
 _FROM_SOCKET: Any = object()  # TLSSide.peer not set: ask the transport
 
 
-class TLSSide(asyncio.BufferedProtocol):
+class TLSSide(TLSEndpoint):
     """Client side of a relayed connection: TLS termination plus the relay logic."""
 
     __slots__ = (
         "_active",
         "_hs_timeout",
-        "_in",
         "_loop",
-        "_out",
         "_peer",
         "_quiet",
         "_sweep",
         "_timer",
-        "_tls",
         "backend",
         "backend_done",
-        "bytes_in",
         "bytes_out",
         "client_done",
         "ctx",
+        "detail",
         "high_water",
         "reason",
-        "sslobj",
         "state",
-        "transport",
     )
 
     def __init__(
@@ -126,14 +114,15 @@ class TLSSide(asyncio.BufferedProtocol):
         self._hs_timeout = handshake_timeout
         self.high_water = high_water
         self.state = HANDSHAKE
-        self.backend: asyncio.Transport | None = None
+        self.backend: BackendStream | None = None
         self.client_done = False
         self.backend_done = False
         self._active = False
         self._quiet = 0
         self.bytes_in = 0
         self.bytes_out = 0
-        self.reason = ""
+        self.reason: CloseReason | None = None
+        self.detail = ""  # what the log line adds to the reason
         self._peer: Any = _FROM_SOCKET
 
     @property
@@ -152,6 +141,21 @@ class TLSSide(asyncio.BufferedProtocol):
     def peer(self, value: Any) -> None:
         self._peer = value
 
+    @property
+    def relaying(self) -> bool:
+        """True while bytes flow both ways (reading from the client may resume)."""
+        return self.state == RELAY
+
+    @property
+    def reason_text(self) -> str:
+        """Why the connection ended, as its log line says it."""
+        return (self.reason or CloseReason.CLOSED).text(self.detail)
+
+    def set_reason(self, reason: CloseReason, detail: str = "") -> None:
+        """Record why the connection ends (the last word wins)."""
+        self.reason = reason
+        self.detail = detail
+
     # -- hooks for subclasses ---------------------------------------------------------
     def on_handshake(self) -> None:
         """Called once the handshake completed; must eventually call ``attach_backend``."""
@@ -159,29 +163,24 @@ class TLSSide(asyncio.BufferedProtocol):
     def on_closed(self) -> None:
         """Called once when the client connection is gone."""
 
-    def handshake_failed(self, exc: ssl.SSLError) -> str:
-        """The close reason for a failed handshake (subclasses may say more)."""
-        return f"handshake failed: {_describe(exc)}"
+    def _handshake_failed(self, exc: ssl.SSLError) -> None:
+        """Close with OpenSSL's alert (subclasses may say more about ``exc``)."""
+        self.close_early(CloseReason.HANDSHAKE_FAILED, describe(exc))
 
     # -- client transport events ------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
-        self._in = ssl.MemoryBIO()
-        self._out = ssl.MemoryBIO()
-        self.sslobj = self.ctx.wrap_bio(self._in, self._out, server_side=True)
-        # The C-level object under the SSLObject: the per-chunk calls skip SSLObject's
-        # Python wrappers (same methods, same behaviour; ``unwrap`` is ``shutdown``).
-        self._tls = self.sslobj._sslobj  # type: ignore[attr-defined]
+        self._start_tls(self.ctx, server_side=True)
         self._timer = self._loop.call_later(self._hs_timeout, self._handshake_expired)
 
-    get_buffer = _get_shared_buffer  # see above; returns _view
+    get_buffer = get_shared_buffer  # the worker's one read buffer (a C-level callable)
 
     def buffer_updated(self, nbytes: int) -> None:
         state = self.state
         if state == RELAY:
             self._active = True
             self._in.write(_view[:nbytes])
-            self._read_tls()
+            self._decrypt()
         elif state == HANDSHAKE:
             self._in.write(_view[:nbytes])
             self._handshake()
@@ -192,19 +191,19 @@ class TLSSide(asyncio.BufferedProtocol):
 
     def eof_received(self) -> bool:
         if self.state in (RELAY, CONNECTING):
-            self._client_finished("client closed")
+            self._client_finished()
             return True  # keep the transport to send the rest of the reply
         if self.state == HANDSHAKE:
             # Let OpenSSL see the EOF: it fails the handshake with an alert (decode_error)
             # that close_early flushes, so a truncated ClientHello is answered in TLS.
             self._in.write_eof()
             self._handshake()
-            self.reason = "client closed during handshake"
+            self.set_reason(CloseReason.CLOSED_IN_HANDSHAKE)
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if exc is not None and not self.reason:
-            self.reason = f"client error: {_describe(exc)}"
+        if exc is not None and self.reason is None:
+            self.set_reason(CloseReason.CLIENT_ERROR, describe(exc))
         self.state = CLOSED
         self._stop_idle_checks()
         backend = self.backend
@@ -224,22 +223,10 @@ class TLSSide(asyncio.BufferedProtocol):
             self.backend.resume_reading()
 
     # -- TLS --------------------------------------------------------------------------
-    def _flush(self) -> None:
-        if self._out.pending:
-            self.transport.write(self._out.read())
-
     def _handshake(self) -> None:
-        try:
-            self._tls.do_handshake()
-        except ssl.SSLWantReadError:
-            self._flush()
-            return
-        except ssl.SSLError as exc:
-            self.close_early(self.handshake_failed(exc))
+        if not self._handshake_step():
             return
         self.cancel_timer()
-        self._flush()
-        self.release_buffers()
         self.state = CONNECTING
         # Keep reading while the backend connects (up to high_water bytes, see
         # buffer_updated), so that a client that leaves is noticed at once and its
@@ -247,78 +234,26 @@ class TLSSide(asyncio.BufferedProtocol):
         self.on_handshake()
 
     def release_buffers(self) -> None:
-        """Free the memory BIOs' buffers where they are empty (OpenSSL never shrinks them).
+        """Free the memory BIOs' buffers where empty, a TLS backend's too (see the base)."""
+        super().release_buffers()
+        backend = self.backend
+        if isinstance(backend, TLSEndpoint):
+            backend.release_buffers()
 
-        A BIO keeps the capacity of the largest chunk that went through it, plus a third:
-        the handshake flights (~1.6 KiB per connection) after the handshake, ~85 KiB after
-        a 64 KiB chunk, ~340 KiB after a READ_SIZE one. Called after the handshake and
-        whenever the connection goes quiet (the idle check), also for a TLS backend's
-        BIOs. About 1 µs per BIO: fine once per connection or quiet period, too dear per
-        chunk (a chunk would then also allocate and fault in a fresh buffer).
-        """
-        trim_bio(self._in)
-        trim_bio(self._out)
-        release = getattr(self.backend, "release_buffers", None)  # a TLS backend's
-        if release is not None:
-            release()
+    def _read_ended(self) -> None:
+        self._client_finished()
 
-    def _read_tls(self) -> None:
-        incoming = self._in
-        read = self._tls.read
-        data = b""
-        eof = False
-        error: ssl.SSLError | None = None
-        try:
-            if incoming.pending:
-                # A request usually fits one record: one read, no list, no join.
-                data = read(RECORD_SIZE)
-                # close_notify: CPython's read() returns b"" instead of raising
-                # SSLZeroReturnError when only our side received a shutdown.
-                eof = not data
-                if incoming.pending and data:
-                    chunks = [data]
-                    try:
-                        while incoming.pending:
-                            more = read(RECORD_SIZE)
-                            if not more:
-                                eof = True
-                                break
-                            chunks.append(more)
-                    finally:  # records decrypted before an error are still relayed
-                        data = b"".join(chunks)
-        except ssl.SSLWantReadError:
-            pass
-        except ssl.SSLZeroReturnError:
-            eof = True
-        except ssl.SSLError as exc:
-            error = exc
-        if data:
-            self.bytes_in += len(data)
-            self.backend.write(data)  # type: ignore[union-attr]  # always set in RELAY
-        if error is not None:
-            self.close_early(f"TLS error from client: {_describe(error)}")
-            return
-        if self._out.pending:  # alerts, KeyUpdate replies
-            self.transport.write(self._out.read())
-        if eof:
-            self._client_finished("client closed")
-
-    def _send_close_notify(self) -> None:
-        try:
-            self._tls.shutdown()
-        except ssl.SSLWantReadError:
-            pass  # ours is sent; the client's may come later
-        except (ssl.SSLError, ValueError):
-            pass
-        self._flush()
+    def _read_failed(self, exc: ssl.SSLError) -> None:
+        self.close_early(CloseReason.CLIENT_TLS_ERROR, describe(exc))
 
     # -- relay ------------------------------------------------------------------------
-    def attach_backend(self, backend: asyncio.Transport, preamble: bytes = b"") -> None:
+    def attach_backend(self, backend: BackendStream, preamble: bytes = b"") -> None:
         """Start relaying to ``backend`` (``preamble``, e.g. a PROXY header, goes first)."""
         if self.state != CONNECTING:
             backend.close()
             return
         self.backend = backend
+        self.deliver = backend.write
         backend.set_write_buffer_limits(high=self.high_water)
         self.transport.set_write_buffer_limits(high=self.high_water)
         if preamble:
@@ -327,7 +262,7 @@ class TLSSide(asyncio.BufferedProtocol):
         self._active = True  # the sweep's next tick may be near: count a full timeout
         self._sweep.add(self)
         if self._in.pending or self._tls.pending():
-            self._read_tls()
+            self._decrypt()
         if self.client_done and backend.can_write_eof():
             backend.write_eof()
         if self.state == RELAY:
@@ -342,29 +277,38 @@ class TLSSide(asyncio.BufferedProtocol):
         try:
             self._tls.write(_view[:nbytes])
         except ssl.SSLError as exc:
-            self.close_early(f"TLS error: {_describe(exc)}")
+            self.close_early(CloseReason.TLS_ERROR, describe(exc))
             return
         self.transport.write(self._out.read())
+
+    def send(self, data: bytes) -> None:
+        """Encrypt ``data`` (plaintext a TLS backend sent) and send it to the client."""
+        if self.state < LINGER:
+            self._active = True
+            self.bytes_out += len(data)
+            error = self._encrypt(data)
+            if error is not None:
+                self.close_early(CloseReason.TLS_ERROR, describe(error))
 
     def backend_finished(self) -> None:
         """The backend sent FIN: pass it on as close_notify."""
         if self.backend_done or self.state >= LINGER:
             return
         self.backend_done = True
-        self._send_close_notify()
+        self._close_notify()
         if self.client_done:
-            self._finish("done")
+            self._finish()
 
     def backend_lost(self, exc: Exception | None) -> None:
         """The backend connection is gone (closed by us, or reset/closed by the backend)."""
         if self.state >= LINGER:
             return
         if exc is not None:
-            self.close_early(f"backend error: {_describe(exc)}")
+            self.close_early(CloseReason.BACKEND_ERROR, describe(exc))
         elif not (self.backend_done and self.client_done):
-            self.close_early("backend closed")
+            self.close_early(CloseReason.BACKEND_CLOSED)
 
-    def _client_finished(self, reason: str) -> None:
+    def _client_finished(self) -> None:
         if self.client_done:
             return
         self.client_done = True
@@ -372,12 +316,12 @@ class TLSSide(asyncio.BufferedProtocol):
         if backend is not None and backend.can_write_eof() and not backend.is_closing():
             backend.write_eof()
         if self.backend_done:
-            self._finish("done")
-        elif not self.reason:
-            self.reason = reason
+            self._finish()
+        elif self.reason is None:
+            self.set_reason(CloseReason.CLIENT_CLOSED)
 
-    def _finish(self, reason: str) -> None:
-        self.reason = reason
+    def _finish(self) -> None:
+        self.set_reason(CloseReason.DONE)
         self.state = LINGER
         self._stop_idle_checks()
         if self.backend is not None:
@@ -389,13 +333,13 @@ class TLSSide(asyncio.BufferedProtocol):
             # nothing buffered the transport is closed already and needs no timer.
             self._timer = self._loop.call_later(CLOSE_SECONDS, transport.abort)
 
-    def close_early(self, reason: str) -> None:
+    def close_early(self, reason: CloseReason, detail: str = "") -> None:
         """End the connection from our side: flush alerts/close_notify, FIN, linger, close."""
         if self.state >= LINGER:
             return
-        self.reason = reason
+        self.set_reason(reason, detail)
         if self.state != HANDSHAKE and not self.backend_done:
-            self._send_close_notify()
+            self._close_notify()
         else:
             self._flush()  # the alert OpenSSL wrote, if any
         self.state = LINGER
@@ -415,9 +359,20 @@ class TLSSide(asyncio.BufferedProtocol):
 
     # -- timers -----------------------------------------------------------------------
     def _handshake_expired(self) -> None:
-        self.reason = "handshake timeout"
-        self.state = LINGER
-        self.transport.abort()
+        self._timer = _NO_TIMER
+        if self.transport.get_write_buffer_size():
+            # The client does not even read our last flight: an alert would only queue
+            # behind it. Reset the connection.
+            self.set_reason(CloseReason.HANDSHAKE_TIMEOUT)
+            self.state = LINGER
+            self.transport.abort()
+            return
+        # Input that stops mid-handshake is what OpenSSL answers with an alert
+        # (decode_error, encrypted once keys are set): show it an end of input.
+        self._in.write_eof()
+        with contextlib.suppress(ssl.SSLError):
+            self._tls.do_handshake()
+        self.close_early(CloseReason.HANDSHAKE_TIMEOUT)
 
     def idle_check(self) -> bool:
         """The check run every quarter of the idle timeout while relaying.
@@ -434,7 +389,7 @@ class TLSSide(asyncio.BufferedProtocol):
         else:
             self._quiet += 1
             if self._quiet >= 4:
-                self.close_early("idle timeout")
+                self.close_early(CloseReason.IDLE_TIMEOUT)
                 return False
             if self._quiet == 1:
                 self.release_buffers()  # went quiet: a burst's big buffers are not needed now
@@ -448,43 +403,3 @@ class TLSSide(asyncio.BufferedProtocol):
         """Disarm the connection's timer (and drop it: a cancelled handle is half a KiB)."""
         self._timer.cancel()
         self._timer = _NO_TIMER
-
-
-class PlainSide(asyncio.BufferedProtocol):
-    """Backend side of a relayed connection: forwards everything to its TLSSide."""
-
-    __slots__ = ("buffer_updated", "client", "preamble", "transport")
-
-    def __init__(self, client: TLSSide, preamble: bytes = b"") -> None:
-        self.client = client
-        self.preamble = preamble
-        # uvloop looks ``buffer_updated`` up once, when the transport is made: reading
-        # straight into the client side saves a Python call per chunk from the backend.
-        self.buffer_updated = client.from_backend  # type: ignore[method-assign]
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        self.client.attach_backend(self.transport, self.preamble)
-
-    get_buffer = _get_shared_buffer  # see above; returns _view
-
-    def eof_received(self) -> bool:
-        self.client.backend_finished()
-        return True
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.client.backend_lost(exc)
-
-    def pause_writing(self) -> None:
-        self.client.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        client = self.client
-        if client.state == RELAY:
-            client.transport.resume_reading()
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLError) and exc.reason:
-        return exc.reason.lower().replace("_", " ")
-    return str(exc) or type(exc).__name__

@@ -17,7 +17,6 @@ import logging
 import os
 import signal
 import socket
-import ssl
 
 import uvloop
 
@@ -30,7 +29,8 @@ from tunnel.dataplane.proxy_in import ProxiedConnection
 from tunnel.observe import metrics
 from tunnel.observe.log import reopen_logs
 from tunnel.observe.metrics import BackendStats
-from tunnel.tls.contexts import ticket_stores
+from tunnel.observe.reasons import CloseReason
+from tunnel.tls.bundle import TLSBundle
 from tunnel.tls.tickets import REFRESH_SECONDS
 
 log = logging.getLogger("tunnel.worker")
@@ -44,7 +44,7 @@ class Worker:
     def __init__(
         self,
         config: Config,
-        contexts: dict[str, ssl.SSLContext],
+        contexts: TLSBundle,
         sockets: dict[str, list[socket.socket]],
         report: socket.socket | None = None,
     ) -> None:
@@ -106,13 +106,16 @@ class Worker:
         loop.add_signal_handler(signal.SIGTERM, self._on_signal)
         loop.add_signal_handler(signal.SIGUSR1, reopen_logs)
         for listener in self.config.listeners:
+            tls = self.contexts.listeners[listener.name]
             runtime = ListenerRuntime(
                 listener,
-                self.contexts[listener.name],
+                tls.default,
                 loop,
                 self,
                 {backend.name: backend for backend in self.config.backends},
                 self.backends,
+                self.contexts.backends,
+                tls.allow_check,
             )
             if listener.proxy_from:
                 runtime.conn_class = ProxiedConnection
@@ -121,7 +124,8 @@ class Worker:
             self.runtimes.append(runtime)
         self.gate.factories = {r.name: r.protocol_factory for r in self.runtimes}
         await self.gate.start()
-        refresher = loop.create_task(self._refresh_ticket_keys()) if ticket_stores() else None
+        tickets = self.contexts.tickets
+        refresher = loop.create_task(self._refresh_ticket_keys()) if tickets else None
         self._report_tick()
         if _malloc.available():
             loop.call_later(_malloc.TRIM_SECONDS, self._trim_tick)
@@ -160,7 +164,7 @@ class Worker:
         """Pick up a replaced ticket_key_file without a restart (checked every few seconds)."""
         while True:
             await asyncio.sleep(REFRESH_SECONDS)
-            for store in ticket_stores():
+            for store in self.contexts.tickets.values():
                 store.refresh()
 
     def live_connections(self) -> list[ClientConnection]:
@@ -187,11 +191,11 @@ class Worker:
                     pass
         if self.hurry:
             for conn in self.live_connections():
-                conn.reason = "shutdown"
+                conn.set_reason(CloseReason.SHUTDOWN)
                 conn.transport.abort()
             return
         for conn in self.live_connections():
-            conn.close_early("shutdown")
+            conn.close_early(CloseReason.SHUTDOWN)
         if self.count:
             self._stop_now.clear()
             try:
@@ -204,7 +208,7 @@ class Worker:
 
 def run_worker(
     config: Config,
-    contexts: dict[str, ssl.SSLContext],
+    contexts: TLSBundle,
     sockets: dict[str, list[socket.socket]],
     report: socket.socket | None = None,
 ) -> int:

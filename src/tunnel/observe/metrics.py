@@ -8,9 +8,10 @@ per chunk: bytes are added when a connection ends). Periodically the worker turn
 into a JSON-able *snapshot* (:func:`snapshot`) and sends it to the supervisor, which
 keeps the latest one per worker, :func:`merge` s them (plus the counters of workers that
 have exited, so totals never go backwards) and renders Prometheus text with
-:func:`render`. Label values are bounded: handshake failures are classified into a fixed
-set of reasons, close reasons are the text before the first ``:``, and TLS versions,
-ciphers and ALPN protocols come from what the listener allows.
+:func:`render`. Label values are bounded: close reasons and handshake failures are the values
+of the enums in :mod:`tunnel.observe.reasons` (chosen where the event happens, never
+derived from free text), and TLS versions, ciphers and ALPN protocols come from what the
+listener allows.
 """
 
 from __future__ import annotations
@@ -29,42 +30,13 @@ from prometheus_client.core import (
     Metric,
 )
 
+from tunnel.observe.reasons import CloseReason, HandshakeFailure
+
 HANDSHAKE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 CONNECT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
-# Handshake failure reasons (metric label values) and what our reason texts contain.
-_FAILURE_PATTERNS = (
-    ("timeout", ("handshake timeout",)),
-    ("unknown_sni", ("unrecognized name", "unknown sni", "unknown server name")),
-    ("no_shared_cipher", ("no shared cipher", "no suitable", "no shared group")),
-    (
-        "bad_client_cert",
-        (
-            "certificate verify failed",
-            "did not return a certificate",
-            "certificate required",
-            "client certificate",  # our own reasons: CA, CRL and allow-list rejections
-        ),
-    ),
-    ("not_tls", ("http request", "wrong version number", "unknown protocol", "record layer")),
-    ("unsupported_version", ("unsupported protocol", "protocol version", "version too low")),
-    ("client_closed", ("client closed during", "unexpected eof", "client error")),
-)
-FAILURE_REASONS = (*(name for name, _ in _FAILURE_PATTERNS), "other")
-
-
-def classify_failure(reason: str) -> str:
-    """The metric label for a handshake failure described by ``reason``."""
-    text = reason.lower()
-    for name, needles in _FAILURE_PATTERNS:
-        if any(needle in text for needle in needles):
-            return name
-    return "other"
-
-
-def is_handshake_failure(reason: str) -> bool:
-    """True if a connection that ended with ``reason`` never completed its handshake."""
-    return reason.startswith(("handshake", "client closed during"))
+# Every result label of tunnel_handshakes_total other than "ok".
+FAILURE_REASONS = tuple(failure.value for failure in HandshakeFailure)
 
 
 def _observe(buckets: list[int], bounds: tuple[float, ...], value: float) -> None:
@@ -97,14 +69,25 @@ class ListenerStats:
         _observe(self.hs_buckets, HANDSHAKE_BUCKETS, seconds)
         self.hs_sum += seconds
 
-    def ended(self, reason: str, bytes_in: int, bytes_out: int) -> None:
-        """A connection ended; ``reason`` is its summary's reason text."""
+    def ended(
+        self,
+        reason: CloseReason,
+        bytes_in: int,
+        bytes_out: int,
+        failure: HandshakeFailure | None = None,
+    ) -> None:
+        """A connection ended for ``reason``.
+
+        A handshake that failed is counted by ``failure`` where the data plane knew more
+        (e.g. ``unknown_sni``), else by what the reason implies (``timeout``, ...).
+        """
         self.active -= 1
         self.bytes_in += bytes_in
         self.bytes_out += bytes_out
-        self.closed[reason.split(":", 1)[0]] += 1
-        if is_handshake_failure(reason):
-            self.handshakes[classify_failure(reason)] += 1
+        self.closed[reason.value] += 1
+        implied = reason.handshake_failure
+        if implied is not None:
+            self.handshakes[(failure or implied).value] += 1
 
 
 @dataclass(slots=True)

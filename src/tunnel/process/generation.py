@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import logging
 import os
-import ssl
 
 from tunnel.config import Config, ListenerConfig
-from tunnel.dataplane.backend_tls import build_backend_contexts, install_backend_contexts
-from tunnel.errors import ConfigError, ConfigErrors
 from tunnel.observe.log import setup_from_settings
-from tunnel.tls.contexts import build_server_context, prune_ticket_stores
+from tunnel.tls.bundle import TLSBundle, build_bundle
 
 log = logging.getLogger("tunnel.supervisor")
 
@@ -46,28 +43,13 @@ def destination(listener: ListenerConfig) -> str:
     return text
 
 
-def build_contexts(config: Config) -> dict[str, ssl.SSLContext]:
-    """Build every listener's TLS context; report all failures at once."""
-    contexts: dict[str, ssl.SSLContext] = {}
-    errors: list[ConfigError] = []
-    for listener in config.listeners:
-        try:
-            ctx = build_server_context(listener, config.path)
-        except ConfigError as exc:
-            errors.append(exc)
-            continue
-        contexts[listener.name] = ctx
-    backend_contexts: dict[str, ssl.SSLContext] = {}
-    try:
-        backend_contexts = build_backend_contexts(config)
-    except ConfigErrors as exc:
-        errors += exc.errors
-    if errors:
-        raise ConfigErrors(errors)
-    # Only a configuration that built completely replaces what workers will inherit.
-    install_backend_contexts(backend_contexts)
-    prune_ticket_stores({listener.ticket_key_file for listener in config.listeners})
-    return contexts
+def build_contexts(config: Config, previous: TLSBundle | None = None) -> TLSBundle:
+    """Build every TLS context the workers need; report all failures at once.
+
+    A reload passes the serving generation's bundle as ``previous``: ticket key files
+    still in use keep their stores.
+    """
+    return build_bundle(config, previous)
 
 
 def apply_logging(old: Config, new: Config, override: str | None) -> None:

@@ -156,8 +156,7 @@ def needs(config: Config) -> list[Need]:
         if listener.cert_dir is not None:
             found.append(Need(section, "cert_dir", listener.cert_dir, READ | SEARCH))
             found += [Need(section, "cert_dir", p) for p in _dir_files(listener.cert_dir)]
-        if listener.client_ca is not None:
-            found.append(Need(section, "client_ca", listener.client_ca))
+        found += [Need(section, "client_ca", path) for path in listener.client_ca]
         found += [Need(section, "crl", path) for path in listener.crl]
         if listener.ticket_key_file is not None:
             when = "workers re-read it as that user every few seconds"

@@ -34,7 +34,6 @@ import os
 import resource
 import signal
 import socket
-import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ from tunnel.process.generation import apply_logging, build_contexts, destination
 from tunnel.process.listen import SocketPool, close_foreign
 from tunnel.process.reload_status import ReloadTracker
 from tunnel.process.watch import CertWatch
+from tunnel.tls.bundle import TLSBundle
 
 log = logging.getLogger("tunnel.supervisor")
 
@@ -109,7 +109,7 @@ class Supervisor:
         self.config = config
         self.log_level = log_level
         self.workers = worker_count(config)
-        self.contexts: dict[str, ssl.SSLContext] = {}
+        self.contexts = TLSBundle()
         self.pool = SocketPool(inherited)
         self.slots = [WorkerSlot(i) for i in range(self.workers)]
         self.retired: dict[int, float] = {}  # old generation's workers: pid -> kill deadline
@@ -302,9 +302,8 @@ class Supervisor:
         except (TunnelError, OSError) as exc:
             return self._reload_failed([str(exc)])
         try:
-            # Last: a successful build also installs process-wide state (backend TLS
-            # contexts, ticket stores) that the next workers inherit.
-            contexts = build_contexts(config)
+            # Last: the new generation's contexts (ticket key stores carried over).
+            contexts = build_contexts(config, self.contexts)
         except (ConfigErrors, TunnelError, OSError) as exc:
             self.pool.discard(planned)
             errors = exc.errors if isinstance(exc, ConfigErrors) else [exc]

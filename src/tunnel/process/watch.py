@@ -34,7 +34,7 @@ def watched_files(config: Config) -> list[str]:
     """
     paths: list[str] = []
     for listener in config.listeners:
-        found: list[str | None] = [*listener.cert, listener.key, listener.client_ca]
+        found: list[str | None] = [*listener.cert, listener.key, *listener.client_ca]
         if listener.cert_dir is not None:
             found += [listener.cert_dir, *_dir_entries(listener.cert_dir)]
         found += listener.crl

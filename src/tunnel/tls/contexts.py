@@ -23,7 +23,7 @@ from tunnel.config import ListenerConfig
 from tunnel.config.routing import NameTable, build_name_table
 from tunnel.errors import TLSSetupError
 from tunnel.tls.certs import CertFile, CertGroup, group_certificates, listener_cert_files
-from tunnel.tls.identity import AllowLists, identity_from_der, rejection
+from tunnel.tls.identity import AllowListCheck, AllowLists
 from tunnel.tls.tickets import TicketKeyError, TicketKeys
 from tunnel.wire.proxy_out import ClientCert
 
@@ -127,7 +127,9 @@ def _apply_openssl(ctx: ssl.SSLContext, listener: ListenerConfig, file: str) -> 
         ) from None
 
 
-def _settings_context(listener: ListenerConfig, file: str) -> ssl.SSLContext:
+def _settings_context(
+    listener: ListenerConfig, file: str, check: AllowListCheck | None, tickets: TicketStores
+) -> ssl.SSLContext:
     """A server context with every listener setting except certificates."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = _VERSIONS.get(listener.tls_min, ssl.TLSVersion.TLSv1_2)
@@ -151,11 +153,11 @@ def _settings_context(listener: ListenerConfig, file: str) -> ssl.SSLContext:
     _apply_openssl(ctx, listener, file)
     if listener.alpn:
         ctx.set_alpn_protocols(list(listener.alpn))
-    _client_auth(ctx, listener, file)
+    _client_auth(ctx, listener, file, check)
     if listener.keylog_file is not None:
         _keylog(ctx, listener, file)
     if listener.ticket_key_file is not None:
-        _ticket_keys(listener, file).install(ctx)
+        _ticket_keys(listener, file, tickets).install(ctx)
     return ctx
 
 
@@ -164,16 +166,28 @@ _VERIFY_MODES = {
     "optional": ssl.CERT_OPTIONAL,
     "required": ssl.CERT_REQUIRED,
 }
-_rejected: list[str] = []  # why the last client certificate was refused (see take_rejection)
-_ticket_stores: dict[str, TicketKeys] = {}
 _keylog_warned: set[str] = set()
+TicketStores = dict[str, TicketKeys]  # by file path: one store per ticket key file
 
 
-def _client_auth(ctx: ssl.SSLContext, listener: ListenerConfig, file: str) -> None:
+def _allow_list_check(listener: ListenerConfig) -> AllowListCheck | None:
+    """The listener's allow-list check, if it has allow-lists (shared by its contexts)."""
+    allow = AllowLists(
+        frozenset(listener.allow_cn), frozenset(listener.allow_dns), frozenset(listener.allow_uri)
+    )
+    if listener.verify == "none" or not listener.client_ca or not allow:
+        return None
+    return AllowListCheck(allow)
+
+
+def _client_auth(
+    ctx: ssl.SSLContext, listener: ListenerConfig, file: str, check: AllowListCheck | None
+) -> None:
     """client_ca, verify, crl and allow-lists (every context of a listener gets them)."""
-    if listener.verify == "none" or listener.client_ca is None:
+    if listener.verify == "none" or not listener.client_ca:
         return
-    for key, path in [("client_ca", listener.client_ca), *[("crl", p) for p in listener.crl]]:
+    paths = [("client_ca", p) for p in listener.client_ca] + [("crl", p) for p in listener.crl]
+    for key, path in paths:
         try:
             ctx.load_verify_locations(cafile=path)
         except (OSError, ssl.SSLError) as exc:
@@ -187,11 +201,8 @@ def _client_auth(ctx: ssl.SSLContext, listener: ListenerConfig, file: str) -> No
     if listener.crl:
         ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
     ctx.verify_mode = _VERIFY_MODES[listener.verify]
-    allow = AllowLists(
-        frozenset(listener.allow_cn), frozenset(listener.allow_dns), frozenset(listener.allow_uri)
-    )
-    if allow:
-        _openssl.set_leaf_check(ctx, lambda der: _allowed(der, allow))
+    if check is not None:
+        _openssl.set_leaf_check(ctx, check)
 
 
 def _keylog(ctx: ssl.SSLContext, listener: ListenerConfig, file: str) -> None:
@@ -217,27 +228,15 @@ def _keylog(ctx: ssl.SSLContext, listener: ListenerConfig, file: str) -> None:
         )
 
 
-def _allowed(der: bytes, allow: AllowLists) -> bool:
-    reason = rejection(identity_from_der(der), allow)
-    if reason is None:
-        return True
-    _rejected[:] = [reason]
-    return False
+def _ticket_keys(listener: ListenerConfig, file: str, stores: TicketStores) -> TicketKeys:
+    """The store of the listener's ticket key file: one per file, however many use it.
 
-
-def take_rejection() -> str | None:
-    """Why the client certificate of the handshake that just failed was refused, if it was.
-
-    A worker runs one handshake step at a time, so the reason recorded by the
-    verification callback belongs to the connection whose handshake just failed.
+    ``stores`` may hold the previous generation's stores: a file still in use keeps its
+    store (refreshed), so a file that broke since keeps serving the keys read before.
     """
-    return _rejected.pop() if _rejected else None
-
-
-def _ticket_keys(listener: ListenerConfig, file: str) -> TicketKeys:
     path = listener.ticket_key_file
     assert path is not None
-    store = _ticket_stores.get(path)
+    store = stores.get(path)
     if store is not None:
         store.refresh()
         return store
@@ -247,20 +246,8 @@ def _ticket_keys(listener: ListenerConfig, file: str) -> TicketKeys:
         raise _setup_error(
             file, listener.name, "ticket_key_file", f"{path}: {exc}", "fix or replace the file"
         ) from None
-    _ticket_stores[path] = store
+    stores[path] = store
     return store
-
-
-def prune_ticket_stores(in_use: set[str | None]) -> None:
-    """Forget ticket key files no listener uses any more (after a reload)."""
-    for path in list(_ticket_stores):
-        if path not in in_use:
-            del _ticket_stores[path]
-
-
-def ticket_stores() -> list[TicketKeys]:
-    """Every ticket key file in use (workers refresh them periodically)."""
-    return list(_ticket_stores.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,18 +258,24 @@ class ServerTLS:
     contexts: tuple[ssl.SSLContext, ...]
     groups: tuple[CertGroup, ...]
     table: NameTable[ssl.SSLContext]
+    allow_check: AllowListCheck | None = None  # why a client certificate was refused
 
 
-def build_server_tls(listener: ListenerConfig, file: str = "<config>") -> ServerTLS:
+def build_server_tls(
+    listener: ListenerConfig, file: str = "<config>", tickets: TicketStores | None = None
+) -> ServerTLS:
     """Build one context per certificate group, all with the same settings.
 
     Every connection starts on the default context; the SNI callback switches it to the
     group serving the client's name. Session tickets stay valid across the switch:
     OpenSSL encrypts and decrypts them with the initial (default) context's keys.
+    Ticket key stores are taken from (and added to) ``tickets``.
     """
+    tickets = {} if tickets is None else tickets
+    check = _allow_list_check(listener)
     if listener.client:
         # Client mode: clients connect in plaintext; the context is never used.
-        ctx = _settings_context(listener, file)
+        ctx = _settings_context(listener, file, check, tickets)
         return ServerTLS(ctx, (ctx,), (), NameTable())
     files = listener_cert_files(listener, file)
     for cert_file in files:
@@ -290,14 +283,14 @@ def build_server_tls(listener: ListenerConfig, file: str = "<config>") -> Server
     groups = group_certificates(files, listener, file)
     contexts = []
     for group in groups:
-        ctx = _settings_context(listener, file)
+        ctx = _settings_context(listener, file, check, tickets)
         for cert_file in group.files:
             _load_chain(ctx, listener, cert_file, file)
         contexts.append(ctx)
     table = build_name_table((g.names, ctx) for g, ctx in zip(groups, contexts, strict=True))
     default = contexts[0]
     default.sni_callback = make_sni_callback(table, default, strict=listener.sni_strict)
-    return ServerTLS(default, tuple(contexts), tuple(groups), table)
+    return ServerTLS(default, tuple(contexts), tuple(groups), table, check)
 
 
 def make_sni_callback(
@@ -314,12 +307,19 @@ def make_sni_callback(
             return None
         chosen = lookup(name)
         if chosen is None:
+            if refuse is not None:
+                sslobj.sni_refused = True  # see sni_refused()
             return refuse
         if chosen is not default:
             sslobj.context = chosen
         return None
 
     return callback
+
+
+def sni_refused(sslobj: ssl.SSLObject) -> bool:
+    """True if the handshake failed because ``sni_strict`` refused the client's name."""
+    return bool(getattr(sslobj, "sni_refused", False))
 
 
 def build_server_context(listener: ListenerConfig, file: str = "<config>") -> ssl.SSLContext:

@@ -62,3 +62,33 @@ def rejection(identity: ClientIdentity, allow: AllowLists) -> str | None:
     shown += [f"DNS:{name}" for name in identity.dns[:3]]
     shown += [f"URI:{uri}" for uri in identity.uris[:3]]
     return "client certificate not allowed (" + ", ".join(shown) + ")"
+
+
+class AllowListCheck:
+    """One listener's allow-list check, run by OpenSSL on each verified client leaf.
+
+    OpenSSL only learns "rejected"; why (which names the certificate had) is kept here for
+    the connection whose handshake then fails to :meth:`take` it. A worker runs one
+    handshake step at a time, so the reason taken after a failed step is that handshake's.
+    Built with the listener's contexts by the supervisor and handed to the workers with
+    them (each worker has its own copy after the fork).
+    """
+
+    __slots__ = ("_last", "allow")
+
+    def __init__(self, allow: AllowLists) -> None:
+        self.allow = allow
+        self._last: str | None = None
+
+    def __call__(self, der: bytes) -> bool:
+        """True if the client with this DER leaf certificate may connect."""
+        reason = rejection(identity_from_der(der), self.allow)
+        if reason is None:
+            return True
+        self._last = reason
+        return False
+
+    def take(self) -> str | None:
+        """Why the last certificate was refused, once (None if none was since)."""
+        reason, self._last = self._last, None
+        return reason
