@@ -46,7 +46,7 @@ from tlsbench.loads import IdleClient  # noqa: E402
 
 from tunnel._native import bio as _openssl_bio  # noqa: E402
 from tunnel.config import parse_config  # noqa: E402
-from tunnel.dataplane import relay  # noqa: E402
+from tunnel.dataplane import tls_endpoint  # noqa: E402
 from tunnel.dataplane.connection import ListenerRuntime  # noqa: E402
 from tunnel.tls.contexts import build_server_context  # noqa: E402
 
@@ -277,7 +277,7 @@ def main() -> None:
         # The worker first: memory freed by tls_alone would otherwise be reused and hide
         # the worker's RSS growth.
         if args.no_trim:
-            relay.trim_bio = lambda bio: None
+            tls_endpoint.trim_bio = lambda bio: None
         uvloop.run(
             held_connections(
                 ctx, cert, args.count, args.top, args.frames, args.burst, not args.no_trim

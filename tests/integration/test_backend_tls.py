@@ -6,6 +6,7 @@ import contextlib
 import re
 import socket
 import ssl
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,55 @@ def test_backend_certificate_is_verified_and_failover_goes_on(
     assert good_seen and "version" in good_seen[0]
     wait_until(lambda: bad_seen, what="the first backend's handshake")
     assert "UNKNOWN_CA" in bad_seen[0]["error"].upper()  # our alert: its CA is not trusted
+
+
+def test_a_backend_failing_verification_is_logged_and_counted_before_failover(
+    certs: Certs,
+    ca_file: Path,
+    start_tunnel: TunnelFactory,
+    start_backend: BackendFactory,
+    tmp_path: Path,
+) -> None:
+    """The connection succeeds on the next address, yet the failed one is not hidden."""
+    other = trustme.CA().issue_cert("localhost", "127.0.0.1")
+    bad_pem = tmp_path / "bad.pem"
+    other.private_key_and_cert_chain_pem.write_to_path(str(bad_pem))
+    bad_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    bad_ctx.load_cert_chain(bad_pem)
+    bad = start_backend(tls_echo(bad_ctx, []))
+    good = start_backend(tls_echo(server_context(certs, "1.3"), []))
+    admin = free_port()
+    tunnel = start_tunnel(
+        None,
+        backend="secure",
+        tunnel={"admin": f"127.0.0.1:{admin}"},
+        extra={
+            "backend:secure": {
+                "connect": [bad.address, good.address],
+                "tls": "yes",
+                "ca": str(ca_file),
+            }
+        },
+    )
+    with tunnel.connect(certs.client_context()) as sock:
+        echo_roundtrip(sock, 1000)
+        sock.unwrap()
+    logged = wait_until(
+        lambda: re.search(r"backend (\S+): TLS handshake failed: (.*)", tunnel.log()),
+        what="the failed backend in the log",
+    )
+    assert logged.group(1) == str(bad.address)
+    assert "unable to get local issuer certificate" in logged.group(2)
+    assert "trying the next address" in logged.group(2)
+
+    def tls_failures() -> float:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=10) as reply:
+            text = reply.read().decode()
+        line = f'tunnel_backend_connect_failures_total{{backend="{bad.address}",kind="tls"}}'
+        found = [row.split()[-1] for row in text.splitlines() if row.startswith(line)]
+        return float(found[0]) if found else 0.0
+
+    wait_until(lambda: tls_failures() == 1, timeout=20, interval=0.2, what="the failure counted")
 
 
 def test_client_certificate_to_the_backend(

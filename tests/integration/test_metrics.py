@@ -191,3 +191,28 @@ def test_rejections_are_counted(
     assert value(samples, "tunnel_connections_accepted_total", listener="test") == 2
     result = value(samples, "tunnel_handshakes_total", listener="test", result="bad_client_cert")
     assert result == 1  # classified as a client certificate failure, not "other"
+
+
+def test_sni_strict_refusals_are_unknown_sni(
+    certs: Certs, start_tunnel: TunnelFactory, start_backend: BackendFactory
+) -> None:
+    """A name sni_strict refuses is logged and counted as such, not as "callback failed"."""
+    admin = free_port()
+    backend = start_backend(echo_handler)
+    tunnel = start_tunnel(backend.address, sni_strict="yes", tunnel={"admin": f"127.0.0.1:{admin}"})
+    ctx = certs.client_context()
+    ctx.check_hostname = False
+    with tunnel.raw() as raw, pytest.raises(ssl.SSLError, match="UNRECOGNIZED_NAME"):
+        ctx.wrap_socket(raw, server_hostname="unknown.example.org")
+    line = wait_until(lambda: next(iter(tunnel.conn_lines()), None), what="the log line")
+    assert 'reason="handshake failed: unknown server name"' in line, line
+    assert " sni=unknown.example.org " in line
+    wait_until(
+        lambda: (
+            value(scrape(admin), "tunnel_handshakes_total", listener="test", result="unknown_sni")
+            == 1
+        ),
+        timeout=20,
+        interval=0.2,
+        what="the refusal counted as unknown_sni",
+    )

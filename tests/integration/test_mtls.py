@@ -179,6 +179,43 @@ def test_verify_optional(
     assert " client=alice " in tunnel.conn_lines()[1]
 
 
+def test_every_client_ca_is_trusted(
+    certs: Certs,
+    clients: Clients,
+    start_tunnel: TunnelFactory,
+    start_backend: BackendFactory,
+    tmp_path: Path,
+) -> None:
+    """``client_ca`` with several files trusts the CAs of all of them, not only the first."""
+    other = trustme.CA()
+    other_file = tmp_path / "other-ca.pem"
+    other.cert_pem.write_to_path(str(other_file))
+    dave = issue(other, tmp_path, "dave", "dave.example")
+    backend = start_backend(echo_handler)
+    tunnel = start_tunnel(
+        backend.address, client_ca=f"{clients.ca_file}, {other_file}", verify="required"
+    )
+    assert connect(tunnel, certs, "1.3", clients.alice) == b"ping"
+    assert connect(tunnel, certs, "1.3", dave) == b"ping"
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_refused_client_shows_no_cipher_without_a_version(
+    version: str,
+    certs: Certs,
+    clients: Clients,
+    start_tunnel: TunnelFactory,
+    start_backend: BackendFactory,
+) -> None:
+    """A handshake that fails after the ServerHello has a cipher but no version: the log
+    line shows neither rather than ``tls=-`` next to a cipher."""
+    tunnel = start(start_tunnel, start_backend, clients, verify="required")
+    refused(tunnel, certs, version, None)
+    line = wait_until(lambda: next(iter(tunnel.conn_lines()), None), what="the log line")
+    assert " tls=- cipher=- " in line, line
+    assert 'reason="handshake failed: ' in line
+
+
 def write_crl(clients: Clients, revoked: Leaf, path: Path) -> Path:
     ca_cert = x509.load_pem_x509_certificate(clients.ca.cert_pem.bytes())
     ca_key = serialization.load_pem_private_key(clients.ca.private_key_pem.bytes(), None)

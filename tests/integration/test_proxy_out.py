@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import ssl
@@ -17,6 +18,7 @@ from .harness import (
     ConnRecord,
     TunnelFactory,
     TunnelProcess,
+    free_port,
     wait_until,
 )
 from .peers import haproxy_proxy_backend, needs_haproxy, needs_nginx, nginx_proxy_backend
@@ -104,6 +106,20 @@ def test_v2_alpn_tlv_reaches_the_backend(
     assert header.tlv(pp.PP2_TYPE_ALPN) == b"h2"
     info = header.ssl_info()
     assert info is not None and info.version == f"TLSv{version}"
+
+
+def test_no_uid_is_logged_when_no_header_was_sent(
+    certs: Certs, start_tunnel: TunnelFactory
+) -> None:
+    """Every backend address refused: no PROXY header went out, so no ``uid=``."""
+    tunnel = start_tunnel(f"127.0.0.1:{free_port()}", proxy_protocol="v2", proxy_unique_id="yes")
+    with tunnel.connect(certs.client_context()) as sock:
+        sock.sendall(b"x")
+        with contextlib.suppress(ssl.SSLError, OSError):
+            sock.recv(1)
+    line = wait_until(lambda: next(iter(tunnel.conn_lines()), None), what="the log line")
+    assert 'reason="backend unreachable: ' in line
+    assert " uid=" not in line, line
 
 
 def test_v1_header(

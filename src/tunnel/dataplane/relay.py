@@ -48,14 +48,12 @@ import contextlib
 import ssl
 from typing import Any, cast
 
-from tunnel.dataplane.buffer import READ_SIZE, get_shared_buffer
+from tunnel.dataplane.buffer import get_shared_buffer
 from tunnel.dataplane.buffer import view as _view
 from tunnel.dataplane.sides import BackendStream
 from tunnel.dataplane.sweep import IdleSweep
-from tunnel.dataplane.tls_endpoint import RECORD_SIZE, TLSEndpoint, describe
+from tunnel.dataplane.tls_endpoint import TLSEndpoint, describe
 from tunnel.observe.reasons import CloseReason
-
-__all__ = ["READ_SIZE", "RECORD_SIZE", "BackendStream", "TLSSide"]
 
 LINGER_SECONDS = 2.0
 CLOSE_SECONDS = 30.0
