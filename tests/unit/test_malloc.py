@@ -14,6 +14,7 @@ import pytest
 from tunnel._native import malloc as _malloc
 from tunnel.config import parse_config
 from tunnel.dataplane.worker import Worker
+from tunnel.tls.bundle import TLSBundle
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -72,7 +73,7 @@ def test_a_worker_releases_periodically(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(_malloc, "TRIM_SECONDS", 0.01)
     monkeypatch.setattr(_malloc, "release_free_memory", lambda: calls.append(0.0))
     config = parse_config("[l]\naccept = 127.0.0.1:1\ncert = /x.pem\nconnect = 127.0.0.1:2\n")
-    worker = Worker(config, {}, {})
+    worker = Worker(config, TLSBundle(), {})
 
     async def run() -> None:
         worker._trim_tick()

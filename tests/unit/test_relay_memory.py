@@ -8,6 +8,7 @@ from outside: bytes written to the fake transports, the memory figure
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ssl
 from collections.abc import Callable
@@ -305,10 +306,8 @@ def backend_handshake(
     """A TLSBackendSide on a fake transport, handshaken with an in-memory server."""
     server_ctx, client_ctx = tls_pair(version, "backend.test")
     client = FakeClient()
-    loop = FakeLoop()
-    ready: Any = contextlib.nullcontext()  # stands in for the future: only done()/set_*
-    ready.done = lambda: False
-    ready.set_result = lambda _v: None
+    loop = asyncio.new_event_loop()
+    ready: asyncio.Future[None] = loop.create_future()
     side = TLSBackendSide(client, client_ctx, "backend.test", preamble, ready)
     transport = FakeTransport()
     side.connection_made(transport)  # type: ignore[arg-type]
@@ -325,7 +324,8 @@ def backend_handshake(
         if client.attached is not None:
             break
     assert client.attached is side, "the backend handshake did not complete"
-    del loop
+    assert ready.done() and ready.exception() is None  # the connect attempt succeeded
+    loop.close()
     return side, client, transport, server, s_in, s_out
 
 

@@ -1,8 +1,8 @@
 """One client's life: TLS handshake, backend connect with failover, PROXY header, relay, log.
 
-The byte pumping itself lives in :mod:`tunnel.dataplane.relay`; this module adds what depends on the
-listener's configuration: which backends to try and for how long, what to send them
-first, and what to count and log when the connection ends.
+The byte pumping itself lives in :mod:`tunnel.dataplane.relay`; this module adds what
+depends on the listener's configuration: which backends to try (:mod:`.targets`) and for
+how long, what to send them first, and what to count and log when the connection ends.
 """
 
 from __future__ import annotations
@@ -14,18 +14,17 @@ import os
 import ssl
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol, cast
 
 from tunnel.config import Address, BackendConfig, ListenerConfig
-from tunnel.config.routing import RouteTable, build_route_table
 from tunnel.dataplane.backend_tls import TLSBackendSide
 from tunnel.dataplane.limits import PerIPLimits
 from tunnel.dataplane.plain_backend import PlainSide
 from tunnel.dataplane.relay import CLOSED, CONNECTING, TLSSide
 from tunnel.dataplane.summary import client_cn, format_summary, peer_text, tcp_addr, tls_fields
 from tunnel.dataplane.sweep import IdleSweep
+from tunnel.dataplane.targets import Target, listener_routes
 from tunnel.dataplane.tls_endpoint import describe, handshake_failure
 from tunnel.observe.metrics import BackendStats, ListenerStats
 from tunnel.observe.reasons import CloseReason, HandshakeFailure
@@ -96,40 +95,6 @@ class ListenerRuntime:
         return self.conn_class(self)
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Where a connection goes: a backend's addresses, and the PROXY header it gets."""
-
-    backend: BackendConfig
-    proxy: ProxyOptions | None
-    tls: ssl.SSLContext | None = None  # the backend is reached over TLS with this context
-
-
-def listener_routes(
-    config: ListenerConfig,
-    backends: Mapping[str, BackendConfig],
-    backend_tls: Mapping[str, ssl.SSLContext],
-) -> RouteTable[Target]:
-    """The listener's route table; its own ``connect`` (or ``backend``) is the fallback.
-
-    A ``[backend:NAME]`` decides whether (and which version of) a PROXY header it gets;
-    the other PROXY options (CRC32C, unique ID, ...) are the listener's. ``backend_tls``
-    holds the context of each backend with ``tls = yes``.
-    """
-    targets = {
-        name: Target(backend, proxy_options(config, backend.proxy_protocol), backend_tls.get(name))
-        for name, backend in backends.items()
-    }
-    if config.backend is not None:
-        default = targets[config.backend]
-    else:
-        own = BackendConfig(
-            config.name, config.connect, config.connect_timeout, config.proxy_protocol
-        )
-        default = Target(own, proxy_options(config, config.proxy_protocol))
-    return build_route_table(config.routes, targets, default)
-
-
 def _proxy_header(conn: ClientConnection, options: ProxyOptions, uid: bytes | None) -> bytes:
     sslobj = conn.sslobj
     local = conn.local if conn.local is not None else conn.transport.get_extra_info("sockname")
@@ -152,19 +117,6 @@ def _proxy_header(conn: ClientConnection, options: ProxyOptions, uid: bytes | No
         cert=client_cert(sslobj, der=bool(options.cert_tlv)),
         unique_id=uid,
         balancer_tlvs=conn.balancer_tlvs,
-    )
-
-
-def proxy_options(cfg: ListenerConfig, version: str) -> ProxyOptions | None:
-    """The listener's PROXY-out settings for ``version``, or None when it is off."""
-    if version == "off":
-        return None
-    return ProxyOptions(
-        version=version,
-        crc32c=cfg.proxy_crc32c,
-        unique_id=cfg.proxy_unique_id,
-        cert_tlv=cfg.proxy_cert_tlv,
-        keep_tlvs=cfg.proxy_keep_tlvs,
     )
 
 

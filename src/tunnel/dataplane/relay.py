@@ -1,23 +1,20 @@
-"""The byte pump: TLS on the client side, plain bytes on the backend side.
+"""The byte pump: TLS on the client side, plain bytes or TLS on the backend side.
 
 Theory of operation
 -------------------
 One relayed connection is two protocol objects. :class:`TLSSide` sits on the accepted
 client socket; it is a :class:`tunnel.dataplane.tls_endpoint.TLSEndpoint` (its own TLS
-layer over memory BIOs, so this code decides when bytes hit the socket). That is what
-lets Tunnel (unlike asyncio's SSL transport) flush the alert OpenSSL wrote before
-closing, half-close each direction separately, and time the handshake. :class:`PlainSide`
-sits on a plain backend socket and forwards everything to its ``TLSSide``; a TLS backend
-gets a :class:`tunnel.dataplane.backend_tls.TLSBackendSide` instead. Either way the client
-side sees its backend as a :class:`tunnel.dataplane.sides.BackendStream`.
+layer over memory BIOs), which lets Tunnel (unlike asyncio's SSL transport) flush the
+alert OpenSSL wrote before closing, half-close each direction separately, and time the
+handshake. The backend socket has a :class:`tunnel.dataplane.plain_backend.PlainSide` or
+a :class:`tunnel.dataplane.backend_tls.TLSBackendSide`; to the client side either is a
+:class:`tunnel.dataplane.sides.BackendStream`.
 
 * Reads use one buffer shared by every connection of the process
   (:mod:`tunnel.dataplane.buffer`), so an idle connection holds no read buffer.
-* Client to backend: the chunk goes into the incoming BIO; records are decrypted while
-  the BIO has bytes (no exception on the hot path) and the plaintext is written to the
-  backend in one call.
-* Backend to client: the chunk is encrypted by one ``SSLObject.write`` and the outgoing
-  BIO is written to the client in one call.
+* A chunk from the client is decrypted while the incoming BIO has bytes (no exception on
+  the hot path); one from the backend is encrypted by one write. Either way the result
+  goes to the other side in one call.
 * Back-pressure: when one side's transport buffer passes the high-water mark, the other
   side stops reading until it drains, so memory per connection is bounded whatever the
   peers do.

@@ -1,0 +1,58 @@
+"""Where a listener's connections go: its route table of backends, and their PROXY options."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from tunnel.config import BackendConfig, ListenerConfig
+from tunnel.config.routing import RouteTable, build_route_table
+from tunnel.wire.proxy_out import ProxyOptions
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a connection goes: a backend's addresses, and the PROXY header it gets."""
+
+    backend: BackendConfig
+    proxy: ProxyOptions | None
+    tls: ssl.SSLContext | None = None  # the backend is reached over TLS with this context
+
+
+def listener_routes(
+    config: ListenerConfig,
+    backends: Mapping[str, BackendConfig],
+    backend_tls: Mapping[str, ssl.SSLContext],
+) -> RouteTable[Target]:
+    """The listener's route table; its own ``connect`` (or ``backend``) is the fallback.
+
+    A ``[backend:NAME]`` decides whether (and which version of) a PROXY header it gets;
+    the other PROXY options (CRC32C, unique ID, ...) are the listener's. ``backend_tls``
+    holds the context of each backend with ``tls = yes``.
+    """
+    targets = {
+        name: Target(backend, proxy_options(config, backend.proxy_protocol), backend_tls.get(name))
+        for name, backend in backends.items()
+    }
+    if config.backend is not None:
+        default = targets[config.backend]
+    else:
+        own = BackendConfig(
+            config.name, config.connect, config.connect_timeout, config.proxy_protocol
+        )
+        default = Target(own, proxy_options(config, config.proxy_protocol))
+    return build_route_table(config.routes, targets, default)
+
+
+def proxy_options(cfg: ListenerConfig, version: str) -> ProxyOptions | None:
+    """The listener's PROXY-out settings for ``version``, or None when it is off."""
+    if version == "off":
+        return None
+    return ProxyOptions(
+        version=version,
+        crc32c=cfg.proxy_crc32c,
+        unique_id=cfg.proxy_unique_id,
+        cert_tlv=cfg.proxy_cert_tlv,
+        keep_tlvs=cfg.proxy_keep_tlvs,
+    )
