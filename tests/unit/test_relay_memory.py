@@ -287,7 +287,7 @@ class FakeClient:
     def attach_backend(self, backend: BackendStream, preamble: bytes = b"") -> None:
         self.attached = backend
 
-    def send(self, data: bytes) -> None:
+    def write(self, data: bytes) -> None:
         self.received.append(data)
 
     def backend_finished(self) -> None:

@@ -12,7 +12,7 @@ encrypts, :meth:`write_eof` sends close_notify then FIN, flow control goes to th
 socket), so the relay code needs no change and the plain path pays nothing for this.
 
 Decrypted records of one socket read go to the client side in one
-:meth:`~tunnel.dataplane.sides.ClientEnd.send`. A failed handshake fails the connect
+:meth:`~tunnel.dataplane.sides.ClientEnd.write`. A failed handshake fails the connect
 attempt (through the ``ready`` future), so the next address is tried (failover).
 
 The contexts are built by the supervisor (:mod:`tunnel.tls.backend`) and handed to the
@@ -53,7 +53,7 @@ class TLSBackendSide(TLSEndpoint):
         self.failed = False
         self.finished = False
         self.bytes_in = 0
-        self.deliver = client.send
+        self.sink = client
 
     # -- protocol (events from the backend socket) ------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -82,7 +82,6 @@ class TLSSide(TLSEndpoint):
         "_quiet",
         "_sweep",
         "_timer",
-        "backend",
         "backend_done",
         "bytes_out",
         "client_done",
@@ -109,7 +108,7 @@ class TLSSide(TLSEndpoint):
         self._hs_timeout = handshake_timeout
         self.high_water = high_water
         self.state = HANDSHAKE
-        self.backend: BackendStream | None = None
+        self.sink: BackendStream | None = None  # the backend stream, once connected
         self.client_done = False
         self.backend_done = False
         self._active = False
@@ -201,7 +200,7 @@ class TLSSide(TLSEndpoint):
             self.set_reason(CloseReason.CLIENT_ERROR, describe(exc))
         self.state = CLOSED
         self._stop_idle_checks()
-        backend = self.backend
+        backend = self.sink
         if backend is not None and not backend.is_closing():
             if exc is None:
                 backend.close()
@@ -210,12 +209,12 @@ class TLSSide(TLSEndpoint):
         self.on_closed()
 
     def pause_writing(self) -> None:
-        if self.backend is not None:
-            self.backend.pause_reading()
+        if self.sink is not None:
+            self.sink.pause_reading()
 
     def resume_writing(self) -> None:
-        if self.backend is not None and not self.backend.is_closing():
-            self.backend.resume_reading()
+        if self.sink is not None and not self.sink.is_closing():
+            self.sink.resume_reading()
 
     # -- TLS --------------------------------------------------------------------------
     def _handshake(self) -> None:
@@ -231,7 +230,7 @@ class TLSSide(TLSEndpoint):
     def release_buffers(self) -> None:
         """Free the memory BIOs' buffers where empty, a TLS backend's too (see the base)."""
         super().release_buffers()
-        backend = self.backend
+        backend = self.sink
         if isinstance(backend, TLSEndpoint):
             backend.release_buffers()
 
@@ -247,8 +246,7 @@ class TLSSide(TLSEndpoint):
         if self.state != CONNECTING:
             backend.close()
             return
-        self.backend = backend
-        self.deliver = backend.write
+        self.sink = backend
         backend.set_write_buffer_limits(high=self.high_water)
         self.transport.set_write_buffer_limits(high=self.high_water)
         if preamble:
@@ -276,7 +274,7 @@ class TLSSide(TLSEndpoint):
             return
         self.transport.write(self._out.read())
 
-    def send(self, data: bytes) -> None:
+    def write(self, data: bytes) -> None:
         """Encrypt ``data`` (plaintext a TLS backend sent) and send it to the client."""
         if self.state < LINGER:
             self._active = True
@@ -307,7 +305,7 @@ class TLSSide(TLSEndpoint):
         if self.client_done:
             return
         self.client_done = True
-        backend = self.backend
+        backend = self.sink
         if backend is not None and backend.can_write_eof() and not backend.is_closing():
             backend.write_eof()
         if self.backend_done:
@@ -319,8 +317,8 @@ class TLSSide(TLSEndpoint):
         self.set_reason(CloseReason.DONE)
         self.state = LINGER
         self._stop_idle_checks()
-        if self.backend is not None:
-            self.backend.close()
+        if self.sink is not None:
+            self.sink.close()
         transport = self.transport
         transport.close()
         if transport.get_write_buffer_size():
@@ -339,8 +337,8 @@ class TLSSide(TLSEndpoint):
             self._flush()  # the alert OpenSSL wrote, if any
         self.state = LINGER
         self._stop_idle_checks()
-        if self.backend is not None:
-            self.backend.close()
+        if self.sink is not None:
+            self.sink.close()
         transport = self.transport
         if transport.is_closing():
             return

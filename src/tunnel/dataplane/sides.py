@@ -3,7 +3,8 @@
 The client side (:class:`tunnel.dataplane.relay.TLSSide`) sees its backend as a
 :class:`BackendStream`: a plain asyncio transport fits it as it is, and so does a
 :class:`tunnel.dataplane.backend_tls.TLSBackendSide`, which encrypts what it is given. A
-backend side sees the client side as a :class:`ClientEnd`.
+backend side sees the client side as a :class:`ClientEnd`, a stream it writes the
+backend's plaintext into.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class ClientEnd(Protocol):
     def attach_backend(self, backend: BackendStream, preamble: bytes = b"") -> None:
         """The backend is ready: start relaying (``preamble`` goes to it first)."""
 
-    def send(self, data: bytes) -> None:
+    def write(self, data: bytes) -> None:
         """Encrypt ``data`` from the backend and send it to the client."""
 
     def backend_finished(self) -> None:

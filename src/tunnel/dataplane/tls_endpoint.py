@@ -9,9 +9,10 @@ TLS-backend side (:class:`tunnel.dataplane.backend_tls.TLSBackendSide`, client r
 both endpoints; what differs between them is only where plaintext goes and what an end
 or an error means, which they say through one attribute and three hooks:
 
-* ``deliver(data)``: an attribute holding where decrypted bytes go (the backend
-  transport's ``write`` for the client side, the client side's ``send`` for a TLS
-  backend); an attribute rather than a method, so the hot path pays no extra call.
+* ``sink``: where decrypted bytes go, by its ``write`` (the backend stream for the client
+  side; the client side, which encrypts them for the client, for a TLS backend). An
+  object rather than a hook method, so the hot path pays no extra call; the object
+  itself rather than its bound ``write``, so a connection holds no method object.
 * :meth:`_read_ended`: the peer sent close_notify (or the stream ended cleanly).
 * :meth:`_read_failed`: a record did not decrypt; OpenSSL may have queued an alert.
 * :meth:`_handshake_failed`: the handshake failed; OpenSSL's alert is queued.
@@ -29,8 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from tunnel._native.bio import bio_capacity, trim_bio
 from tunnel.observe.reasons import HandshakeFailure
@@ -40,14 +40,21 @@ from tunnel.observe.reasons import HandshakeFailure
 RECORD_SIZE = 16384
 
 
+class Sink(Protocol):
+    """Where an endpoint's decrypted bytes go."""
+
+    def write(self, data: Any) -> None:
+        """Take ``data`` (it is not used after the call returns)."""
+
+
 class TLSEndpoint(asyncio.BufferedProtocol):
     """A socket protocol with its own TLS layer; subclasses say where plaintext goes."""
 
-    __slots__ = ("_in", "_out", "_tls", "bytes_in", "deliver", "sslobj", "transport")
+    __slots__ = ("_in", "_out", "_tls", "bytes_in", "sink", "sslobj", "transport")
 
     transport: asyncio.Transport
     sslobj: ssl.SSLObject
-    deliver: Callable[[bytes], Any]  # where decrypted bytes go (set by the subclass)
+    sink: Sink | None  # where decrypted bytes go (set by the subclass)
     bytes_in: int  # plaintext received from this endpoint's peer
 
     def _start_tls(
@@ -130,7 +137,7 @@ class TLSEndpoint(asyncio.BufferedProtocol):
             error = exc
         if data:
             self.bytes_in += len(data)
-            self.deliver(data)
+            self.sink.write(data)  # type: ignore[union-attr]  # set before data flows
         if error is not None:
             self._read_failed(error)
             return
