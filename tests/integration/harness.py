@@ -245,7 +245,7 @@ class TunnelProcess:
             pids = self.worker_pids()
             return (
                 "tunnel started" in text
-                and len(pids) == self.workers
+                and len(pids) >= self.workers  # more: an ACME process
                 and all(f"worker {i} started" in text for i in range(self.workers))
             )
 

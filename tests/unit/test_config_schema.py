@@ -18,6 +18,7 @@ from tunnel.config import (
     TunnelSettings,
     parse_config,
 )
+from tunnel.config.acme import AcmeSettings
 from tunnel.config.schema import Kind, default, keys
 from tunnel.errors import ConfigErrors
 
@@ -25,8 +26,9 @@ MODELS: dict[Kind, type] = {
     "tunnel": TunnelSettings,
     "listener": ListenerConfig,
     "backend": BackendConfig,
+    "acme": AcmeSettings,
 }
-KINDS: tuple[Kind, ...] = ("tunnel", "listener", "backend")
+KINDS: tuple[Kind, ...] = ("tunnel", "listener", "backend", "acme")
 LISTENER = "[web]\naccept = 127.0.0.1:8443\ncert = /c/web.pem\nconnect = 127.0.0.1:8080\n"
 
 
@@ -42,7 +44,7 @@ def test_key_sets_are_unchanged() -> None:
     assert {
         *("accept", "cert", "key", "connect", "max_connections", "cert_dir", "backend"),
         *("route", "client_ca", "verify", "crl", "allow_cn", "allow_dns", "allow_uri"),
-        *("client", "keylog_file"),
+        *("client", "keylog_file", "acme"),
     } == LISTENER_KEYS - INHERITABLE_KEYS
     assert {
         *("connect", "connect_timeout", "proxy_protocol", "tls", "ca", "sni", "cert", "key"),
@@ -52,7 +54,8 @@ def test_key_sets_are_unchanged() -> None:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_each_key_sets_a_field_and_each_field_has_a_key(kind: Kind) -> None:
-    fields = {f.name for f in dataclasses.fields(MODELS[kind])} - {"name"}
+    # acme_state_dir: [acme]'s state_dir, given to each listener with acme names.
+    fields = {f.name for f in dataclasses.fields(MODELS[kind])} - {"name", "acme_state_dir"}
     attrs = [key.attr for key in keys(kind).values()]
     if kind == "tunnel":  # [tunnel] also holds the listener defaults
         attrs = [k.attr for k in keys(kind).values() if k.scope & Scope.TUNNEL]
@@ -64,6 +67,7 @@ SCOPES = {
     "tunnel": Scope.TUNNEL | Scope.DEFAULT,
     "listener": Scope.LISTENER | Scope.DEFAULT,
     "backend": Scope.BACKEND,
+    "acme": Scope.ACME,
 }
 
 
@@ -90,10 +94,11 @@ def test_defaults_come_from_the_model() -> None:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_defaults_are_what_an_empty_section_parses_to(kind: Kind) -> None:
-    text = LISTENER + "[backend:b]\nconnect = 127.0.0.1:1\n"
+    text = LISTENER + "[backend:b]\nconnect = 127.0.0.1:1\n[acme]\ndirectory = https://c/d\n"
     config = parse_config(text, "/t.ini")
     parsed = {"tunnel": config.tunnel, "listener": config.listeners[0], "backend": None}
     parsed["backend"] = config.backends[0]
+    parsed["acme"] = config.acme
     for key in keys(kind).values():
         if key.required or (kind == "tunnel" and not key.scope & Scope.TUNNEL):
             continue

@@ -20,6 +20,7 @@ MAN_SECTIONS = {
     Scope.LISTENER: '"LISTENER SECTIONS"',
     Scope.DEFAULT: '"LISTENER SECTIONS"',
     Scope.BACKEND: '"[backend:NAME] SECTIONS"',
+    Scope.ACME: '"[acme] SECTION"',
 }
 
 

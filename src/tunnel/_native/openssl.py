@@ -161,3 +161,43 @@ def set_ticket_callback(ctx: ssl.SSLContext, function: Any) -> None:
     pointer = ctypes.cast(function, ctypes.c_void_p)
     if _libssl().SSL_CTX_set_tlsext_ticket_key_evp_cb(ssl_ctx_pointer(ctx), pointer) != 1:
         raise OpenSSLCallError("OpenSSL refused the session ticket key callback")
+
+
+# int cb(SSL *s, int *alert, void *arg)
+CLIENT_HELLO_CALLBACK = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p
+)
+_TLSEXT_TYPE_ALPN = 16
+_CLIENT_HELLO_SUCCESS = 1
+
+
+def set_alpn_probe(ctx: ssl.SSLContext, record: Callable[[bytes | None], None]) -> None:
+    """Call ``record(alpn)`` for every ClientHello, before the SNI callback runs.
+
+    ``alpn`` is the raw body of the client's ALPN extension (None without one). Python's
+    SNI callback cannot see ALPN, so this lets it choose a context by what the client
+    offers (TLS-ALPN-01 challenges). Uses ``SSL_CTX_set_client_hello_cb``.
+    """
+    lib = _libssl()
+    get_ext = lib.SSL_client_hello_get0_ext
+    get_ext.restype = ctypes.c_int
+    get_ext.argtypes = [ctypes.c_void_p, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+    setter = lib.SSL_CTX_set_client_hello_cb
+    setter.restype = None
+    setter.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+
+    def callback(ssl_ptr: int | None, _alert: int | None, _arg: int | None) -> int:
+        try:
+            out = ctypes.c_void_p()
+            size = ctypes.c_size_t()
+            if get_ext(ssl_ptr, _TLSEXT_TYPE_ALPN, ctypes.byref(out), ctypes.byref(size)) == 1:
+                record(ctypes.string_at(out.value or 0, size.value) if size.value else b"")
+            else:
+                record(None)
+        except Exception:  # never let an exception unwind into OpenSSL
+            record(None)
+        return _CLIENT_HELLO_SUCCESS
+
+    function = CLIENT_HELLO_CALLBACK(callback)
+    _KEEP_ALIVE.append(function)
+    setter(ssl_ctx_pointer(ctx), ctypes.cast(function, ctypes.c_void_p), None)

@@ -32,6 +32,7 @@ from tunnel.config.parser import (
     parse_partial,
 )
 from tunnel.config.schema import (
+    ACME_KEYS,
     BACKEND_KEYS,
     INHERITABLE_KEYS,
     KEYS,
@@ -49,6 +50,7 @@ from tunnel.config.values import (
 )
 
 __all__ = [
+    "ACME_KEYS",
     "BACKEND_KEYS",
     "INHERITABLE_KEYS",
     "KEYS",

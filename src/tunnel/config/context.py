@@ -13,12 +13,15 @@ from tunnel.errors import ConfigError
 
 TUNNEL_SECTION = "tunnel"
 BACKEND_PREFIX = "backend:"
+ACME_SECTION = "acme"
 
 
 def kind_of(section: str) -> Kind:
     """The kind of a section by its name: [tunnel], [backend:NAME], else a listener."""
     if section == TUNNEL_SECTION:
         return "tunnel"
+    if section == ACME_SECTION:
+        return "acme"
     return "backend" if section.startswith(BACKEND_PREFIX) else "listener"
 
 

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from tunnel.config.routing import Route
+
+if TYPE_CHECKING:  # config.acme imports this module
+    from tunnel.config.acme import AcmeSettings
 
 AddressKind = Literal["tcp", "unix"]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -76,6 +79,8 @@ class ListenerConfig:
     keylog_file: str | None = None  # NSS key log of every TLS session (debugging only)
     max_connections_per_ip: int = 0  # per worker; 0 = no limit
     max_handshakes_per_ip: int = 0  # per worker; 0 = no limit
+    acme: tuple[str, ...] = ()  # names whose certificate Tunnel obtains (ACME)
+    acme_state_dir: str | None = None  # the [acme] state_dir, when ``acme`` is set
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +131,7 @@ class Config:
     tunnel: TunnelSettings = field(default_factory=TunnelSettings)
     listeners: tuple[ListenerConfig, ...] = ()
     backends: tuple[BackendConfig, ...] = ()
+    acme: AcmeSettings | None = None
 
 
 class ConfigValueError(ValueError):

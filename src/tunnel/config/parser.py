@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tunnel.config import ini, rules
+from tunnel.config.acme import AcmeSettings, check_listener_names
 from tunnel.config.context import (
+    ACME_SECTION,
     BACKEND_PREFIX,
     TUNNEL_SECTION,
     Context,
@@ -204,6 +206,34 @@ def _inputs(
     return tuple(found)
 
 
+def _read_acme(sections: dict[str, dict[str, str]], ctx: Context) -> Section | None:
+    items = sections.pop(ACME_SECTION, None)
+    return None if items is None else read_section(ACME_SECTION, "acme", items, {}, ctx)
+
+
+def _check_acme(
+    acme: Section | None, listeners: list[Section], ctx: Context
+) -> AcmeSettings | None:
+    """Listeners' acme names need [acme] (and a name's list is the same everywhere)."""
+    managed = {s.name: s.fields["acme"] for s in listeners if s.fields.get("acme")}
+    for section, message, hint in check_listener_names(managed, has_section=acme is not None):
+        ctx.error(message, section, "acme", hint)
+    if acme is None or ACME_SECTION in ctx.failed:
+        return None
+    return AcmeSettings(**acme.fields)
+
+
+def _with_acme(config: Config, acme: AcmeSettings | None) -> Config:
+    """Give [acme] to the config, and its state_dir to each listener with acme names."""
+    if acme is None:
+        return config
+    listeners = tuple(
+        replace(listener, acme_state_dir=acme.state_dir) if listener.acme else listener
+        for listener in config.listeners
+    )
+    return replace(config, acme=acme, listeners=listeners)
+
+
 # --------------------------------------------------------------------------- public entry points
 
 
@@ -214,12 +244,14 @@ def parse_partial(text: str, path: str = "<config>", *, base_dir: str | None = N
     if sections is None:
         return Parsed(Config(path=path), tuple(ctx.errors), ())
     has_listeners = any(kind_of(name) == "listener" for name in sections)
+    acme = _read_acme(sections, ctx)
     tunnel, listeners, backends = _read_sections(sections, ctx)
+    acme_settings = _check_acme(acme, listeners, ctx)
     if not has_listeners and not ctx.errors:
         ctx.error(
             "no listener is configured", hint="add a listener section with accept/cert/connect"
         )
-    config = _build(path, tunnel, listeners, backends, ctx)
+    config = _with_acme(_build(path, tunnel, listeners, backends, ctx), acme_settings)
     inputs = _inputs(tunnel, listeners, backends, ctx)
     return Parsed(config, tuple(ctx.errors), inputs)
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Literal
 
+from tunnel.config import acme
 from tunnel.config import values as v
 from tunnel.config.model import BackendConfig, ListenerConfig, TunnelSettings
 
@@ -26,9 +27,10 @@ class Scope(enum.Flag):
     LISTENER = enum.auto()  # a listener section (a ListenerConfig field)
     DEFAULT = enum.auto()  # a listener key that [tunnel] may set for every listener
     BACKEND = enum.auto()  # a [backend:NAME] section (a BackendConfig field)
+    ACME = enum.auto()  # the [acme] section (an AcmeSettings field)
 
 
-Kind = Literal["tunnel", "listener", "backend"]
+Kind = Literal["tunnel", "listener", "backend", "acme"]
 # What a path-valued key names: a file read (must exist), a directory read, a file written,
 # or the unix: socket paths of an address list. All are resolved against the config's folder.
 PathKind = Literal["", "read", "dir", "write", "socket"]
@@ -63,7 +65,7 @@ LOG_FORMATS = ("text", "json")
 PROXY_PROTOCOLS = ("off", "v1", "v2")
 VERIFY_MODES = ("none", "optional", "required")
 
-T, L, D, B = Scope.TUNNEL, Scope.LISTENER, Scope.DEFAULT, Scope.BACKEND
+T, L, D, B, A = Scope.TUNNEL, Scope.LISTENER, Scope.DEFAULT, Scope.BACKEND, Scope.ACME
 _SHORT = v.duration_range(300.0)
 _COUNT = v.integer_range(0, 10_000_000)
 
@@ -111,7 +113,7 @@ KEYS: tuple[Key, ...] = (
         "PEM certificate chain file(s), the key inside unless 'key' is set",
         "read",
         required="/etc/tunnel/site.pem",
-        instead=("cert_dir", "client"),
+        instead=("cert_dir", "client", "acme"),
     ),
     Key("key", L, v.passthrough, "PEM private key file, when not inside cert", "read"),
     Key("cert_dir", L, v.passthrough, "directory of PEM files, one cert+key each", "dir"),
@@ -163,18 +165,35 @@ KEYS: tuple[Key, ...] = (
     Key("sni", B, v.passthrough, "server name sent and verified"),
     Key("cert", B, v.passthrough, "PEM client certificate chain shown to the backend", "read"),
     Key("key", B, v.passthrough, "its private key, when not inside cert", "read"),
+    # ------------------------------------------------------------------ ACME
+    Key("acme", L, acme.parse_names, "DNS names whose certificate Tunnel obtains (ACME)"),
+    Key(
+        "directory",
+        A,
+        acme.directory_url,
+        "the ACME server's directory URL",
+        required="https://acme-v02.api.letsencrypt.org/directory",
+    ),
+    Key("email", A, acme.email, "contact address of the ACME account"),
+    Key("state_dir", A, v.passthrough, "account key, certificates, challenges, lock", "write"),
+    Key("ca_file", A, v.passthrough, "PEM CA file trusted for the ACME server's HTTPS", "read"),
+    Key("challenge", A, v.one_of(acme.CHALLENGES), "tls-alpn-01 or http-01"),
+    Key("http_port", A, v.integer_range(1, 65535), "port of the HTTP-01 responder"),
+    Key("renew_before", A, acme.parse_renew_before, "renew this long (or share) before expiry"),
 )
 
-_SCOPES: dict[Kind, Scope] = {"tunnel": T | D, "listener": L | D, "backend": B}
+_SCOPES: dict[Kind, Scope] = {"tunnel": T | D, "listener": L | D, "backend": B, "acme": A}
 _MODELS: dict[Kind, type] = {
     "tunnel": TunnelSettings,
     "listener": ListenerConfig,
     "backend": BackendConfig,
+    "acme": acme.AcmeSettings,
 }
 SECTION_NAMES: dict[Kind, str] = {
     "tunnel": "[tunnel]",
     "listener": "a listener section",
     "backend": "a [backend:NAME] section",
+    "acme": "[acme]",
 }
 
 
@@ -212,7 +231,7 @@ def default(kind: Kind, key: Key) -> Any:
 
 def belongs(name: str, kind: Kind) -> str | None:
     """Where a key that a section of ``kind`` does not accept belongs, or None if nowhere."""
-    kinds: tuple[Kind, ...] = ("listener", "tunnel", "backend")
+    kinds: tuple[Kind, ...] = ("listener", "tunnel", "backend", "acme")
     for other in kinds:
         if other != kind and name in keys(other):
             return SECTION_NAMES[other]
@@ -223,3 +242,4 @@ TUNNEL_KEYS = key_names(T | D)
 LISTENER_KEYS = key_names(L | D)
 INHERITABLE_KEYS = key_names(D)
 BACKEND_KEYS = key_names(B)
+ACME_KEYS = key_names(A)

@@ -44,6 +44,7 @@ from tunnel.dataplane.worker import run_worker
 from tunnel.errors import ConfigError, ConfigErrors, TunnelError
 from tunnel.observe.collector import Observer
 from tunnel.observe.log import reopen_logs
+from tunnel.process.acme import AcmeRunner, runner_for
 from tunnel.process.generation import apply_logging, build_contexts, destination, worker_count
 from tunnel.process.listen import SocketPool, close_foreign
 from tunnel.process.reload_status import ReloadTracker
@@ -65,6 +66,17 @@ def _admin_error(config: Config, exc: OSError) -> ConfigError:
         section="tunnel",
         key="admin",
         hint="pick a free host:port, or delete the line to turn the endpoint off",
+    )
+
+
+def _acme_port_error(config: Config, exc: OSError) -> ConfigError:
+    port = config.acme.http_port if config.acme else 0
+    return ConfigError(
+        f"cannot answer HTTP-01 challenges on port {port}: {exc.strerror or exc}",
+        file=config.path,
+        section="acme",
+        key="http_port",
+        hint="free the port, pick another http_port, or use challenge = tls-alpn-01",
     )
 
 
@@ -130,6 +142,7 @@ class Supervisor:
         self.after_fork: list[Hook] = []
         self.observer = Observer(config, self.workers)
         self.tracker = ReloadTracker(lambda _status: None)  # the outcome, for `tunnel reload`
+        self.acme: AcmeRunner | None = None  # the ACME process, with [acme] and acme names
 
     def prepare(self) -> None:
         """Load certificates and bind sockets; raise ConfigErrors on any problem."""
@@ -142,6 +155,18 @@ class Supervisor:
             self.pool.close_all()
             raise ConfigErrors([_admin_error(self.config, exc)]) from None
         self.observer.bound = True
+        try:
+            self.acme = runner_for(self.config)
+        except OSError as exc:
+            self.pool.close_all()
+            raise ConfigErrors([_acme_port_error(self.config, exc)]) from None
+
+    def _in_other_child(self) -> None:
+        """In a child that is not a worker (the ACME process): drop the supervisor's fds."""
+        for hook in self.after_fork:
+            hook()
+        self.observer.in_child()
+        self.pool.close_all()
 
     def _spawn(self, slot: WorkerSlot) -> None:
         report = self.observer.pair(slot.index)
@@ -188,6 +213,8 @@ class Supervisor:
             self._log_listeners()
             for slot in self.slots:
                 self._spawn(slot)
+            if self.acme is not None:
+                self.acme.start(self._in_other_child)
             self.watch.reset(self.config)
             log.info("tunnel started: %d worker(s), pid %d", self.workers, os.getpid())
             for hook in self.on_ready:
@@ -196,6 +223,8 @@ class Supervisor:
             return self._loop()
         finally:
             self._kill_all(signal.SIGKILL, retired=True)
+            if self.acme is not None:
+                self.acme.close()
             self.pool.close_all()
             self.observer.close()
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
@@ -234,6 +263,8 @@ class Supervisor:
             for slot in self.slots:
                 if not slot.pid and slot.restart_at is not None and now >= slot.restart_at:
                     self._spawn(slot)
+            if self.acme is not None:
+                self.acme.poll(now, self._in_other_child)
 
     def _on_signal(self, signo: int) -> None:
         # Only record or forward here; reloads and restarts happen in the loop.
@@ -253,6 +284,8 @@ class Supervisor:
 
     def _begin_stop(self) -> None:
         self.stopping = True
+        if self.acme is not None:
+            self.acme.stop()  # no new orders (nor reload requests) while stopping
         self.observer.draining = True  # /readyz answers 503 from now on
         self.notify("STOPPING=1\nSTATUS=draining")
         delay = self.config.tunnel.shutdown_delay
@@ -329,6 +362,8 @@ class Supervisor:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         self.watch.reset(self.config)
+        if self.acme is not None:
+            self.acme.reconfigure(config, self._in_other_child)
         log.info(
             "reload: generation %d serving with %d worker(s); %d old worker(s) draining",
             self.generation,
@@ -379,6 +414,8 @@ class Supervisor:
                 return
             if pid == 0:
                 return
+            if self.acme is not None and self.acme.reaped(pid, stopping=self.stopping):
+                continue
             if self.retired.pop(pid, None) is not None:
                 log.info("old worker (pid %d) finished draining", pid)
                 continue

@@ -17,6 +17,7 @@ from cryptography import x509
 
 from tunnel.config import ListenerConfig
 from tunnel.errors import TLSSetupError
+from tunnel.tls.acme.served import served_cert
 
 CERT_DIR_SUFFIXES = (".pem", ".crt")
 
@@ -67,6 +68,9 @@ def listener_cert_files(listener: ListenerConfig, file: str) -> list[CertFile]:
                 hint="put one PEM file per certificate there: chain first, then its key",
             )
         result += found
+    if listener.acme and listener.acme_state_dir:
+        # Last, so that cert and cert_dir files win for the names they cover.
+        result.append(CertFile(served_cert(listener.acme, listener.acme_state_dir), None, "acme"))
     return result
 
 

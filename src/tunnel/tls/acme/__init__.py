@@ -1,0 +1,7 @@
+"""ACME certificates on disk: where they live, placeholders, challenge certificates.
+
+The files in ``state_dir`` are the only thing the ACME process (:mod:`tunnel.process.acme`)
+and the listeners share: it writes certificates and pending challenges there, and every
+worker of every instance that shares the directory reads them. Renewal timing
+(:mod:`tunnel.tls.acme.renewal`) is pure.
+"""
