@@ -30,9 +30,11 @@ def acme_tunnel(
     state_dir: Path,
     *,
     challenge: str = "tls-alpn-01",
+    accept_port: int | None = None,
     **acme: Any,
 ) -> TunnelProcess:
     """A tunnel whose only certificate comes from Pebble, listening on Pebble's tls_port."""
+    port = accept_port or pebble.tls_port
     settings = {
         "directory": pebble.url,
         "ca_file": pebble.ca_file,
@@ -44,17 +46,17 @@ def acme_tunnel(
         backend,
         cert=None,
         key=None,
-        accept=f"127.0.0.1:{pebble.tls_port}",
+        accept=f"127.0.0.1:{port}",
         acme=NAME,
         extra={"acme": settings},
     )
-    tunnel.port = pebble.tls_port
+    tunnel.port = port
     return tunnel
 
 
-def echo_through(tunnel: TunnelProcess, pebble: Pebble) -> None:
+def echo_through(tunnel: TunnelProcess, pebble: Pebble, roots: str | None = None) -> None:
     """A client trusting only Pebble's root gets the obtained certificate and its echo."""
-    with served_certificate(tunnel.port, NAME, pebble.roots()) as tls:
+    with served_certificate(tunnel.port, NAME, roots or pebble.roots()) as tls:
         tls.sendall(b"ping")
         assert tls.recv(4) == b"ping"
 
@@ -75,3 +77,94 @@ def test_issuance_then_served_without_restart(
     assert tunnel.proc.poll() is None and tunnel.pid == supervisor  # no restart
     assert (state / "certs" / f"{NAME}.pem").stat().st_mode & 0o777 == 0o600
     assert (state / "account.json").stat().st_mode & 0o777 == 0o600
+
+
+def served_serial(tunnel: TunnelProcess, pebble: Pebble, roots: str) -> int:
+    """The serial number of the certificate the tunnel serves (verified against Pebble)."""
+    from cryptography import x509
+
+    with served_certificate(tunnel.port, NAME, roots) as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return int(x509.load_der_x509_certificate(der).serial_number)
+
+
+@pytest.fixture
+def short_lived(certs: Certs, tmp_path: Path) -> Iterator[Pebble]:
+    """A Pebble issuing certificates valid for 30 seconds."""
+    server = Pebble(
+        tmp_path / "pebble", certs, tls_port=free_port(), http_port=free_port(), validity=30
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_renewal_swaps_the_certificate_in(
+    start_tunnel: TunnelFactory, start_backend: Any, short_lived: Pebble, tmp_path: Path
+) -> None:
+    backend = start_backend(echo_handler)
+    tunnel = acme_tunnel(
+        start_tunnel, backend.address, short_lived, tmp_path / "state", renew_before="25s"
+    )
+    wait_until(lambda: "generation 2 serving" in tunnel.log(), 30, 0.05, "first certificate")
+    roots = short_lived.roots()
+    first = served_serial(tunnel, short_lived, roots)
+    # Renewed 5 s after issuance (25 s before the end of a 30 s lifetime).
+    wait_until(lambda: "generation 3 serving" in tunnel.log(), 30, 0.05, "renewal")
+    assert tunnel.log().count(f"certificate for {NAME} obtained") == 2
+    assert served_serial(tunnel, short_lived, roots) != first
+    echo_through(tunnel, short_lived)
+
+
+def test_a_failing_acme_server_keeps_the_old_certificate(
+    start_tunnel: TunnelFactory, start_backend: Any, short_lived: Pebble, tmp_path: Path
+) -> None:
+    backend = start_backend(echo_handler)
+    tunnel = acme_tunnel(
+        start_tunnel, backend.address, short_lived, tmp_path / "state", renew_before="25s"
+    )
+    wait_until(lambda: "generation 2 serving" in tunnel.log(), 30, 0.05, "first certificate")
+    roots = short_lived.roots()
+    first = served_serial(tunnel, short_lived, roots)
+    short_lived.stop()
+    wait_until(lambda: f"order for {NAME} failed" in tunnel.log(), 30, 0.05, "a failed renewal")
+    assert "keeping the current certificate" in tunnel.log()
+    assert served_serial(tunnel, short_lived, roots) == first
+    assert "generation 3" not in tunnel.log()
+    echo_through(tunnel, short_lived, roots)
+
+
+def test_restart_with_existing_state_orders_nothing(
+    start_tunnel: TunnelFactory, start_backend: Any, pebble: Pebble, tmp_path: Path
+) -> None:
+    backend = start_backend(echo_handler)
+    state = tmp_path / "state"
+    first = acme_tunnel(start_tunnel, backend.address, pebble, state)
+    wait_until(lambda: "generation 2 serving" in first.log(), 30, 0.05, "first certificate")
+    roots = pebble.roots()
+    serial = served_serial(first, pebble, roots)
+    first.stop()
+    second = acme_tunnel(start_tunnel, backend.address, pebble, state)
+    wait_until(lambda: "renewal at" in second.log(), 10, 0.05, "the ACME process's first look")
+    log = second.log()
+    assert "placeholder" not in log and "ordering" not in log
+    assert served_serial(second, pebble, roots) == serial
+
+
+def test_a_fleet_sharing_state_dir_orders_once_and_both_serve(
+    start_tunnel: TunnelFactory, start_backend: Any, pebble: Pebble, tmp_path: Path
+) -> None:
+    # Pebble validates on instance one's port only; whichever instance takes the lock and
+    # orders, instance one answers from the shared state_dir and the other picks it up.
+    backend = start_backend(echo_handler)
+    state = tmp_path / "state"
+    one = acme_tunnel(start_tunnel, backend.address, pebble, state)
+    two = acme_tunnel(start_tunnel, backend.address, pebble, state, accept_port=free_port())
+    for tunnel in (one, two):
+        wait_until(lambda t=tunnel: "generation 2 serving" in t.log(), 30, 0.05, "certificate")
+    logs = one.log() + two.log()
+    assert logs.count(f"acme: ordering a certificate for {NAME}") == 1
+    roots = pebble.roots()
+    assert served_serial(one, pebble, roots) == served_serial(two, pebble, roots)
+    echo_through(two, pebble, roots)

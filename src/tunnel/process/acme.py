@@ -71,6 +71,17 @@ class Managed:
         return renew_at(validity, settings.renew_before)
 
 
+def describe(cert: Managed, settings: AcmeSettings) -> str:
+    """One line about a managed certificate: valid until when, renewed when."""
+    stored = read_stored(cert.path)
+    names = ", ".join(cert.names)
+    if stored is None:
+        return f"{names}: no certificate yet"
+    due = cert.due(settings)
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(due))
+    return f"{names}: valid until {stored.not_after:%Y-%m-%d %H:%M:%S}, renewal at {when} UTC"
+
+
 Order = Callable[[tuple[str, ...]], bytes]
 
 
@@ -111,7 +122,9 @@ class Renewer:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                return  # another instance orders; its result is picked up by the poll
+                # Another instance orders; its result is picked up by the file poll.
+                cert.retry_at = self.clock() + POLL_SECONDS
+                return
             # Under the lock: another instance may have renewed while we waited.
             if self.clock() < cert.due(self.settings):
                 return
@@ -201,9 +214,10 @@ def bind_http01(settings: AcmeSettings) -> socket.socket:
     """The HTTP-01 responder's listening socket on every interface (bound as root)."""
     if socket.has_dualstack_ipv6():
         return socket.create_server(
-            ("", settings.http_port), family=socket.AF_INET6, dualstack_ipv6=True
+            ("", settings.http_port), family=socket.AF_INET6, dualstack_ipv6=True, reuse_port=True
         )
-    return socket.create_server(("", settings.http_port))
+    # reuse_port: instances of a fleet on one machine all answer from the shared state_dir.
+    return socket.create_server(("", settings.http_port), reuse_port=True)
 
 
 def run_acme(config: Config, http_socket: socket.socket | None) -> int:
@@ -219,6 +233,7 @@ def run_acme(config: Config, http_socket: socket.socket | None) -> int:
     certs = [Managed(names, state.cert(names)) for names in managed_names(config)]
     for cert in certs:
         cert.seen = cert.identity()  # what the supervisor loaded for this generation
+        log.info("acme: %s", describe(cert, settings))
     renewer = Renewer(
         settings,
         certs,
