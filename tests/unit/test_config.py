@@ -707,11 +707,13 @@ def example_parts() -> dict[Scope, str]:
     text = EXAMPLE.read_text(encoding="utf-8")
     tunnel, rest = text.split("\n[web]\n", 1)
     listener, backend = rest.split("\n# [backend:NAME] sections", 1)
+    backend, acme = backend.split("\n# [acme]:", 1)
     return {
         Scope.TUNNEL: tunnel,
         Scope.LISTENER: listener,
         Scope.DEFAULT: listener,
         Scope.BACKEND: backend,
+        Scope.ACME: acme,
     }
 
 

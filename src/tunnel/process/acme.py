@@ -255,13 +255,13 @@ class AcmeRunner:
 
     def reconfigure(self, config: Config, in_child: Callable[[], None]) -> None:
         """After a reload: restart the process if what it manages changed."""
-        old = (self.config.acme, managed_names(self.config))
+        old, old_names = self.config.acme, managed_names(self.config)
         self.config = config
-        if old == (config.acme, managed_names(config)) and self.pid:
+        if (old, old_names) == (config.acme, managed_names(config)) and self.pid:
             return
-        if old[0] is not None and config.acme is not None:
-            if old[0].http_port != config.acme.http_port and self.http_socket is not None:
-                log.warning("acme: a new http_port takes effect at the next restart")
+        new_port = config.acme.http_port if config.acme else None
+        if old is not None and self.http_socket is not None and old.http_port != new_port:
+            log.warning("acme: a new http_port takes effect at the next restart")
         self.stop()
         if config.acme is not None and managed_names(config):
             self.start(in_child)
