@@ -74,6 +74,7 @@ def test_issuance_then_served_without_restart(
     assert "serving a self-signed placeholder" in log
     assert f"certificate for {NAME} obtained" in log
     echo_through(tunnel, pebble)
+    assert len(backend.records) == 1  # validation handshakes never reach the backend
     assert tunnel.proc.poll() is None and tunnel.pid == supervisor  # no restart
     assert (state / "certs" / f"{NAME}.pem").stat().st_mode & 0o777 == 0o600
     assert (state / "account.json").stat().st_mode & 0o777 == 0o600

@@ -28,6 +28,7 @@ from tunnel.dataplane.targets import Target, listener_routes
 from tunnel.dataplane.tls_endpoint import describe, handshake_failure
 from tunnel.observe.metrics import BackendStats, ListenerStats
 from tunnel.observe.reasons import CloseReason, HandshakeFailure
+from tunnel.tls.acme.challenge import ACME_TLS_1
 from tunnel.tls.contexts import client_cert, sni_refused
 from tunnel.tls.identity import AllowListCheck
 from tunnel.wire import proxy_out
@@ -202,6 +203,10 @@ class ClientConnection(TLSSide):
             per_ip = self.listener.per_ip
             assert per_ip is not None
             per_ip.handshake_ended(self.ip)
+        if sslobj.selected_alpn_protocol() == ACME_TLS_1:
+            # A TLS-ALPN-01 validation: the handshake is all of it (RFC 8737); no backend.
+            self.close_early(CloseReason.ACME_CHALLENGE)
+            return
         self.task = self.listener.loop.create_task(self._connect())
 
     async def _connect(self) -> None:

@@ -46,6 +46,7 @@ class CloseReason(enum.Enum):
     PROXY_ERROR = "proxy header error"
     PROXY_TIMEOUT = "proxy header timeout"
     PROXY_UNTRUSTED = "proxy untrusted source"
+    ACME_CHALLENGE = "acme challenge answered"  # a TLS-ALPN-01 validation: handshake only
     CLOSED = "closed"  # gone without any of the above (should not happen)
 
     @property
