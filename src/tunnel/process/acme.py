@@ -138,7 +138,7 @@ class Renewer:
             pem = self.order(cert.names)
         except Exception as exc:
             cert.failures += 1
-            delay = retry_delay(cert.failures)
+            delay = retry_delay(cert.failures, getattr(exc, "retry_after", None))
             cert.retry_at = self.clock() + delay
             self.orders["failed"] += 1
             log.warning(

@@ -8,7 +8,9 @@ the HTTP-01 responder of every instance sharing the directory find them.
 from __future__ import annotations
 
 import datetime
+import email.utils
 import logging
+import time
 from typing import Any, cast
 
 from acme import challenges, client, crypto_util, errors, messages
@@ -49,7 +51,39 @@ TLSALPN01.response_cls = TLSALPN01Response
 
 
 class OrderError(Exception):
-    """An order failed; the message says why (for the log and the metrics)."""
+    """An order failed; the message says why, ``retry_after`` when the server said when."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def parse_retry_after(text: str | None, now: float) -> float | None:
+    """Seconds from a Retry-After header (seconds or an HTTP date); None if absent or bad."""
+    if not text:
+        return None
+    text = text.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(0.0, when.timestamp() - now)
+
+
+class _Network(client.ClientNetwork):
+    """The library's HTTP layer, remembering the server's last refusal's Retry-After."""
+
+    retry_after: float | None = None
+
+    def _send_request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        response = super()._send_request(method, url, *args, **kwargs)
+        if response.status_code in (429, 503):
+            self.retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
+        return response
 
 
 def _account_key(state: StateDir) -> JWKEC:
@@ -71,6 +105,7 @@ class AcmeClient:
         self.settings = settings
         self.state = StateDir(settings.state_dir)
         self._client: client.ClientV2 | None = None
+        self._net: _Network | None = None
         self._key: JWKEC | None = None
 
     def _connect(self) -> tuple[client.ClientV2, JWKEC]:
@@ -79,9 +114,7 @@ class AcmeClient:
         key = _account_key(self.state)
         # requests takes a CA file path where the library's hint says bool.
         verify = cast(bool, self.settings.ca_file or True)
-        net = client.ClientNetwork(
-            key, alg=ES256, verify_ssl=verify, user_agent=f"tunnel/{__version__}"
-        )
+        net = _Network(key, alg=ES256, verify_ssl=verify, user_agent=f"tunnel/{__version__}")
         directory = client.ClientV2.get_directory(self.settings.directory, net)
         acme = client.ClientV2(directory, net)
         contact = (f"mailto:{self.settings.email}",) if self.settings.email else ()
@@ -92,7 +125,7 @@ class AcmeClient:
             net.account = messages.RegistrationResource(
                 uri=exc.location, body=messages.Registration()
             )
-        self._client, self._key = acme, key
+        self._client, self._key, self._net = acme, key, net
         return acme, key
 
     def order(self, names: tuple[str, ...]) -> bytes:
@@ -103,11 +136,14 @@ class AcmeClient:
             self._client = None
             raise
         except Exception as exc:  # the library raises many kinds; all mean "this order failed"
-            self._client = None
-            raise OrderError(_describe(exc)) from exc
+            retry_after = self._net.retry_after if self._net is not None else None
+            self._client = self._net = None
+            raise OrderError(_describe(exc), retry_after) from exc
 
     def _order(self, names: tuple[str, ...]) -> bytes:
         acme, account_key = self._connect()
+        assert self._net is not None
+        self._net.retry_after = None
         key = new_key()
         csr = crypto_util.make_csr(key_pem(key), list(names))
         order = acme.new_order(csr)

@@ -12,6 +12,7 @@ from tunnel.tls.acme.store import StateDir, placeholder_pem, read_stored, write_
 
 log = logging.getLogger("tunnel.acme")
 
+_warned: set[tuple[str, ...]] = set()
 _placeholder_dir: list[str] = []  # one private directory per process, removed at exit
 
 
@@ -40,8 +41,11 @@ def served_cert(names: tuple[str, ...], state_dir: str) -> str:
         return path
     placeholder = _placeholder_path(names)
     write_private(placeholder, placeholder_pem(names))
-    log.warning(
-        "acme: no certificate for %s yet; serving a self-signed placeholder until it is obtained",
-        ", ".join(names),
-    )
+    if names not in _warned:  # once per process: every reload until then would repeat it
+        _warned.add(names)
+        log.warning(
+            "acme: no certificate for %s yet; serving a self-signed placeholder until it is "
+            "obtained",
+            ", ".join(names),
+        )
     return placeholder
