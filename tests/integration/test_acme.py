@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .harness import Certs, TunnelFactory, TunnelProcess, echo_handler, free_port, wait_until
+from .harness import SRC, Certs, TunnelFactory, TunnelProcess, echo_handler, free_port, wait_until
 from .pebble import Pebble, served_certificate
 
 NAME = "example.test"
@@ -31,6 +35,7 @@ def acme_tunnel(
     *,
     challenge: str = "tls-alpn-01",
     accept_port: int | None = None,
+    admin: int | None = None,
     **acme: Any,
 ) -> TunnelProcess:
     """A tunnel whose only certificate comes from Pebble, listening on Pebble's tls_port."""
@@ -49,6 +54,7 @@ def acme_tunnel(
         accept=f"127.0.0.1:{port}",
         acme=NAME,
         extra={"acme": settings},
+        tunnel={"admin": f"127.0.0.1:{admin}"} if admin else None,
     )
     tunnel.port = port
     return tunnel
@@ -67,7 +73,10 @@ def test_issuance_then_served_without_restart(
 ) -> None:
     backend = start_backend(echo_handler)
     state = tmp_path / "state"
-    tunnel = acme_tunnel(start_tunnel, backend.address, pebble, state, challenge=challenge)
+    admin = free_port()
+    tunnel = acme_tunnel(
+        start_tunnel, backend.address, pebble, state, challenge=challenge, admin=admin
+    )
     supervisor = tunnel.pid
     wait_until(lambda: "reload: generation 2 serving" in tunnel.log(), 30, 0.05, "new cert")
     log = tunnel.log()
@@ -78,6 +87,44 @@ def test_issuance_then_served_without_restart(
     assert tunnel.proc.poll() is None and tunnel.pid == supervisor  # no restart
     assert (state / "certs" / f"{NAME}.pem").stat().st_mode & 0o777 == 0o600
     assert (state / "account.json").stat().st_mode & 0o777 == 0o600
+    # Metrics and status: one successful order, the next one ~20 minutes before expiry.
+    metrics = wait_until(lambda: acme_metrics(admin), 10, 0.05, "acme metrics")
+    assert 'tunnel_acme_orders_total{result="ok"} 1.0' in metrics
+    assert f'tunnel_acme_renewal_at_seconds{{names="{NAME}"}}' in metrics
+    status = run_cli("status", "--admin", f"127.0.0.1:{admin}")
+    assert "acme orders: failed 0, ok 1" in status.stdout
+    assert f"acme {NAME}: next order" in status.stdout
+
+
+def acme_metrics(port: int) -> str | None:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return text if 'tunnel_acme_orders_total{result="ok"} 1.0' in text else None
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tunnel", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+        check=False,
+    )
+
+
+def test_check_says_which_names_are_managed(tmp_path: Path) -> None:
+    config = tmp_path / "t.ini"
+    config.write_text(
+        "[acme]\ndirectory = https://ca.test/dir\nstate_dir = state\n"
+        f"[web]\naccept = 127.0.0.1:{free_port()}\nacme = {NAME}, www.{NAME}\n"
+        "connect = 127.0.0.1:8080\n"
+    )
+    result = run_cli("check", "-c", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "acme: https://ca.test/dir; challenge tls-alpn-01" in result.stdout
+    assert f"acme (managed) {NAME}, www.{NAME}: no certificate yet: a self-signed" in result.stdout
+    assert "renew it" not in result.stderr  # the placeholder is not a file to renew
 
 
 def served_serial(tunnel: TunnelProcess, pebble: Pebble, roots: str) -> int:

@@ -33,6 +33,7 @@ from tunnel.dataplane.accept import fd_capped
 from tunnel.errors import ConfigError, ConfigErrors, TunnelError
 from tunnel.observe.log import setup_from_settings, setup_logging
 from tunnel.process import generation, privileges, readable, reload_status, service, supervisor
+from tunnel.process.acme import acme_listener_line, acme_summary
 from tunnel.process.pidfile import read_pid
 from tunnel.tls.contexts import CertInfo, describe_certificates
 
@@ -262,11 +263,16 @@ def _summary(config: Config, certs: dict[str, list[CertInfo]]) -> tuple[list[str
         f"  log: {settings.log_level} to {settings.log_target}"
         + (f" (facility {settings.log_facility})" if settings.log_target == "syslog" else ""),
     ]
+    if config.acme is not None:
+        lines.append(acme_summary(config.acme))
     for listener in config.listeners:
         lines += _listener_summary(listener)
+        if listener.acme and config.acme is not None:
+            lines.append(f"    {acme_listener_line(listener.acme, config.acme)}")
         for info in certs.get(listener.name, []):
             lines.append(_cert_line(info, now))
-            if info.expires_in_days(now) < EXPIRY_WARNING_DAYS:
+            managed = set(info.names) == set(listener.acme)  # renewed by Tunnel itself
+            if info.expires_in_days(now) < EXPIRY_WARNING_DAYS and not managed:
                 warnings.append(_expiry_warning(listener, info, now))
     return lines, warnings
 

@@ -133,7 +133,28 @@ def summarise(where: str, reply: Reply, now: float) -> tuple[list[str], list[str
     )
     lines += _listener_lines(samples)
     cert_lines, warnings = _cert_lines(samples, now)
-    return lines + cert_lines, warnings
+    return lines + cert_lines + _acme_lines(samples, now), warnings
+
+
+def _acme_lines(samples: Samples, now: float) -> list[str]:
+    orders = {
+        labels.get("result", "?"): n for labels, n in _by_name(samples, "tunnel_acme_orders_total")
+    }
+    renewals = sorted(
+        (labels.get("names", "?"), when)
+        for labels, when in _by_name(samples, "tunnel_acme_renewal_at_seconds")
+    )
+    if not orders and not renewals:
+        return []
+    lines = [
+        "  acme orders: "
+        + ", ".join(f"{result} {_count(n)}" for result, n in sorted(orders.items()))
+    ]
+    for names, when in renewals:
+        date = datetime.datetime.fromtimestamp(when, datetime.UTC)
+        days = max(0.0, (when - now) / 86400)
+        lines.append(f"  acme {names}: next order {date:%Y-%m-%d %H:%M} UTC (in {days:.1f} days)")
+    return lines
 
 
 def target(address: Address) -> tuple[str, int]:

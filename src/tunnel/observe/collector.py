@@ -56,6 +56,7 @@ class Observer:
         self.history: deque[tuple[float, int]] = deque(maxlen=61)
         self.admin: AdminServer | None = None
         self.cert_not_after: dict[tuple[str, str], float] = {}
+        self.acme: dict[str, Any] = {}  # the ACME process's last report (orders, renew_at)
 
     def _read_certs(self) -> None:
         self.cert_not_after = {}
@@ -209,6 +210,8 @@ class Observer:
             cert_not_after=dict(self.cert_not_after),
             draining=self.draining,
             handshake_failures_last_minute=self.failures_last_minute(),
+            acme_orders=dict(self.acme.get("orders", {})),
+            acme_renew_at=dict(self.acme.get("renew_at", {})),
         )
 
     def respond(self, path: str) -> Response:

@@ -182,6 +182,8 @@ class SupervisorFacts:
     cert_not_after: Mapping[tuple[str, str], float] = field(default_factory=dict)
     draining: bool = False
     handshake_failures_last_minute: int = 0
+    acme_orders: Mapping[str, int] = field(default_factory=dict)  # result -> count
+    acme_renew_at: Mapping[str, float] = field(default_factory=dict)  # names -> Unix time
 
 
 def _histogram(
@@ -313,7 +315,25 @@ def _supervisor_families(facts: SupervisorFacts) -> list[Metric]:
         "tunnel_handshake_failures_last_minute", "Failed handshakes in the last 60 seconds"
     )
     recent.add_metric([], facts.handshake_failures_last_minute)
-    return [workers, restarts, reloads, expiry, draining, recent]
+    return [workers, restarts, reloads, expiry, draining, recent, *_acme_families(facts)]
+
+
+def _acme_families(facts: SupervisorFacts) -> list[Metric]:
+    if not facts.acme_orders and not facts.acme_renew_at:
+        return []
+    orders = CounterMetricFamily(
+        "tunnel_acme_orders", "ACME certificate orders by result", labels=["result"]
+    )
+    for result, n in sorted(facts.acme_orders.items()):
+        orders.add_metric([result], n)
+    renew = GaugeMetricFamily(
+        "tunnel_acme_renewal_at_seconds",
+        "When the ACME certificate for these names is ordered next (Unix time)",
+        labels=["names"],
+    )
+    for names, when in sorted(facts.acme_renew_at.items()):
+        renew.add_metric([names], when)
+    return [orders, renew]
 
 
 class _Static:

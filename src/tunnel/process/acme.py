@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import signal
@@ -24,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
 
 from tunnel.config import Config
 from tunnel.config.acme import AcmeSettings
@@ -82,6 +84,23 @@ def describe(cert: Managed, settings: AcmeSettings) -> str:
     return f"{names}: valid until {stored.not_after:%Y-%m-%d %H:%M:%S}, renewal at {when} UTC"
 
 
+def acme_summary(settings: AcmeSettings) -> str:
+    """What ``tunnel check`` says about the [acme] section."""
+    return (
+        f"  acme: {settings.directory}; challenge {settings.challenge}"
+        + (f" (http_port {settings.http_port})" if settings.challenge == "http-01" else "")
+        + f"; state_dir {settings.state_dir}"
+    )
+
+
+def acme_listener_line(names: tuple[str, ...], settings: AcmeSettings) -> str:
+    """What ``tunnel check`` says about a listener's managed names."""
+    cert = Managed(names, StateDir(settings.state_dir).cert(names))
+    return "acme (managed) " + describe(cert, settings).replace(
+        "no certificate yet", "no certificate yet: a self-signed placeholder until obtained"
+    )
+
+
 Order = Callable[[tuple[str, ...]], bytes]
 
 
@@ -95,6 +114,7 @@ class Renewer:
     reload: Callable[[], None]
     clock: Callable[[], float] = time.time
     orders: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0})
+    report: Callable[[dict[str, Any]], None] = lambda _facts: None
 
     def step(self) -> float:
         """Order what is due, reload on any change; return the seconds to sleep."""
@@ -113,7 +133,15 @@ class Renewer:
             wake = min(wake, next_wake(self.clock(), due, poll=POLL_SECONDS))
         if changed:
             self.reload()
+        self.report(self.facts())
         return wake
+
+    def facts(self) -> dict[str, Any]:
+        """Orders by result and each certificate's next order time, for the metrics."""
+        renew_at = {
+            ",".join(cert.names): max(cert.due(self.settings), cert.retry_at) for cert in self.certs
+        }
+        return {"orders": dict(self.orders), "renew_at": renew_at}
 
     def _try(self, cert: Managed) -> None:
         state = StateDir(self.settings.state_dir)
@@ -220,7 +248,23 @@ def bind_http01(settings: AcmeSettings) -> socket.socket:
     return socket.create_server(("", settings.http_port), reuse_port=True)
 
 
-def run_acme(config: Config, http_socket: socket.socket | None) -> int:
+def _sender(channel: socket.socket | None) -> Callable[[dict[str, Any]], None]:
+    last: list[bytes] = [b""]
+
+    def send(facts: dict[str, Any]) -> None:
+        data = json.dumps(facts, sort_keys=True).encode()
+        if channel is None or data == last[0]:
+            return
+        last[0] = data
+        with contextlib.suppress(OSError):  # a full or closed channel: the next step resends
+            channel.send(data)
+
+    return send
+
+
+def run_acme(
+    config: Config, http_socket: socket.socket | None, channel: socket.socket | None = None
+) -> int:
     """The ACME process's main function (never returns until killed)."""
     from tunnel.process.acme_client import AcmeClient
 
@@ -239,6 +283,7 @@ def run_acme(config: Config, http_socket: socket.socket | None) -> int:
         certs,
         AcmeClient(settings).order,
         lambda: os.kill(parent, signal.SIGHUP),
+        report=_sender(channel),
     )
     while True:
         time.sleep(renewer.step())
@@ -252,6 +297,9 @@ class AcmeRunner:
     http_socket: socket.socket | None = None
     pid: int = 0
     restart_at: float | None = None
+    channel: socket.socket | None = None  # the ACME process's reports (datagrams of JSON)
+    facts: dict[str, Any] = field(default_factory=dict)
+    is_child: bool = False  # True in the ACME process itself
 
     def reconfigure(self, config: Config, in_child: Callable[[], None]) -> None:
         """After a reload: restart the process if what it manages changed."""
@@ -277,24 +325,44 @@ class AcmeRunner:
         return True
 
     def poll(self, now: float, in_child: Callable[[], None]) -> None:
-        """Restart the process when its delay is over."""
+        """Read the process's reports; restart it when its delay is over."""
+        while self.channel is not None:
+            try:
+                data = self.channel.recv(65536)
+            except OSError:  # nothing more (BlockingIOError), or the process is gone
+                break
+            with contextlib.suppress(ValueError):
+                self.facts = json.loads(data)
         if self.restart_at is not None and now >= self.restart_at:
             self.start(in_child)
 
+    def _close_channel(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+
     def start(self, in_child: Callable[[], None]) -> None:
         """Fork the ACME process; ``in_child`` closes what only the supervisor may hold."""
+        self._close_channel()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        ours.setblocking(False)
+        theirs.setblocking(False)
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
                 signal.pthread_sigmask(signal.SIG_SETMASK, set())
+                ours.close()
+                self.is_child = True
                 in_child()
-                code = run_acme(self.config, self.http_socket)
+                code = run_acme(self.config, self.http_socket, theirs)
             except BaseException:
                 log.exception("acme process failed")
             finally:
                 logging.shutdown()
                 os._exit(code)
+        theirs.close()
+        self.channel = ours
         self.pid = pid
         self.restart_at = None
         log.info(
@@ -309,8 +377,17 @@ class AcmeRunner:
                 os.kill(self.pid, signal.SIGTERM)
             self.pid = 0
 
+    def close_in_worker(self) -> None:
+        """In a worker after fork: drop the supervisor's ACME channel and HTTP-01 socket."""
+        if self.is_child:
+            return
+        self._close_channel()
+        if self.http_socket is not None:
+            self.http_socket.close()
+
     def close(self) -> None:
         self.stop()
+        self._close_channel()
         if self.http_socket is not None:
             self.http_socket.close()
             self.http_socket = None

@@ -160,6 +160,8 @@ class Supervisor:
         except OSError as exc:
             self.pool.close_all()
             raise ConfigErrors([_acme_port_error(self.config, exc)]) from None
+        if self.acme is not None:
+            self.after_fork.append(self.acme.close_in_worker)
 
     def _in_other_child(self) -> None:
         """In a child that is not a worker (the ACME process): drop the supervisor's fds."""
@@ -265,6 +267,7 @@ class Supervisor:
                     self._spawn(slot)
             if self.acme is not None:
                 self.acme.poll(now, self._in_other_child)
+                self.observer.acme = self.acme.facts
 
     def _on_signal(self, signo: int) -> None:
         # Only record or forward here; reloads and restarts happen in the loop.
