@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -216,3 +218,43 @@ def test_a_fleet_sharing_state_dir_orders_once_and_both_serve(
     roots = pebble.roots()
     assert served_serial(one, pebble, roots) == served_serial(two, pebble, roots)
     echo_through(two, pebble, roots)
+
+
+def test_http01_responder_answers_only_the_challenge_path(
+    start_tunnel: TunnelFactory, start_backend: Any, pebble: Pebble, tmp_path: Path
+) -> None:
+    backend = start_backend(echo_handler)
+    state = tmp_path / "state"
+    tunnel = acme_tunnel(start_tunnel, backend.address, pebble, state, challenge="http-01")
+    (state / "challenges" / "http").mkdir(parents=True, exist_ok=True)
+    (state / "challenges" / "http" / "tok-1").write_text("tok-1.thumb")
+    (state / "secret").write_text("not for the web")
+    base = f"http://127.0.0.1:{pebble.http_port}"
+    with urllib.request.urlopen(f"{base}/.well-known/acme-challenge/tok-1", timeout=5) as reply:
+        assert reply.read() == b"tok-1.thumb"
+    for path in ("/", "/.well-known/acme-challenge/nope", "/.well-known/acme-challenge/../secret"):
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(base + path, timeout=5)
+        assert info.value.code == 404, path
+    wait_until(lambda: "generation 2 serving" in tunnel.log(), 30, 0.05, "certificate")
+
+
+def test_a_reload_that_adds_acme_starts_ordering(
+    start_tunnel: TunnelFactory, start_backend: Any, pebble: Pebble, tmp_path: Path
+) -> None:
+    backend = start_backend(echo_handler)
+    tunnel = start_tunnel(backend.address, accept=f"127.0.0.1:{pebble.tls_port}")
+    tunnel.port = pebble.tls_port
+    config = tmp_path / "tunnel0.ini"
+    lines = [
+        line for line in config.read_text().splitlines() if not line.startswith(("cert", "key"))
+    ]
+    lines.insert(lines.index("[test]") + 1, f"acme = {NAME}")
+    config.write_text(
+        "\n".join(lines)
+        + f"\n[acme]\ndirectory = {pebble.url}\nca_file = {pebble.ca_file}\n"
+        + f"state_dir = {tmp_path / 'state'}\n"
+    )
+    os.kill(tunnel.pid, signal.SIGHUP)
+    wait_until(lambda: "generation 3 serving" in tunnel.log(), 30, 0.05, "the new certificate")
+    echo_through(tunnel, pebble)

@@ -27,8 +27,10 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
+from tunnel._native.prctl import die_with_parent
 from tunnel.config import Config
 from tunnel.config.acme import AcmeSettings
+from tunnel.observe.log import reopen_logs
 from tunnel.tls.acme.renewal import Validity, next_wake, renew_at, retry_delay
 from tunnel.tls.acme.store import StateDir, read_stored, write_private
 
@@ -351,7 +353,12 @@ class AcmeRunner:
         if pid == 0:
             code = 1
             try:
+                # SIGTERM ends it (the default); a reload is the supervisor's business; SIGUSR1
+                # reopens the log file like the workers do.
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
+                signal.signal(signal.SIGUSR1, lambda _signo, _frame: reopen_logs())
                 signal.pthread_sigmask(signal.SIG_SETMASK, set())
+                die_with_parent()
                 ours.close()
                 self.is_child = True
                 in_child()
@@ -370,6 +377,12 @@ class AcmeRunner:
             pid,
             len(managed_names(self.config)),
         )
+
+    def send_signal(self, signo: int) -> None:
+        """Send ``signo`` to the ACME process, if it runs."""
+        if self.pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signo)
 
     def stop(self) -> None:
         if self.pid:

@@ -247,6 +247,8 @@ class Supervisor:
                 self.reopen_requested = False
                 reopen_logs()
                 self._kill_all(signal.SIGUSR1, retired=True)
+                if self.acme is not None:
+                    self.acme.send_signal(signal.SIGUSR1)
             if self.stopping:
                 if self.drain_at is not None and now >= self.drain_at:
                     self._begin_drain()
@@ -367,6 +369,8 @@ class Supervisor:
         self.watch.reset(self.config)
         if self.acme is not None:
             self.acme.reconfigure(config, self._in_other_child)
+        else:
+            self._first_acme(config)
         log.info(
             "reload: generation %d serving with %d worker(s); %d old worker(s) draining",
             self.generation,
@@ -377,6 +381,17 @@ class Supervisor:
         self.observer.reloads["ok"] += 1
         self.tracker.forked(self.generation)
         return True
+
+    def _first_acme(self, config: Config) -> None:
+        """A reload that brings the first acme names: start the ACME process now."""
+        try:
+            self.acme = runner_for(config)
+        except OSError as exc:
+            log.error("reload: %s; restart Tunnel to bind it", _acme_port_error(config, exc))
+            return
+        if self.acme is not None:
+            self.after_fork.append(self.acme.close_in_worker)
+            self.acme.start(self._in_other_child)
 
     def _reload_failed(self, problems: list[str]) -> bool:
         self.observer.reloads["failed"] += 1
