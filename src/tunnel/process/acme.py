@@ -30,6 +30,7 @@ from typing import Any
 from tunnel._native.prctl import die_with_parent
 from tunnel.config import Config
 from tunnel.config.acme import AcmeSettings
+from tunnel.errors import ConfigError, ConfigErrors
 from tunnel.observe.log import reopen_logs
 from tunnel.tls.acme.renewal import Validity, next_wake, renew_at, retry_delay
 from tunnel.tls.acme.store import StateDir, read_stored, write_private
@@ -232,10 +233,24 @@ def serve_http01(sock: socket.socket, state: StateDir) -> HTTPServer:
 def runner_for(config: Config) -> AcmeRunner | None:
     """The ACME process handle when the configuration manages certificates; binds http_port.
 
-    Raises OSError when http_port cannot be bound.
+    Raises OSError when http_port cannot be bound, ConfigErrors without the acme packages.
     """
     if config.acme is None or not managed_names(config):
         return None
+    try:
+        import acme  # noqa: F401 - only to fail at start rather than in the ACME process
+        import josepy  # noqa: F401
+    except ImportError as exc:
+        raise ConfigErrors(
+            [
+                ConfigError(
+                    f"[acme] needs the Python package {exc.name!r}, which is not installed",
+                    file=config.path,
+                    section="acme",
+                    hint="pip install 'tunnel[acme]' (the acme and josepy packages)",
+                )
+            ]
+        ) from None
     sock = bind_http01(config.acme) if config.acme.challenge == "http-01" else None
     return AcmeRunner(config, sock)
 

@@ -160,6 +160,9 @@ class Supervisor:
         except OSError as exc:
             self.pool.close_all()
             raise ConfigErrors([_acme_port_error(self.config, exc)]) from None
+        except ConfigErrors:
+            self.pool.close_all()
+            raise
         if self.acme is not None:
             self.after_fork.append(self.acme.close_in_worker)
 
@@ -388,6 +391,9 @@ class Supervisor:
             self.acme = runner_for(config)
         except OSError as exc:
             log.error("reload: %s; restart Tunnel to bind it", _acme_port_error(config, exc))
+            return
+        except ConfigErrors as exc:
+            log.error("reload: %s", exc.errors[0])
             return
         if self.acme is not None:
             self.after_fork.append(self.acme.close_in_worker)

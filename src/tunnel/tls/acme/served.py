@@ -17,6 +17,9 @@ _placeholder_dir: list[str] = []  # one private directory per process, removed a
 
 
 def _placeholder_path(names: tuple[str, ...]) -> str:
+    # A directory made before privileges were dropped is not writable after: make another.
+    if _placeholder_dir and not os.access(_placeholder_dir[0], os.W_OK | os.X_OK):
+        _placeholder_dir.clear()
     if not _placeholder_dir:
         directory = tempfile.mkdtemp(prefix="tunnel-acme-")
         _placeholder_dir.append(directory)
