@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import urllib.error
@@ -258,3 +259,18 @@ def test_a_reload_that_adds_acme_starts_ordering(
     os.kill(tunnel.pid, signal.SIGHUP)
     wait_until(lambda: "generation 3 serving" in tunnel.log(), 30, 0.05, "the new certificate")
     echo_through(tunnel, pebble)
+
+
+def test_run_refuses_an_http_port_in_use(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        config = tmp_path / "t.ini"
+        config.write_text(
+            "[tunnel]\nallow_root = yes\n"
+            f"[acme]\ndirectory = https://ca.test/dir\nstate_dir = state\nchallenge = http-01\n"
+            f"http_port = {port}\n"
+            f"[web]\naccept = 127.0.0.1:{free_port()}\nacme = {NAME}\nconnect = 127.0.0.1:8080\n"
+        )
+        result = run_cli("run", "-c", str(config))
+    assert result.returncode == 2
+    assert f"[acme] http_port: cannot answer HTTP-01 challenges on port {port}" in result.stderr

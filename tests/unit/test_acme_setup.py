@@ -9,7 +9,7 @@ import pytest
 
 from tunnel.config import Config, parse_config
 from tunnel.errors import ConfigErrors
-from tunnel.process.acme import runner_for
+from tunnel.process.acme_runner import runner_for
 from tunnel.tls.acme import served
 
 

@@ -44,7 +44,7 @@ from tunnel.dataplane.worker import run_worker
 from tunnel.errors import ConfigError, ConfigErrors, TunnelError
 from tunnel.observe.collector import Observer
 from tunnel.observe.log import reopen_logs
-from tunnel.process.acme import AcmeRunner, runner_for
+from tunnel.process.acme_runner import AcmeRunner, runner_for
 from tunnel.process.generation import apply_logging, build_contexts, destination, worker_count
 from tunnel.process.listen import SocketPool, close_foreign
 from tunnel.process.reload_status import ReloadTracker
@@ -66,17 +66,6 @@ def _admin_error(config: Config, exc: OSError) -> ConfigError:
         section="tunnel",
         key="admin",
         hint="pick a free host:port, or delete the line to turn the endpoint off",
-    )
-
-
-def _acme_port_error(config: Config, exc: OSError) -> ConfigError:
-    port = config.acme.http_port if config.acme else 0
-    return ConfigError(
-        f"cannot answer HTTP-01 challenges on port {port}: {exc.strerror or exc}",
-        file=config.path,
-        section="acme",
-        key="http_port",
-        hint="free the port, pick another http_port, or use challenge = tls-alpn-01",
     )
 
 
@@ -157,9 +146,6 @@ class Supervisor:
         self.observer.bound = True
         try:
             self.acme = runner_for(self.config)
-        except OSError as exc:
-            self.pool.close_all()
-            raise ConfigErrors([_acme_port_error(self.config, exc)]) from None
         except ConfigErrors:
             self.pool.close_all()
             raise
@@ -389,11 +375,8 @@ class Supervisor:
         """A reload that brings the first acme names: start the ACME process now."""
         try:
             self.acme = runner_for(config)
-        except OSError as exc:
-            log.error("reload: %s; restart Tunnel to bind it", _acme_port_error(config, exc))
-            return
         except ConfigErrors as exc:
-            log.error("reload: %s", exc.errors[0])
+            log.error("reload: %s; restart Tunnel once it is fixed", exc.errors[0])
             return
         if self.acme is not None:
             self.after_fork.append(self.acme.close_in_worker)
