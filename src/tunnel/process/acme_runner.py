@@ -20,6 +20,7 @@ from tunnel._native.prctl import die_with_parent
 from tunnel.config import Config
 from tunnel.errors import ConfigError, ConfigErrors
 from tunnel.observe.log import reopen_logs
+from tunnel.process import privileges
 from tunnel.process.acme import managed_names, run_acme
 from tunnel.process.acme_http import bind_http01
 
@@ -49,6 +50,7 @@ def runner_for(config: Config) -> AcmeRunner | None:
                 )
             ]
         ) from None
+    own_state_dir(config.acme.state_dir, privileges.resolve(config))
     sock = None
     if config.acme.challenge == "http-01":
         try:
@@ -56,6 +58,27 @@ def runner_for(config: Config) -> AcmeRunner | None:
         except OSError as exc:
             raise ConfigErrors([_port_error(config, exc)]) from None
     return AcmeRunner(config, sock)
+
+
+def own_state_dir(path: str, identity: privileges.Identity | None) -> None:
+    """As root, before privileges are dropped: make ``state_dir`` (0700) the serving user's.
+
+    The ACME process runs as that user and writes everything there; files an earlier run
+    as root left behind are handed over too. Problems are logged: the ACME process then
+    says what it cannot write.
+    """
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        if identity is None or identity.uid == 0 or os.geteuid() != 0:
+            return
+        os.chown(path, identity.uid, identity.gid)
+        for root, dirs, files in os.walk(path):
+            for name in dirs + files:
+                os.chown(
+                    os.path.join(root, name), identity.uid, identity.gid, follow_symlinks=False
+                )
+    except OSError as exc:
+        log.warning("acme: cannot prepare state_dir %s: %s", path, exc.strerror or exc)
 
 
 def _port_error(config: Config, exc: OSError) -> ConfigError:
