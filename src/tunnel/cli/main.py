@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tunnel import __version__
-from tunnel.cli import demo, status
 from tunnel.config import (
     Address,
     Config,
@@ -338,6 +337,8 @@ def _admin_address(args: argparse.Namespace) -> Address:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """``tunnel status``: summarise a running Tunnel from its admin endpoint."""
+    from tunnel.cli import status  # prometheus_client's parser: kept out of `tunnel run`
+
     address = _admin_address(args)
     reply = status.fetch(address)
     lines, warnings = status.summarise(str(address), reply, datetime.datetime.now().timestamp())
@@ -353,6 +354,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``tunnel demo``: self-signed certificate, built-in backend, one listener."""
+    from tunnel.cli import demo  # cryptography and the demo backend: kept out of `tunnel run`
+
     try:
         accept = demo.demo_address(args.host, args.port)
     except ValueError as exc:
@@ -392,6 +395,8 @@ def _prepare_demo(config: Config, port: int) -> supervisor.Supervisor:
 
 def cmd_gen_cert(args: argparse.Namespace) -> int:
     """``tunnel gen-cert``: write a self-signed certificate and key as one PEM file."""
+    from tunnel.cli import demo  # cryptography: kept out of `tunnel run`
+
     path = Path(os.path.expanduser(args.out)) if args.out else demo.default_cert_path()
     names = args.name or list(demo.DEFAULT_NAMES)
     if args.days < 1:
@@ -460,7 +465,12 @@ def build_parser() -> argparse.ArgumentParser:
     dem.set_defaults(func=cmd_demo)
 
     gen = sub.add_parser("gen-cert", help="write a self-signed certificate and key (PEM)")
-    gen.add_argument("--out", metavar="PATH", help=f"default: {demo.default_cert_path()}")
+    # Not demo.default_cert_path(): importing the demo would load cryptography for every command.
+    gen.add_argument(
+        "--out",
+        metavar="PATH",
+        help="default: $XDG_STATE_HOME/tunnel/demo.pem, else ~/.local/state/tunnel/demo.pem",
+    )
     gen.add_argument(
         "--name",
         action="append",

@@ -29,6 +29,7 @@ from tunnel.dataplane.proxy_in import ProxiedConnection
 from tunnel.observe import metrics
 from tunnel.observe.log import reopen_logs
 from tunnel.observe.metrics import BackendStats
+from tunnel.observe.modules import report_modules
 from tunnel.observe.reasons import CloseReason
 from tunnel.tls.bundle import TLSBundle
 from tunnel.tls.tickets import REFRESH_SECONDS
@@ -127,6 +128,7 @@ class Worker:
         tickets = self.contexts.tickets
         refresher = loop.create_task(self._refresh_ticket_keys()) if tickets else None
         self._report_tick()
+        report_modules("worker")
         if _malloc.available():
             loop.call_later(_malloc.TRIM_SECONDS, self._trim_tick)
         await self._stop.wait()

@@ -23,7 +23,7 @@ from typing import Any
 from tunnel.config import Config
 from tunnel.observe import metrics
 from tunnel.observe.admin import AdminServer, Response
-from tunnel.tls.contexts import describe_certificates
+from tunnel.tls.certs import expiry_dates
 
 log = logging.getLogger("tunnel.supervisor")
 
@@ -62,8 +62,8 @@ class Observer:
         self.cert_not_after = {}
         for listener in self.config.listeners:
             with contextlib.suppress(OSError, ValueError):
-                for info in describe_certificates(listener):
-                    self.cert_not_after[(listener.name, info.path)] = info.not_after.timestamp()
+                for path, not_after in expiry_dates(listener):
+                    self.cert_not_after[(listener.name, path)] = not_after.timestamp()
 
     def reconfigure(self, config: Config, workers: int) -> None:
         """After a reload: the new worker count and certificates (the admin address stays)."""

@@ -44,6 +44,7 @@ from tunnel.dataplane.worker import run_worker
 from tunnel.errors import ConfigError, ConfigErrors, TunnelError
 from tunnel.observe.collector import Observer
 from tunnel.observe.log import reopen_logs
+from tunnel.observe.modules import report_modules
 from tunnel.process.acme_runner import AcmeRunner, runner_for
 from tunnel.process.generation import apply_logging, build_contexts, destination, worker_count
 from tunnel.process.listen import SocketPool, close_foreign
@@ -210,6 +211,7 @@ class Supervisor:
             log.info("tunnel started: %d worker(s), pid %d", self.workers, os.getpid())
             for hook in self.on_ready:
                 hook()
+            report_modules("supervisor")
             self.notify(f"READY=1\nSTATUS=serving, {self.workers} worker(s)\nMAINPID={os.getpid()}")
             return self._loop()
         finally:

@@ -10,14 +10,14 @@ unknown name).
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
-
-from cryptography import x509
 
 from tunnel.config import ListenerConfig
 from tunnel.errors import TLSSetupError
 from tunnel.tls.acme.served import served_cert
+from tunnel.tls.der import Leaf, read_leaf
 
 CERT_DIR_SUFFIXES = (".pem", ".crt")
 
@@ -74,19 +74,15 @@ def listener_cert_files(listener: ListenerConfig, file: str) -> list[CertFile]:
     return result
 
 
-def read_leaf(path: str) -> x509.Certificate:
-    """The first certificate of a PEM file (the leaf); OSError/ValueError on bad input."""
-    with open(path, "rb") as stream:
-        return x509.load_pem_x509_certificate(stream.read())
-
-
-def dns_names(cert: x509.Certificate) -> tuple[str, ...]:
+def dns_names(leaf: Leaf) -> tuple[str, ...]:
     """The DNS names of a certificate's subjectAltName, lower-cased, in order."""
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except x509.ExtensionNotFound:
-        return ()
-    return tuple(name.lower() for name in san.value.get_values_for_type(x509.DNSName))
+    return tuple(name.lower() for name in leaf.dns_names)
+
+
+def expiry_dates(listener: ListenerConfig) -> list[tuple[str, datetime.datetime]]:
+    """(path, notAfter) of each certificate file of a listener (first certificate = leaf)."""
+    files = listener_cert_files(listener, "<config>")
+    return [(cert_file.path, read_leaf(cert_file.path).not_after) for cert_file in files]
 
 
 def group_certificates(

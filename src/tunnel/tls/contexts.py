@@ -16,8 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from cryptography import x509
-
 from tunnel._native import openssl as _openssl
 from tunnel.config import ListenerConfig
 from tunnel.config.routing import NameTable, build_name_table
@@ -199,11 +197,23 @@ def _client_auth(
                 f"{path}: cannot load ({getattr(exc, 'strerror', None) or exc})",
                 "give a readable PEM file",
             ) from None
+    preload_x509()
     if listener.crl:
         ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
     ctx.verify_mode = _VERIFY_MODES[listener.verify]
     if check is not None:
         _openssl.set_leaf_check(ctx, check)
+
+
+def preload_x509() -> None:
+    """Import ``cryptography.x509`` now, for a listener that takes client certificates.
+
+    Workers parse client certificates with it (allow-lists, PROXY v2 certificate TLVs).
+    Serving processes import it only when a listener asks for client certificates, and
+    then here, in the supervisor before the fork, so every worker shares its pages rather
+    than importing a private copy at its first client certificate.
+    """
+    import cryptography.x509  # noqa: F401
 
 
 def _keylog(ctx: ssl.SSLContext, listener: ListenerConfig, file: str) -> None:
@@ -382,6 +392,8 @@ def client_cert(sslobj: ssl.SSLObject, *, der: bool = False) -> ClientCert | Non
             if name == "commonName":
                 cn = value
     sig_alg = key_alg = None
+    from cryptography import x509  # only with client certificates: see preload_x509
+
     try:
         cert = x509.load_der_x509_certificate(raw)
         sig_alg = cert.signature_algorithm_oid._name

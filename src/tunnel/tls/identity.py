@@ -9,9 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cryptography import x509
-from cryptography.x509.oid import NameOID
-
 
 @dataclass(frozen=True, slots=True)
 class ClientIdentity:
@@ -36,6 +33,10 @@ class AllowLists:
 
 def identity_from_der(der: bytes) -> ClientIdentity:
     """Subject CN and DNS/URI SANs of a DER certificate (ValueError if it is not one)."""
+    # Imported here: only listeners with allow-lists need it (see contexts.preload_x509).
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
     cert = x509.load_der_x509_certificate(der)
     cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     cn = str(cns[0].value) if cns else None

@@ -1,0 +1,226 @@
+"""Memory at rest and imported modules of ``tunnel run``: the supervisor and each worker.
+
+Starts ``python -m tunnel run`` (the ``src/`` of this checkout, or ``--src DIR``) with one
+listener on a fresh self-signed certificate (written to a temporary directory, removed at
+the end) in front of a tiny plain backend in this process, for each worker count asked
+for. Once every process has reported its modules (``TUNNEL_DEBUG_MODULES``, see
+``tunnel.observe.modules``) and one request went through, it waits ``--settle`` seconds
+and reads, per process, ``Pss`` and ``Rss`` from ``/proc/PID/smaps_rollup`` and the
+number of modules in ``sys.modules``. ``--admin`` also turns the admin endpoint on and
+scrapes ``/metrics`` once before measuring (what rendering costs the supervisor).
+
+Usage: ``python bench/footprint.py [--workers 1,2] [--admin] [--src DIR] [--json]``
+(a few seconds per worker count). Nothing is written outside the temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+HERE = Path(__file__).resolve().parent
+DEADLINE = 20.0
+
+
+@dataclass
+class Sample:
+    """One process of a running Tunnel."""
+
+    role: str
+    pid: int
+    modules: int
+    pss_kib: int
+    rss_kib: int
+
+
+def write_cert(path: Path) -> None:
+    """A self-signed ECDSA P-256 certificate for localhost plus its key, as one PEM file."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + key_pem)
+
+
+def start_backend() -> tuple[socket.socket, int]:
+    """A plain backend answering one tiny HTTP response per connection (daemon thread)."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server, int(server.getsockname()[1])
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` different currently unused ports on 127.0.0.1."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+
+
+def write_config(path: Path, cert: Path, workers: int, port: int, backend: int, admin: int) -> None:
+    """The configuration measured: one listener, ``workers`` workers, admin optional."""
+    lines = ["[tunnel]", f"workers = {workers}", "log_level = warning"]
+    if os.geteuid() == 0:
+        lines.append("allow_root = yes")  # a throw-away measurement, on loopback only
+    if admin:
+        lines.append(f"admin = 127.0.0.1:{admin}")
+    lines += ["[web]", f"accept = 127.0.0.1:{port}", f"cert = {cert}"]
+    lines += [f"connect = 127.0.0.1:{backend}", ""]
+    path.write_text("\n".join(lines))
+
+
+def smaps(pid: int) -> tuple[int, int]:
+    """(Pss, Rss) of ``pid`` in KiB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, _, rest = line.partition(":")
+        fields[name] = int(rest.split()[0])
+    return fields["Pss"], fields["Rss"]
+
+
+def wait_for(what: str, check: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Poll ``check`` until true; give up after DEADLINE or if Tunnel exited."""
+    deadline = time.monotonic() + DEADLINE
+    while not check():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            why = f"exited ({proc.returncode})" if proc.poll() is not None else "timed out"
+            raise SystemExit(f"tunnel {why} waiting for {what}:\n{log.read_text()}")
+        time.sleep(0.05)
+
+
+def one_request(port: int) -> bytes:
+    """One HTTPS request through Tunnel (certificate not verified: it is self-signed)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            return tls.recv(65536)
+
+
+def measure(src: Path, workers: int, *, admin: bool, settle: float) -> list[Sample]:
+    """Start Tunnel with ``workers`` workers, wait until it serves, sample every process."""
+    with tempfile.TemporaryDirectory(prefix="tunnel-footprint-") as tmp:
+        root = Path(tmp)
+        cert, config, dump = root / "cert.pem", root / "tunnel.ini", root / "modules"
+        dump.mkdir()
+        write_cert(cert)
+        backend, backend_port = start_backend()
+        port, admin_port = free_ports(2)
+        admin_port = admin_port if admin else 0
+        write_config(config, cert, workers, port, backend_port, admin_port)
+        env = dict(os.environ, PYTHONPATH=str(src), TUNNEL_DEBUG_MODULES=str(dump))
+        command = [sys.executable, "-m", "tunnel", "run", "-c", str(config)]
+        log = (root / "stderr").open("wb")
+        proc = subprocess.Popen(command, env=env, stderr=log)
+        try:
+            reported = lambda: len(list(dump.glob("*.modules"))) == workers + 1  # noqa: E731
+            wait_for("every process to report its modules", reported, proc, root / "stderr")
+            if not one_request(port).endswith(b"ok"):
+                raise SystemExit("the request through Tunnel did not get the backend's reply")
+            if admin:
+                with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics") as reply:
+                    reply.read()
+            time.sleep(settle)  # let the request's garbage go: this measures memory at rest
+            samples = []
+            for path in sorted(dump.glob("*.modules")):
+                role, _, pid = path.stem.partition("-")
+                pss, rss = smaps(int(pid))
+                count = len(path.read_text().split())
+                samples.append(Sample(role, int(pid), count, pss, rss))
+            samples.sort(key=lambda s: s.role != "supervisor")
+            return samples
+        finally:
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            backend.close()
+            log.close()
+
+
+def report(workers: int, samples: list[Sample]) -> list[str]:
+    """Markdown table rows for one run."""
+    rows = []
+    for s in samples:
+        rows.append(
+            f"| {workers} | {s.role} | {s.modules} | {s.pss_kib / 1024:.1f} | {s.rss_kib / 1024:.1f} |"
+        )
+    pss = sum(s.pss_kib for s in samples) / 1024
+    rss = sum(s.rss_kib for s in samples) / 1024
+    rows.append(f"| {workers} | **total** | | **{pss:.1f}** | {rss:.1f} |")
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", default="1,2", help="worker counts, comma-separated")
+    parser.add_argument("--admin", action="store_true", help="admin endpoint on, scraped once")
+    parser.add_argument("--src", type=Path, default=HERE.parent / "src", help="Tunnel's src/")
+    parser.add_argument("--settle", type=float, default=1.0, help="seconds before sampling")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args()
+    results = {}
+    for count in (int(n) for n in args.workers.split(",")):
+        results[count] = measure(args.src.resolve(), count, admin=args.admin, settle=args.settle)
+    if args.json:
+        print(json.dumps({n: [asdict(s) for s in ss] for n, ss in results.items()}, indent=1))
+        return 0
+    print("| workers | process | modules | PSS MiB | RSS MiB |")
+    print("|---|---|---|---|---|")
+    for count, samples in results.items():
+        print("\n".join(report(count, samples)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
