@@ -20,6 +20,7 @@ import contextlib
 import datetime
 import json
 import os
+import site
 import socket
 import ssl
 import subprocess
@@ -124,7 +125,9 @@ def smaps(pid: int) -> tuple[int, int]:
     return fields["Pss"], fields["Rss"]
 
 
-def wait_for(what: str, check: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path) -> None:
+def wait_for(
+    what: str, check: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path
+) -> None:
     """Poll ``check`` until true; give up after DEADLINE or if Tunnel exited."""
     deadline = time.monotonic() + DEADLINE
     while not check():
@@ -134,18 +137,19 @@ def wait_for(what: str, check: Callable[[], bool], proc: subprocess.Popen[bytes]
         time.sleep(0.05)
 
 
-def one_request(port: int) -> bytes:
-    """One HTTPS request through Tunnel (certificate not verified: it is self-signed)."""
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
-        with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
-            tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            return tls.recv(65536)
+def one_request(port: int, ctx: ssl.SSLContext) -> bytes:
+    """One HTTPS request through Tunnel, on a new connection."""
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        ctx.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        return tls.recv(65536)
 
 
-def measure(src: Path, workers: int, *, admin: bool, settle: float) -> list[Sample]:
+def measure(
+    src: Path, workers: int, *, admin: bool, no_site: bool, traffic: int, settle: float
+) -> list[Sample]:
     """Start Tunnel with ``workers`` workers, wait until it serves, sample every process."""
     with tempfile.TemporaryDirectory(prefix="tunnel-footprint-") as tmp:
         root = Path(tmp)
@@ -156,15 +160,26 @@ def measure(src: Path, workers: int, *, admin: bool, settle: float) -> list[Samp
         port, admin_port = free_ports(2)
         admin_port = admin_port if admin else 0
         write_config(config, cert, workers, port, backend_port, admin_port)
-        env = dict(os.environ, PYTHONPATH=str(src), TUNNEL_DEBUG_MODULES=str(dump))
-        command = [sys.executable, "-m", "tunnel", "run", "-c", str(config)]
+        path = [str(src)]
+        flags = []
+        if no_site:
+            # What a plain interpreter imports: no .pth files of this machine's site-packages
+            # (e.g. a sandbox's CA bundle hook that loads certifi and zipfile into every
+            # Python process), but the same packages.
+            path += site.getsitepackages()
+            flags = ["-S"]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(path), TUNNEL_DEBUG_MODULES=str(dump))
+        command = [sys.executable, *flags, "-m", "tunnel", "run", "-c", str(config)]
         log = (root / "stderr").open("wb")
         proc = subprocess.Popen(command, env=env, stderr=log)
         try:
             reported = lambda: len(list(dump.glob("*.modules"))) == workers + 1  # noqa: E731
             wait_for("every process to report its modules", reported, proc, root / "stderr")
-            if not one_request(port).endswith(b"ok"):
-                raise SystemExit("the request through Tunnel did not get the backend's reply")
+            client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            client.load_verify_locations(cafile=cert)  # self-signed: its own CA
+            for _ in range(max(1, traffic)):
+                if not one_request(port, client).endswith(b"ok"):
+                    raise SystemExit("a request through Tunnel did not get the backend's reply")
             if admin:
                 with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics") as reply:
                     reply.read()
@@ -192,9 +207,8 @@ def report(workers: int, samples: list[Sample]) -> list[str]:
     """Markdown table rows for one run."""
     rows = []
     for s in samples:
-        rows.append(
-            f"| {workers} | {s.role} | {s.modules} | {s.pss_kib / 1024:.1f} | {s.rss_kib / 1024:.1f} |"
-        )
+        pss, rss = s.pss_kib / 1024, s.rss_kib / 1024
+        rows.append(f"| {workers} | {s.role} | {s.modules} | {pss:.1f} | {rss:.1f} |")
     pss = sum(s.pss_kib for s in samples) / 1024
     rss = sum(s.rss_kib for s in samples) / 1024
     rows.append(f"| {workers} | **total** | | **{pss:.1f}** | {rss:.1f} |")
@@ -206,12 +220,25 @@ def main() -> int:
     parser.add_argument("--workers", default="1,2", help="worker counts, comma-separated")
     parser.add_argument("--admin", action="store_true", help="admin endpoint on, scraped once")
     parser.add_argument("--src", type=Path, default=HERE.parent / "src", help="Tunnel's src/")
+    parser.add_argument(
+        "--requests", type=int, default=1, help="HTTPS requests (one connection each) first"
+    )
     parser.add_argument("--settle", type=float, default=1.0, help="seconds before sampling")
+    parser.add_argument(
+        "--no-site", action="store_true", help="python -S: skip site-packages' .pth files"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args()
     results = {}
     for count in (int(n) for n in args.workers.split(",")):
-        results[count] = measure(args.src.resolve(), count, admin=args.admin, settle=args.settle)
+        results[count] = measure(
+            args.src.resolve(),
+            count,
+            admin=args.admin,
+            no_site=args.no_site,
+            traffic=args.requests,
+            settle=args.settle,
+        )
     if args.json:
         print(json.dumps({n: [asdict(s) for s in ss] for n, ss in results.items()}, indent=1))
         return 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ast
 import configparser
-import difflib
 import re
 
 from tunnel.config.context import Context, kind_of
@@ -25,6 +24,8 @@ class _Parser(configparser.RawConfigParser):
 
 def close_match(word: str, choices: list[str]) -> str | None:
     """The choice ``word`` was most likely meant to be (a typo), or None."""
+    import difflib  # only when there is a mistake to explain
+
     found = difflib.get_close_matches(word, choices, n=1)
     return found[0] if found else None
 

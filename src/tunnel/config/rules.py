@@ -7,7 +7,6 @@ sections with other errors and ``tunnel check`` lists every problem at once.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from typing import Any
 
@@ -161,6 +160,8 @@ def check_references(listeners: list[Section], backends: list[Section], ctx: Con
         for key, target in wanted:
             if target in known:
                 continue
+            import difflib  # only when there is a mistake to explain
+
             close = difflib.get_close_matches(target, known, n=1)
             hint = (
                 f"did you mean {close[0]!r}?"

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import json
 import logging
-import logging.handlers
 import socket
 import sys
+from typing import TYPE_CHECKING
 
 from tunnel.config import TunnelSettings
+
+if TYPE_CHECKING:
+    import logging.handlers
 
 ROOT_LOGGER = "tunnel"
 DEV_LOG = "/dev/log"
@@ -74,6 +77,9 @@ def level_number(level: str) -> int:
 
 
 def _facility_number(facility: str) -> int:
+    # logging.handlers (and the pickle and queue modules it brings) loads only for syslog.
+    import logging.handlers
+
     names = logging.handlers.SysLogHandler.facility_names
     try:
         return names[facility.strip().lower()]
@@ -128,6 +134,8 @@ def _unix_reachable(path: str) -> OSError | None:
 
 
 def _syslog_handler(facility: str, address: str | tuple[str, int]) -> logging.Handler:
+    import logging.handlers  # see _facility_number
+
     number = _facility_number(facility)
     handler: logging.handlers.SysLogHandler
     if isinstance(address, tuple):

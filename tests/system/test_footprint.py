@@ -1,0 +1,52 @@
+"""The real serving processes import only what serving needs (issue 12, "small footprint").
+
+``TUNNEL_DEBUG_MODULES=DIR`` makes the supervisor and every worker write their
+``sys.modules`` once serving (see ``tunnel.observe.modules``). Certificate parsing,
+metrics rendering and the demo must not be among them; the certificate expiry that
+``/metrics`` reports is still right (read by ``tunnel.tls.der``).
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from .conftest import Backend, Certs, Launcher, free_port, start_run, wait_for
+
+pytestmark = pytest.mark.timeout(60)
+
+FORBIDDEN = ("cryptography", "prometheus_client", "tunnel.cli.demo", "tunnel.cli.status")
+
+
+def test_supervisor_and_workers_import_only_what_serving_needs(
+    tunnel: Launcher, tmp_path: Path, certs: Certs, hello_backend: Backend
+) -> None:
+    dump = tmp_path / "modules"
+    dump.mkdir()
+    tunnel.env["TUNNEL_DEBUG_MODULES"] = str(dump)
+    admin = free_port()
+    running = start_run(
+        tunnel, tmp_path, certs, hello_backend, workers="2", admin=f"127.0.0.1:{admin}"
+    )
+    wait_for("3 module lists", lambda: len(list(dump.glob("*.modules"))) == 3)
+    roles = sorted(path.name.split("-")[0] for path in dump.glob("*.modules"))
+    assert roles == ["supervisor", "worker", "worker"]
+    workers = {str(pid) for pid in running.proc.worker_pids()}
+    for path in dump.glob("*.modules"):
+        if path.name.startswith("worker"):
+            assert path.stem.split("-")[1] in workers
+        modules = path.read_text().split()
+        assert "tunnel.dataplane.worker" in modules
+        bad = [m for m in modules if m.split(".")[0] in FORBIDDEN or m in FORBIDDEN]
+        assert bad == [], f"{path.name} imports {bad}"
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    leaf = x509.load_pem_x509_certificate(certs.cert_pem.read_bytes())
+    found = re.search(r"tunnel_certificate_not_after_seconds\{[^}]*\} (\S+)", text)
+    assert found is not None, text
+    assert float(found.group(1)) == leaf.not_valid_after_utc.timestamp()

@@ -1,0 +1,98 @@
+"""What a serving process imports: only what serving needs (issue 12, "small footprint").
+
+A fresh interpreter does what ``tunnel run`` does before it forks its workers (import the
+command line, the supervisor and the worker, build the TLS contexts of a listener, read
+certificate expiry dates for the metrics, count a connection) and then lists
+``sys.modules``. Certificate parsing (``cryptography``), metrics rendering
+(``prometheus_client``) and the ``demo`` / ``status`` commands must not be among them:
+each costs megabytes in every serving process. tests/system/test_footprint.py checks the
+real processes.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trustme
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+# Serving processes never need these; each line says who does.
+FORBIDDEN = (
+    "cryptography",  # tunnel check (certificate details), demo, gen-cert, mTLS listeners
+    "prometheus_client",  # rendering /metrics, tunnel status
+    "tunnel.cli.demo",  # tunnel demo, tunnel gen-cert
+    "tunnel.cli.status",  # tunnel status
+    "logging.handlers",  # log_target = syslog
+    "difflib",  # "did you mean" in configuration errors
+)
+
+SCRIPT = """
+import json, sys
+from tunnel.cli import main  # the `tunnel` entry point
+from tunnel.config import parse_config
+from tunnel.dataplane import worker
+from tunnel.observe.collector import Observer
+from tunnel.observe.metrics import ListenerStats, snapshot
+from tunnel.process import generation, service, supervisor
+
+config = parse_config(sys.argv[1], "<footprint>")
+contexts = generation.build_contexts(config)
+observer = Observer(config, 1)
+observer._read_certs()  # expiry dates, as the supervisor reads them for the metrics
+stats = ListenerStats()
+stats.handshake_ok(0.01, "TLSv1.3", "TLS_AES_128_GCM_SHA256", "-")
+snapshot({"web": stats}, {})
+expiry = list(observer.cert_not_after.values())
+print(json.dumps({"modules": sorted(sys.modules), "expiry": expiry}))
+"""
+
+
+def serving_modules(config: str) -> dict[str, list[str]]:
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, config],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"},
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, list[str]] = json.loads(done.stdout)
+    return result
+
+
+def loaded(modules: list[str], name: str) -> bool:
+    return any(m == name or m.startswith(name + ".") for m in modules)
+
+
+@pytest.fixture
+def cert_file(tmp_path: Path) -> Path:
+    leaf = trustme.CA().issue_cert("localhost", "www.example.org")
+    path = tmp_path / "cert.pem"
+    leaf.private_key_and_cert_chain_pem.write_to_path(str(path))
+    return path
+
+
+def test_serving_imports_no_certificate_parsing_rendering_or_demo(cert_file: Path) -> None:
+    config = f"[web]\naccept = 127.0.0.1:8443\ncert = {cert_file}\nconnect = 127.0.0.1:8080\n"
+    result = serving_modules(config)
+    assert [name for name in FORBIDDEN if loaded(result["modules"], name)] == []
+    assert len(result["expiry"]) == 1  # the expiry date was read, without cryptography
+
+
+def test_a_listener_taking_client_certificates_loads_x509_before_the_fork(
+    cert_file: Path,
+) -> None:
+    config = (
+        f"[web]\naccept = 127.0.0.1:8443\ncert = {cert_file}\nconnect = 127.0.0.1:8080\n"
+        f"client_ca = {cert_file}\nverify = optional\n"
+    )
+    modules = serving_modules(config)["modules"]
+    # Workers parse client certificates; importing it here lets them share its pages.
+    assert "cryptography.x509" in modules
+    assert not loaded(modules, "prometheus_client")
