@@ -2,7 +2,7 @@
 
 A fresh interpreter does what ``tunnel run`` does before it forks its workers (import the
 command line, the supervisor and the worker, build the TLS contexts of a listener, read
-certificate expiry dates for the metrics, count a connection) and then lists
+certificate expiry dates for the metrics, count a connection, render ``/metrics``) and lists
 ``sys.modules``. Certificate parsing (``cryptography``), metrics rendering
 (``prometheus_client``) and the ``demo`` / ``status`` commands must not be among them:
 each costs megabytes in every serving process. tests/system/test_footprint.py checks the
@@ -24,7 +24,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 # Serving processes never need these; each line says who does.
 FORBIDDEN = (
     "cryptography",  # tunnel check (certificate details), demo, gen-cert, mTLS listeners
-    "prometheus_client",  # rendering /metrics, tunnel status
+    "prometheus_client",  # tunnel status (its parser); /metrics is rendered without it
     "tunnel.cli.demo",  # tunnel demo, tunnel gen-cert
     "tunnel.cli.status",  # tunnel status
     "logging.handlers",  # log_target = syslog
@@ -46,7 +46,9 @@ observer = Observer(config, 1)
 observer._read_certs()  # expiry dates, as the supervisor reads them for the metrics
 stats = ListenerStats()
 stats.handshake_ok(0.01, "TLSv1.3", "TLS_AES_128_GCM_SHA256", "-")
-snapshot({"web": stats}, {})
+observer.snapshots[0] = snapshot({"web": stats}, {})
+status, _, body = observer.respond("/metrics")  # rendering, as a scrape does
+assert status == 200 and b"tunnel_handshakes_total" in body
 expiry = list(observer.cert_not_after.values())
 print(json.dumps({"modules": sorted(sys.modules), "expiry": expiry}))
 """

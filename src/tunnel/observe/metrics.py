@@ -20,15 +20,16 @@ import bisect
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from prometheus_client.core import HistogramMetricFamily, Metric
-
-# prometheus_client is imported by the functions that render, not here: workers use this
-# module's counters on every connection but never render, and the supervisor renders only
-# when /metrics is scraped, so neither carries it (and its ~25 modules) until then.
-
+# Not prometheus_client: it would load ~90 modules into the supervisor (see exposition).
+from tunnel.observe.exposition import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+    generate_latest,
+)
 from tunnel.observe.reasons import CloseReason, HandshakeFailure
 
 HANDSHAKE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -188,8 +189,6 @@ class SupervisorFacts:
 def _histogram(
     name: str, doc: str, labels: list[str], series: Iterable[tuple[list[str], Any, float]]
 ) -> HistogramMetricFamily:
-    from prometheus_client.core import HistogramMetricFamily
-
     family = HistogramMetricFamily(name, doc, labels=labels)
     for values, (bounds, counts), total in series:
         running = 0
@@ -203,8 +202,6 @@ def _histogram(
 
 def families(merged: Mapping[str, Any], facts: SupervisorFacts) -> list[Metric]:
     """Prometheus metric families for merged worker snapshots and supervisor facts."""
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
     accepted = CounterMetricFamily(
         "tunnel_connections_accepted", "Client connections accepted", labels=["listener"]
     )
@@ -277,8 +274,6 @@ def families(merged: Mapping[str, Any], facts: SupervisorFacts) -> list[Metric]:
 
 
 def _backend_families(backends: Mapping[str, Any]) -> list[Metric]:
-    from prometheus_client.core import CounterMetricFamily
-
     connects = CounterMetricFamily(
         "tunnel_backend_connects", "Successful backend connects", labels=["backend"]
     )
@@ -299,8 +294,6 @@ def _backend_families(backends: Mapping[str, Any]) -> list[Metric]:
 
 
 def _supervisor_families(facts: SupervisorFacts) -> list[Metric]:
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
     workers = GaugeMetricFamily("tunnel_workers", "Worker processes", labels=["state"])
     workers.add_metric(["configured"], facts.workers_configured)
     workers.add_metric(["reporting"], facts.workers_reporting)
@@ -326,8 +319,6 @@ def _supervisor_families(facts: SupervisorFacts) -> list[Metric]:
 
 
 def _acme_families(facts: SupervisorFacts) -> list[Metric]:
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
     if not facts.acme_orders and not facts.acme_renew_at:
         return []
     orders = CounterMetricFamily(
@@ -345,19 +336,6 @@ def _acme_families(facts: SupervisorFacts) -> list[Metric]:
     return [orders, renew]
 
 
-class _Static:
-    def __init__(self, items: list[Metric]) -> None:
-        self.items = items
-
-    def collect(self) -> list[Metric]:
-        return self.items
-
-
 def render(merged: Mapping[str, Any], facts: SupervisorFacts) -> bytes:
     """Prometheus text exposition of :func:`families`."""
-    from prometheus_client import CollectorRegistry, generate_latest
-
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Static(families(merged, facts)))  # type: ignore[arg-type,unused-ignore]
-    text: bytes = generate_latest(registry)
-    return text
+    return generate_latest(families(merged, facts))
