@@ -43,7 +43,7 @@ from tunnel.process import generation, service, supervisor
 config = parse_config(sys.argv[1], "<footprint>")
 contexts = generation.build_contexts(config)
 observer = Observer(config, 1)
-observer._read_certs()  # expiry dates, as the supervisor reads them for the metrics
+observer.prepare()  # reads the expiry dates for the metrics (no admin endpoint to bind)
 stats = ListenerStats()
 stats.handshake_ok(0.01, "TLSv1.3", "TLS_AES_128_GCM_SHA256", "-")
 observer.snapshots[0] = snapshot({"web": stats}, {})
