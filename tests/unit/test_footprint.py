@@ -29,6 +29,9 @@ FORBIDDEN = (
     "tunnel.cli.status",  # tunnel status
     "logging.handlers",  # log_target = syslog
     "difflib",  # "did you mean" in configuration errors
+    "tunnel.process.acme_runner",  # an [acme] section (the ACME process)
+    "tunnel.tls.acme.challenge",  # listeners with acme names
+    "http.server",  # the ACME process's http-01 responder
 )
 
 SCRIPT = """

@@ -32,7 +32,6 @@ from tunnel.dataplane.accept import fd_capped
 from tunnel.errors import ConfigError, ConfigErrors, TunnelError
 from tunnel.observe.log import setup_from_settings, setup_logging
 from tunnel.process import generation, privileges, readable, reload_status, service, supervisor
-from tunnel.process.acme import acme_listener_line, acme_summary
 from tunnel.process.pidfile import read_pid
 from tunnel.tls.contexts import CertInfo, describe_certificates
 
@@ -263,6 +262,9 @@ def _summary(config: Config, certs: dict[str, list[CertInfo]]) -> tuple[list[str
         + (f" (facility {settings.log_facility})" if settings.log_target == "syslog" else ""),
     ]
     if config.acme is not None:
+        # Here, not at the top: `tunnel run` would load the ACME code without [acme].
+        from tunnel.process.acme import acme_listener_line, acme_summary
+
         lines.append(acme_summary(config.acme))
     for listener in config.listeners:
         lines += _listener_summary(listener)

@@ -28,7 +28,7 @@ from tunnel.dataplane.targets import Target, listener_routes
 from tunnel.dataplane.tls_endpoint import describe, handshake_failure
 from tunnel.observe.metrics import BackendStats, ListenerStats
 from tunnel.observe.reasons import CloseReason, HandshakeFailure
-from tunnel.tls.acme.challenge import ACME_TLS_1
+from tunnel.tls.acme import ACME_TLS_1
 from tunnel.tls.contexts import client_cert, sni_refused
 from tunnel.tls.identity import AllowListCheck
 from tunnel.wire import proxy_out

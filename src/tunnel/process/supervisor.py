@@ -37,6 +37,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tunnel._native.prctl import die_with_parent
 from tunnel.config import Address, Config, load_config
@@ -45,12 +46,14 @@ from tunnel.errors import ConfigError, ConfigErrors, TunnelError
 from tunnel.observe.collector import Observer
 from tunnel.observe.log import reopen_logs
 from tunnel.observe.modules import report_modules
-from tunnel.process.acme_runner import AcmeRunner, runner_for
 from tunnel.process.generation import apply_logging, build_contexts, destination, worker_count
 from tunnel.process.listen import SocketPool, close_foreign
 from tunnel.process.reload_status import ReloadTracker
 from tunnel.process.watch import CertWatch
 from tunnel.tls.bundle import TLSBundle
+
+if TYPE_CHECKING:
+    from tunnel.process.acme_runner import AcmeRunner
 
 log = logging.getLogger("tunnel.supervisor")
 
@@ -68,6 +71,19 @@ def _admin_error(config: Config, exc: OSError) -> ConfigError:
         key="admin",
         hint="pick a free host:port, or delete the line to turn the endpoint off",
     )
+
+
+def runner_for(config: Config) -> AcmeRunner | None:
+    """The ACME process handle, or None (see :func:`tunnel.process.acme_runner.runner_for`).
+
+    The ACME code (and ``cryptography``, ``http.server``) is imported only with an
+    ``[acme]`` section: without one, serving processes never carry it.
+    """
+    if config.acme is None:
+        return None
+    from tunnel.process import acme_runner
+
+    return acme_runner.runner_for(config)
 
 
 def raise_fd_limit() -> None:

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 from tunnel.config import ListenerConfig
 from tunnel.errors import TLSSetupError
-from tunnel.tls.acme.served import served_cert
 from tunnel.tls.der import Leaf, read_leaf
 
 CERT_DIR_SUFFIXES = (".pem", ".crt")
@@ -70,6 +69,8 @@ def listener_cert_files(listener: ListenerConfig, file: str) -> list[CertFile]:
         result += found
     if listener.acme and listener.acme_state_dir:
         # Last, so that cert and cert_dir files win for the names they cover.
+        from tunnel.tls.acme.served import served_cert  # ACME code loads with acme names only
+
         result.append(CertFile(served_cert(listener.acme, listener.acme_state_dir), None, "acme"))
     return result
 

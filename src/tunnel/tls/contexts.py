@@ -20,7 +20,6 @@ from tunnel._native import openssl as _openssl
 from tunnel.config import ListenerConfig
 from tunnel.config.routing import NameTable, build_name_table
 from tunnel.errors import TLSSetupError
-from tunnel.tls.acme.challenge import AlpnChallenges
 from tunnel.tls.certs import CertFile, CertGroup, group_certificates, listener_cert_files
 from tunnel.tls.identity import AllowListCheck, AllowLists
 from tunnel.tls.tickets import TicketKeyError, TicketKeys
@@ -302,6 +301,8 @@ def build_server_tls(
     default = contexts[0]
     default.sni_callback = make_sni_callback(table, default, strict=listener.sni_strict)
     if listener.acme and listener.acme_state_dir:
+        from tunnel.tls.acme.challenge import AlpnChallenges  # loads with acme names only
+
         challenges = AlpnChallenges(listener.acme, listener.acme_state_dir)
         challenges.install(default, default.sni_callback)
     return ServerTLS(default, tuple(contexts), tuple(groups), table, check)

@@ -5,3 +5,7 @@ and the listeners share: it writes certificates and pending challenges there, an
 worker of every instance that shares the directory reads them. Renewal timing
 (:mod:`tunnel.tls.acme.renewal`) is pure.
 """
+
+# The TLS-ALPN-01 protocol name (RFC 8737). Here rather than in ``challenge``, so that the
+# data plane can recognise a validation without importing what challenges need (cryptography).
+ACME_TLS_1 = "acme-tls/1"

@@ -20,11 +20,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from tunnel._native import openssl as _openssl
+from tunnel.tls.acme import ACME_TLS_1
 from tunnel.tls.acme.store import StateDir, key_pem, new_key, self_signed
 
 log = logging.getLogger("tunnel.acme")
 
-ACME_TLS_1 = "acme-tls/1"
 # The ALPN extension body of a ClientHello offering acme-tls/1 and nothing else.
 ONLY_ACME = bytes([0, len(ACME_TLS_1) + 1, len(ACME_TLS_1)]) + ACME_TLS_1.encode()
 ACME_IDENTIFIER = x509.ObjectIdentifier("1.3.6.1.5.5.7.1.31")
