@@ -138,13 +138,16 @@ def wait_for(
 
 
 def one_request(port: int, ctx: ssl.SSLContext) -> bytes:
-    """One HTTPS request through Tunnel, on a new connection."""
+    """One HTTPS request through Tunnel, on a new connection; the reply up to its close."""
     with (
         socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
         ctx.wrap_socket(raw, server_hostname="localhost") as tls,
     ):
         tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        return tls.recv(65536)
+        reply = b""
+        while chunk := tls.recv(65536):
+            reply += chunk
+        return reply
 
 
 def measure(
@@ -160,15 +163,17 @@ def measure(
         port, admin_port = free_ports(2)
         admin_port = admin_port if admin else 0
         write_config(config, cert, workers, port, backend_port, admin_port)
-        path = [str(src)]
+        pythonpath = [str(src)]
         flags = []
         if no_site:
             # What a plain interpreter imports: no .pth files of this machine's site-packages
             # (e.g. a sandbox's CA bundle hook that loads certifi and zipfile into every
             # Python process), but the same packages.
-            path += site.getsitepackages()
+            pythonpath += site.getsitepackages()
             flags = ["-S"]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(path), TUNNEL_DEBUG_MODULES=str(dump))
+        env = dict(
+            os.environ, PYTHONPATH=os.pathsep.join(pythonpath), TUNNEL_DEBUG_MODULES=str(dump)
+        )
         command = [sys.executable, *flags, "-m", "tunnel", "run", "-c", str(config)]
         log = (root / "stderr").open("wb")
         proc = subprocess.Popen(command, env=env, stderr=log)
