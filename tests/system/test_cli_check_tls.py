@@ -67,3 +67,23 @@ def test_check_reports_unknown_backend_and_key_mismatch(
     result = tunnel.run("check", "-c", str(config))
     assert result.returncode == 2
     assert "key does not match" in result.stderr
+
+
+def test_check_shows_each_listeners_key_exchange_groups(
+    tunnel: Launcher, certs: Certs, tmp_path: Path
+) -> None:
+    root = "allow_root = yes\n" if os.geteuid() == 0 else ""
+    cert = f"cert = {certs.cert_pem}\nkey = {certs.key_pem}\nconnect = 127.0.0.1:8080\n"
+    config = tmp_path / "groups.ini"
+    config.write_text(
+        f"[tunnel]\nworkers = 1\n{root}\n"
+        f"[openssl]\naccept = 127.0.0.1:{free_port()}\n{cert}\n"
+        f"[narrow]\naccept = 127.0.0.1:{free_port()}\n{cert}curves = P-384:X25519\n"
+    )
+    result = tunnel.run("check", "-c", str(config))
+    assert result.returncode == 0, result.stderr
+    lines = [line.strip() for line in result.stdout.splitlines() if "exchange groups" in line]
+    # Without curves, OpenSSL's own default list: it has X448 and P-521 too.
+    assert lines[0].startswith("key exchange groups (OpenSSL default): X25519, ")
+    assert "X448" in lines[0] and "P-521" in lines[0]
+    assert lines[1] == "key exchange groups (curves): P-384, X25519"

@@ -19,6 +19,15 @@ from functools import cache
 from typing import Any
 
 _SSL_CTRL_SET_GROUPS_LIST = 92
+_SSL_CTRL_GET_NEGOTIATED_GROUP = 134
+# OpenSSL's names for the groups that the ``curves`` key spells the NIST way.
+_GROUP_NAMES = {
+    "x25519": "X25519",
+    "x448": "X448",
+    "secp256r1": "P-256",
+    "secp384r1": "P-384",
+    "secp521r1": "P-521",
+}
 
 
 class OpenSSLCallError(RuntimeError):
@@ -50,6 +59,12 @@ def _libssl() -> ctypes.CDLL:
     lib.SSL_CTX_set_verify.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
     lib.SSL_CTX_set_tlsext_ticket_key_evp_cb.restype = ctypes.c_int
     lib.SSL_CTX_set_tlsext_ticket_key_evp_cb.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    lib.SSL_get_SSL_CTX.restype = ctypes.c_void_p
+    lib.SSL_get_SSL_CTX.argtypes = [ctypes.c_void_p]
+    lib.SSL_ctrl.restype = ctypes.c_long
+    lib.SSL_ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
+    lib.SSL_group_to_name.restype = ctypes.c_char_p
+    lib.SSL_group_to_name.argtypes = [ctypes.c_void_p, ctypes.c_int]
     return lib
 
 
@@ -101,6 +116,54 @@ def set_groups(ctx: ssl.SSLContext, groups: str) -> None:
         != 1
     ):
         raise OpenSSLCallError(f"OpenSSL rejected the curves list {groups!r}")
+
+
+@cache
+def _ssl_offset() -> int | None:
+    """Where the ``SSL *`` sits in CPython's ``_ssl._SSLSocket`` (None: layout unknown).
+
+    In CPython 3.11 it is the second field after ``PyObject_HEAD`` (after the socket
+    weakref). Checked once on a throwaway object: the pointer found there must lead back
+    to the object's own ``SSL_CTX``; otherwise :func:`negotiated_group` answers None.
+    """
+    try:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        probe = ctx.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO())
+        expected = ssl_ctx_pointer(ctx)
+        head = sys.getsizeof(object())
+        inner = probe._sslobj  # type: ignore[attr-defined]
+        for offset in (head + ctypes.sizeof(ctypes.c_void_p), head):
+            pointer = ctypes.c_void_p.from_address(id(inner) + offset).value
+            if pointer and _libssl().SSL_get_SSL_CTX(pointer) == expected:
+                return offset
+    except (OSError, AttributeError, OpenSSLCallError):
+        pass
+    return None
+
+
+def negotiated_group(sslobj: ssl.SSLObject) -> str | None:
+    """The key exchange group of a completed handshake (``SSL_get_negotiated_group``).
+
+    Named as the ``curves`` key writes them (X25519, P-256, ...), else as OpenSSL names
+    them (ffdhe2048, ...); None when there was none (a resumption without key exchange),
+    before the handshake, or when the ``SSL *`` cannot be located.
+    """
+    offset = _ssl_offset()
+    inner = getattr(sslobj, "_sslobj", None)
+    # Before the handshake has finished OpenSSL 3.0 reads a NULL session here: never ask
+    # then (version() is None until SSL_is_init_finished).
+    if offset is None or inner is None or sslobj.version() is None:
+        return None
+    pointer = ctypes.c_void_p.from_address(id(inner) + offset).value
+    lib = _libssl()
+    nid = lib.SSL_ctrl(pointer, _SSL_CTRL_GET_NEGOTIATED_GROUP, 0, None)
+    if nid <= 0:
+        return None
+    name: bytes | None = lib.SSL_group_to_name(pointer, nid)
+    if not name:
+        return None
+    text = name.decode("ascii", "replace")
+    return _GROUP_NAMES.get(text, text)
 
 
 # int verify_callback(int preverify_ok, X509_STORE_CTX *store)

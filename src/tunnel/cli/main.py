@@ -34,6 +34,7 @@ from tunnel.observe.log import setup_from_settings, setup_logging
 from tunnel.process import generation, privileges, readable, reload_status, service, supervisor
 from tunnel.process.pidfile import read_pid
 from tunnel.tls.contexts import CertInfo, describe_certificates
+from tunnel.tls.groups import effective_groups
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -218,7 +219,7 @@ def _describe_all(config: Config) -> dict[str, list[CertInfo]]:
 
 def _listener_summary(listener: ListenerConfig) -> list[str]:
     accept = ", ".join(str(a) for a in listener.accept)
-    return [
+    lines = [
         f"  listener [{listener.name}]: accept {accept} -> {generation.destination(listener)}",
         f"    {_tls_range(listener)}; proxy_protocol {listener.proxy_protocol}; "
         f"max_connections {listener.max_connections}",
@@ -226,6 +227,11 @@ def _listener_summary(listener: ListenerConfig) -> list[str]:
         f"connect {_duration(listener.connect_timeout)}, "
         f"idle {_duration(listener.idle_timeout)}",
     ]
+    if not listener.client:  # a client-mode listener accepts plaintext: no key exchange
+        how = "curves" if listener.curves else "OpenSSL default"
+        groups = ", ".join(effective_groups(listener.curves)) or "unknown"
+        lines.append(f"    key exchange groups ({how}): {groups}")
+    return lines
 
 
 def _max_connections(settings: TunnelSettings, warnings: list[str]) -> str:

@@ -39,7 +39,6 @@ DEFAULT_CIPHERS = ":".join(
     ]
 )
 DEFAULT_CIPHERSUITES = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
-DEFAULT_CURVES = "X25519:P-256:P-384"
 
 _VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
@@ -117,8 +116,10 @@ def _apply_openssl(ctx: ssl.SSLContext, listener: ListenerConfig, file: str) -> 
         raise _setup_error(
             file, listener.name, "ciphersuites", str(exc), "use e.g. TLS_AES_128_GCM_SHA256"
         ) from None
+    if listener.curves is None:
+        return  # OpenSSL's own default groups: they grow with it (X448, P-521, ML-KEM hybrids)
     try:
-        _openssl.set_groups(ctx, listener.curves or DEFAULT_CURVES)
+        _openssl.set_groups(ctx, listener.curves)
     except _openssl.OpenSSLCallError as exc:
         raise _setup_error(
             file, listener.name, "curves", str(exc), "use e.g. X25519:P-256"

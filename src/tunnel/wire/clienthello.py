@@ -27,6 +27,8 @@ used, duplicate extensions are refused (RFC 8446 4.2), and names must be ASCII.
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -86,6 +88,10 @@ class ClientHelloReader:
         """Take the next bytes; the hello once complete, else :data:`NEED_DATA`."""
         if self._hello is not None:
             return self._hello
+        if not self.consumed and not self._header:
+            hello = self._whole(data)
+            if hello is not None:
+                return hello
         view = memoryview(data)
         pos, end = 0, len(view)
         while pos < end:
@@ -114,6 +120,20 @@ class ClientHelloReader:
                 self._hello = hello
                 return hello
         return NEED_DATA
+
+    def _whole(self, data: bytes | bytearray | memoryview) -> ClientHello | None:
+        """The usual case, without copies: one record that holds the whole hello."""
+        if len(data) < 9 or data[0] != HANDSHAKE_RECORD or data[1] != 3 or data[5] != 1:
+            return None
+        record = data[3] << 8 | data[4]
+        length = data[6] << 16 | data[7] << 8 | data[8]
+        if record > MAX_RECORD or length + 4 > record or len(data) < 5 + record:
+            return None  # the general path checks it (and says what is wrong)
+        if length > self.limit:
+            raise ClientHelloError(f"ClientHello of {length} bytes: more than {self.limit}")
+        self._hello = parse_client_hello(bytes(data[9 : 9 + length]))
+        self.consumed = 5 + record
+        return self._hello
 
     def _wanted(self) -> int:
         """Handshake bytes still needed: up to the 4-byte header, then up to the message end."""
@@ -151,56 +171,37 @@ class ClientHelloReader:
         return hello
 
 
-class _Cursor:
-    """Reads big-endian fields from a byte string, refusing to read past its end."""
-
-    __slots__ = ("data", "end", "pos")
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
-        self.end = len(data)
-
-    def take(self, n: int, what: str) -> bytes:
-        if self.end - self.pos < n:
-            raise ClientHelloError(f"ClientHello truncated in {what}")
-        start = self.pos
-        self.pos += n
-        return self.data[start : self.pos]
-
-    def uint(self, n: int, what: str) -> int:
-        return int.from_bytes(self.take(n, what), "big")
-
-    def vector(self, length_bytes: int, what: str) -> bytes:
-        return self.take(self.uint(length_bytes, what), what)
-
-    def done(self) -> bool:
-        return self.pos == self.end
+_TRUNCATED = "ClientHello truncated"
 
 
-def _u16_list(data: bytes, what: str, *, allow_empty: bool = False) -> tuple[int, ...]:
-    if len(data) % 2 or (not data and not allow_empty):
-        raise ClientHelloError(f"bad {what} list length {len(data)}")
-    return tuple(int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2))
+def _u16s(data: bytes, start: int, length: int, what: str) -> tuple[int, ...]:
+    """``length`` bytes of 16-bit values from ``start`` (bounds checked by the caller)."""
+    if length % 2 or not length:
+        raise ClientHelloError(f"bad {what} list length {length}")
+    return struct.unpack_from(f">{length >> 1}H", data, start)
 
 
 def _u16_vector(data: bytes, what: str) -> tuple[int, ...]:
-    cur = _Cursor(data)
-    body = cur.vector(2, what)
-    if not cur.done():
-        raise ClientHelloError(f"trailing bytes in {what}")
-    return _u16_list(body, what)
+    """A 2-byte-length vector of 16-bit values that fills the whole extension."""
+    if len(data) < 2 or (data[0] << 8 | data[1]) != len(data) - 2:
+        raise ClientHelloError(f"malformed {what} extension")
+    return _u16s(data, 2, len(data) - 2, what)
 
 
-def _server_name(data: bytes) -> str | None:
-    cur = _Cursor(data)
-    names = _Cursor(cur.vector(2, "server_name"))
-    if not cur.done() or names.done():
+def _server_name(data: bytes) -> str:
+    if len(data) < 2 or (data[0] << 8 | data[1]) != len(data) - 2 or len(data) == 2:
         raise ClientHelloError("malformed server_name extension")
+    pos, end = 2, len(data)
     host: str | None = None
-    while not names.done():
-        kind = names.uint(1, "server_name")
-        name = names.vector(2, "server_name")
+    while pos < end:
+        if pos + 3 > end:
+            raise ClientHelloError(f"{_TRUNCATED} in server_name")
+        kind, length = data[pos], data[pos + 1] << 8 | data[pos + 2]
+        pos += 3
+        if pos + length > end:
+            raise ClientHelloError(f"{_TRUNCATED} in server_name")
+        name = data[pos : pos + length]
+        pos += length
         if kind != 0:
             continue  # only host_name (0) is defined; others are skipped, as OpenSSL does
         if host is not None:
@@ -208,76 +209,98 @@ def _server_name(data: bytes) -> str | None:
         if not name or not name.isascii() or b"\x00" in name:
             raise ClientHelloError("server_name is not an ASCII host name")
         host = name.decode("ascii")
+    if host is None:
+        raise ClientHelloError("server_name without a host name")
     return host
 
 
 def _alpn(data: bytes) -> tuple[bytes, ...]:
-    cur = _Cursor(data)
-    protocols = _Cursor(cur.vector(2, "ALPN"))
-    if not cur.done() or protocols.done():
+    if len(data) < 2 or (data[0] << 8 | data[1]) != len(data) - 2 or len(data) == 2:
         raise ClientHelloError("malformed ALPN extension")
+    pos, end = 2, len(data)
     out = []
-    while not protocols.done():
-        name = protocols.vector(1, "ALPN")
-        if not name:
+    while pos < end:
+        length = data[pos]
+        if not length:
             raise ClientHelloError("empty ALPN protocol name")
-        out.append(name)
+        if pos + 1 + length > end:
+            raise ClientHelloError(f"{_TRUNCATED} in ALPN")
+        out.append(data[pos + 1 : pos + 1 + length])
+        pos += 1 + length
     return tuple(out)
 
 
 def _supported_versions(data: bytes) -> tuple[int, ...]:
-    cur = _Cursor(data)
-    body = cur.vector(1, "supported_versions")
-    if not cur.done():
-        raise ClientHelloError("trailing bytes in supported_versions")
-    return _u16_list(body, "supported_versions")
+    if not data or data[0] != len(data) - 1:
+        raise ClientHelloError("malformed supported_versions extension")
+    return _u16s(data, 1, len(data) - 1, "supported_versions")
 
 
 def parse_client_hello(body: bytes) -> ClientHello:
     """Parse a ClientHello message body (after the 4-byte handshake header)."""
-    cur = _Cursor(body)
-    legacy_version = cur.uint(2, "version")
-    cur.take(32, "random")
-    if len(cur.vector(1, "session id")) > 32:
+    end = len(body)
+    if end < 35:
+        raise ClientHelloError(f"{_TRUNCATED} before the session id")
+    legacy_version = body[0] << 8 | body[1]
+    if body[34] > 32:
         raise ClientHelloError("session id longer than 32 bytes")
-    ciphers = _u16_list(cur.vector(2, "cipher suites"), "cipher suites")
-    if not cur.vector(1, "compression methods"):
-        raise ClientHelloError("no compression methods")
+    pos = 35 + body[34]
+    if pos + 2 > end:
+        raise ClientHelloError(f"{_TRUNCATED} before the cipher suites")
+    length = body[pos] << 8 | body[pos + 1]
+    pos += 2
+    if pos + length > end:
+        raise ClientHelloError(f"{_TRUNCATED} in the cipher suites")
+    ciphers = _u16s(body, pos, length, "cipher suites")
+    pos += length
+    if pos >= end or not body[pos]:
+        raise ClientHelloError(f"no compression methods ({_TRUNCATED})")
+    pos += 1 + body[pos]
+    if pos > end:
+        raise ClientHelloError(f"{_TRUNCATED} in the compression methods")
     fields: dict[str, object] = {}
     extensions: list[int] = []
-    if not cur.done():
-        exts = _Cursor(cur.vector(2, "extensions"))
-        if not cur.done():
+    if pos < end:
+        if pos + 2 > end:
+            raise ClientHelloError(f"{_TRUNCATED} in the extensions")
+        length = body[pos] << 8 | body[pos + 1]
+        pos += 2
+        if pos + length != end:
+            if pos + length > end:
+                raise ClientHelloError(f"{_TRUNCATED} in the extensions")
             raise ClientHelloError("trailing bytes after the extensions")
-        seen: set[int] = set()
-        while not exts.done():
-            kind = exts.uint(2, "extensions")
-            data = exts.vector(2, "extensions")
-            if kind in seen:
-                raise ClientHelloError(f"extension 0x{kind:04x} appears twice")
-            seen.add(kind)
+        while pos < end:
+            if pos + 4 > end:
+                raise ClientHelloError(f"{_TRUNCATED} in the extensions")
+            kind = body[pos] << 8 | body[pos + 1]
+            length = body[pos + 2] << 8 | body[pos + 3]
+            pos += 4
+            if pos + length > end:
+                raise ClientHelloError(f"{_TRUNCATED} in extension 0x{kind:04x}")
             extensions.append(kind)
-            _read_extension(kind, data, fields)
+            reader = _EXTENSIONS.get(kind)
+            if reader is not None:
+                fields[reader[0]] = reader[1](body[pos : pos + length])
+            pos += length
+        if len(set(extensions)) != len(extensions):
+            twice = next(e for e in extensions if extensions.count(e) > 1)
+            raise ClientHelloError(f"extension 0x{twice:04x} appears twice")
     return ClientHello(
         legacy_version,
         ciphers,
         tuple(extensions),
-        length=len(body) + 4,
+        length=end + 4,
         **fields,  # type: ignore[arg-type]
     )
 
 
-def _read_extension(kind: int, data: bytes, fields: dict[str, object]) -> None:
-    if kind == EXT_SERVER_NAME:
-        if data:  # a server's empty echo; in a ClientHello it carries a list
-            fields["server_name"] = _server_name(data)
-        else:
-            raise ClientHelloError("empty server_name extension")
-    elif kind == EXT_ALPN:
-        fields["alpn"] = _alpn(data)
-    elif kind == EXT_SIGNATURE_ALGORITHMS:
-        fields["signature_algorithms"] = _u16_vector(data, "signature_algorithms")
-    elif kind == EXT_SUPPORTED_GROUPS:
-        fields["groups"] = _u16_vector(data, "supported_groups")
-    elif kind == EXT_SUPPORTED_VERSIONS:
-        fields["supported_versions"] = _supported_versions(data)
+_EXTENSIONS: dict[int, tuple[str, Callable[[bytes], object]]] = {
+    EXT_SERVER_NAME: ("server_name", _server_name),
+    EXT_ALPN: ("alpn", _alpn),
+    EXT_SIGNATURE_ALGORITHMS: (
+        "signature_algorithms",
+        lambda data: _u16_vector(data, "signature_algorithms"),
+    ),
+    EXT_SUPPORTED_GROUPS: ("groups", lambda data: _u16_vector(data, "supported_groups")),
+    EXT_SUPPORTED_VERSIONS: ("supported_versions", _supported_versions),
+}
