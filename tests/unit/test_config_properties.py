@@ -53,6 +53,8 @@ SAMPLES: dict[str, list[str]] = {
     "ticket_key_file": ["tickets.key", "/etc/tunnel/t.key"],
     "max_connections_per_ip": ["0", "7"],
     "max_handshakes_per_ip": ["3"],
+    "proxy_ja4_tlv": ["0xE1", "off"],
+    "deny_ja4": ["t13d1516h2_8daaf6152771_e5627efa2ab1", "t12i0203h1_aaaaaaaaaaaa_000000000000"],
 }
 
 

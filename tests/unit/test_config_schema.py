@@ -39,7 +39,7 @@ def test_key_sets_are_unchanged() -> None:
         *("drain_timeout", "log_file", "watch", "pid_file", "log_format", "admin"),
         *("daemon", "user", "group", "allow_root", "shutdown_delay", "log_syslog_address"),
     }
-    assert len(INHERITABLE_KEYS) == 22
+    assert len(INHERITABLE_KEYS) == 24  # with proxy_ja4_tlv and deny_ja4
     assert process | INHERITABLE_KEYS == TUNNEL_KEYS
     assert {
         *("accept", "cert", "key", "connect", "max_connections", "cert_dir", "backend"),
@@ -48,7 +48,7 @@ def test_key_sets_are_unchanged() -> None:
     } == LISTENER_KEYS - INHERITABLE_KEYS
     assert {
         *("connect", "connect_timeout", "proxy_protocol", "tls", "ca", "sni", "cert", "key"),
-        "keylog_file",
+        *("keylog_file", "passthrough"),
     } == BACKEND_KEYS
 
 

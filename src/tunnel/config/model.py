@@ -61,6 +61,7 @@ class ListenerConfig:
     proxy_unique_id: bool = False
     proxy_cert_tlv: int = 0  # 0: the DER client certificate is not sent
     proxy_keep_tlvs: bool = False
+    proxy_ja4_tlv: int = 0  # 0: the client's JA4 is not sent
     proxy_from: tuple[IPNetwork, ...] = ()  # non-empty: a PROXY header is required
     proxy_timeout: float = 5.0
     cert_dir: str | None = None  # a directory of PEM files, each a cert chain with its key
@@ -81,6 +82,7 @@ class ListenerConfig:
     max_handshakes_per_ip: int = 0  # per worker; 0 = no limit
     acme: tuple[str, ...] = ()  # names whose certificate Tunnel obtains (ACME)
     acme_state_dir: str | None = None  # the [acme] state_dir, when ``acme`` is set
+    deny_ja4: tuple[str, ...] = ()  # clients with these JA4 fingerprints are refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +99,7 @@ class BackendConfig:
     cert: str | None = None  # client certificate chain (PEM) presented to the backend
     key: str | None = None  # its key, when not inside ``cert``
     keylog_file: str | None = None  # NSS key log of the TLS sessions to this backend
+    passthrough: bool = False  # relay the client's TLS stream untouched (SNI passthrough)
 
 
 @dataclass(frozen=True, slots=True)

@@ -138,6 +138,13 @@ def check_backend(backend: Section, ctx: Context) -> None:
     if "key" in fields and "cert" not in fields:
         ctx.error("key without cert", section, "key", "set 'cert' to the client certificate")
     unix = any(address.kind == "unix" for address in fields.get("connect", ()))
+    if fields.get("tls") and fields.get("passthrough"):
+        ctx.error(
+            "passthrough = yes relays the client's own TLS: tls = yes would wrap it again",
+            section,
+            "tls",
+            "delete 'tls = yes' (the backend terminates the client's TLS itself)",
+        )
     if fields.get("tls") and unix and "sni" not in fields:
         ctx.error(
             "a TLS backend on a unix: socket needs sni",
@@ -151,8 +158,12 @@ def check_references(listeners: list[Section], backends: list[Section], ctx: Con
     """Every backend a listener names exists (did you mean?); client mode fits its backend."""
     known = sorted(b.name[len(BACKEND_PREFIX) :].strip() for b in backends)
     tls_backends = {b.name[len(BACKEND_PREFIX) :].strip() for b in backends if b.fields.get("tls")}
+    passthrough = {
+        b.name[len(BACKEND_PREFIX) :].strip() for b in backends if b.fields.get("passthrough")
+    }
     for listener in listeners:
         fields = listener.fields
+        _check_passthrough(listener, passthrough, ctx)
         if fields.get("client"):
             _check_client_mode(listener, tls_backends, ctx)
         wanted = [("backend", fields["backend"])] if "backend" in fields else []
@@ -169,6 +180,28 @@ def check_references(listeners: list[Section], backends: list[Section], ctx: Con
                 else f"add a [backend:{target}] section with a connect key"
             )
             ctx.error(f"unknown backend {target!r}", listener.name, key, hint)
+
+
+def _check_passthrough(listener: Section, passthrough: set[str], ctx: Context) -> None:
+    """Passthrough backends are picked by SNI before any TLS; custom TLV types differ."""
+    fields = listener.fields
+    for route in fields.get("routes", ()):
+        if route.kind == "alpn" and route.target in passthrough:
+            ctx.error(
+                f"route {route} picks a passthrough backend by ALPN, which is only known "
+                "once Tunnel terminates TLS",
+                listener.name,
+                "route",
+                f"route the passthrough backend by name: sni:NAME={route.target}",
+            )
+    cert_tlv, ja4_tlv = fields.get("proxy_cert_tlv", 0), fields.get("proxy_ja4_tlv", 0)
+    if cert_tlv and cert_tlv == ja4_tlv:
+        ctx.error(
+            f"proxy_ja4_tlv and proxy_cert_tlv are both 0x{ja4_tlv:02X}",
+            listener.name,
+            "proxy_ja4_tlv",
+            "give each its own type, e.g. proxy_cert_tlv = 0xE0, proxy_ja4_tlv = 0xE1",
+        )
 
 
 def _check_client_mode(listener: Section, tls_backends: set[str], ctx: Context) -> None:

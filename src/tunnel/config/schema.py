@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from tunnel.config import acme
 from tunnel.config import values as v
+from tunnel.config.fingerprints import ja4_list
 from tunnel.config.model import BackendConfig, ListenerConfig, TunnelSettings
 
 
@@ -151,6 +152,7 @@ KEYS: tuple[Key, ...] = (
     Key("proxy_crc32c", D, v.boolean, "add a CRC32C TLV to the PROXY v2 header"),
     Key("proxy_unique_id", D, v.boolean, "add a UNIQUE_ID TLV to the PROXY v2 header"),
     Key("proxy_cert_tlv", D, v.tlv_type, "TLV type (0xE0..0xEF) for the client cert, or off"),
+    Key("proxy_ja4_tlv", D, v.tlv_type, "TLV type (0xE0..0xEF) for the client's JA4, or off"),
     Key("proxy_keep_tlvs", D, v.boolean, "pass the balancer's TLVs on (proxy_from, v2)"),
     Key("proxy_from", D, v.networks, "networks whose connections start with a PROXY header"),
     Key("proxy_timeout", D, _SHORT, "time the inbound PROXY header may take"),
@@ -159,8 +161,10 @@ KEYS: tuple[Key, ...] = (
     Key("ticket_key_file", D, v.passthrough, "session-ticket keys shared by a fleet", "read"),
     Key("max_connections_per_ip", D, _COUNT, "connections at once from one address (0: off)"),
     Key("max_handshakes_per_ip", D, _COUNT, "handshakes at once from one address (0: off)"),
+    Key("deny_ja4", D, ja4_list, "JA4 fingerprints of clients refused before the handshake"),
     # ------------------------------------------------------------------ [backend:NAME] only
     Key("tls", B, v.boolean, "connect to the backend over TLS"),
+    Key("passthrough", B, v.boolean, "relay the client's TLS untouched (picked by SNI route)"),
     Key("ca", B, v.passthrough, "PEM CA file the backend's certificate chains to", "read"),
     Key("sni", B, v.passthrough, "server name sent and verified"),
     Key("cert", B, v.passthrough, "PEM client certificate chain shown to the backend", "read"),
