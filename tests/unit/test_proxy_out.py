@@ -59,6 +59,25 @@ def test_v2_without_client_cert() -> None:
     )
 
 
+JA4 = "t13d1516h2_8daaf6152771_e5627efa2ab1"
+
+
+def test_ja4_tlv_only_when_configured() -> None:
+    facts = TLSFacts(version="TLSv1.3", sni="a.test", ja4=JA4)
+    header = decode(build_header(ProxyOptions("v2", ja4_tlv=0xE1), SRC, DST, facts))
+    assert header.tlv(0xE1) == JA4.encode()
+    assert header.ssl_info() is not None
+    assert decode(build_header(ProxyOptions("v2"), SRC, DST, facts)).tlv(0xE1) is None
+
+
+def test_passthrough_header_has_authority_and_no_ssl_tlv() -> None:
+    facts = TLSFacts(sni="mail.test", ja4=JA4, terminated=False)
+    header = decode(build_header(ProxyOptions("v2", ja4_tlv=0xE1), SRC, DST, facts))
+    assert header.tlv(pp.PP2_TYPE_AUTHORITY) == b"mail.test"
+    assert header.tlv(0xE1) == JA4.encode()
+    assert header.ssl_info() is None and header.tlv(pp.PP2_TYPE_ALPN) is None
+
+
 def test_v2_all_options() -> None:
     cert = ClientCert(cn="alice", sig_alg="ecdsa-with-SHA256", key_alg="id-ecPublicKey", der=b"D")
     options = ProxyOptions("v2", crc32c=True, unique_id=True, cert_tlv=0xE0)

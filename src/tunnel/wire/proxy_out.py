@@ -43,6 +43,7 @@ class ProxyOptions:
     unique_id: bool = False
     cert_tlv: int = 0  # 0 = do not send the DER client certificate
     keep_tlvs: bool = False
+    ja4_tlv: int = 0  # 0 = do not send the client's JA4 fingerprint
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,10 @@ class TLSFacts:
     cipher: str | None = None
     alpn: str | None = None
     sni: str | None = None
+    ja4: str | None = None
+    # False for a passed-through connection: Tunnel saw only the ClientHello, so it sends
+    # no SSL TLV (the backend terminates TLS and knows more than Tunnel).
+    terminated: bool = True
 
 
 def ssl_value(facts: TLSFacts, cert: ClientCert | None) -> tuple[int, bytes]:
@@ -103,7 +108,10 @@ def build_header(
         tlvs.append((pp.PP2_TYPE_AUTHORITY, facts.sni.encode()))
     if options.unique_id and unique_id:
         tlvs.append((pp.PP2_TYPE_UNIQUE_ID, unique_id))
-    tlvs.append(ssl_value(facts, cert))
+    if facts.terminated:
+        tlvs.append(ssl_value(facts, cert))
+    if options.ja4_tlv and facts.ja4:
+        tlvs.append((options.ja4_tlv, facts.ja4.encode("ascii")))
     if options.cert_tlv and cert is not None and cert.der:
         tlvs.append((options.cert_tlv, cert.der))
     if options.keep_tlvs:
