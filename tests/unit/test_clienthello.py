@@ -122,7 +122,14 @@ def test_byte_by_byte_and_trailing_bytes_kept() -> None:
     assert again.feed(b"anything") == hello  # complete: later bytes are not parsed
 
 
-@pytest.mark.parametrize("split", [1, 7, 100, 300])
+def test_too_many_records_refused() -> None:
+    body = hello_body(extensions=FULL_EXTENSIONS)
+    assert ClientHelloReader().feed(records(body, len(body) // 30)) is not None
+    with pytest.raises(ClientHelloError, match="over 32 records"):
+        ClientHelloReader().feed(records(body, 3))
+
+
+@pytest.mark.parametrize("split", [7, 100, 300])
 def test_hello_split_over_records(split: int) -> None:
     data = records(hello_body(extensions=FULL_EXTENSIONS), split)
     reader = ClientHelloReader()

@@ -22,6 +22,8 @@ def test_label_values_operators_know_stay() -> None:
         "not_tls",
         "unsupported_version",
         "client_closed",
+        "denied",
+        "bad_client_hello",
         "other",
     )
     assert CloseReason.DONE.value == "done"

@@ -17,14 +17,17 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any, Protocol, cast
 
+from tunnel._native.openssl import negotiated_group
 from tunnel.config import Address, BackendConfig, ListenerConfig
+from tunnel.dataplane import passthrough
 from tunnel.dataplane.backend_tls import TLSBackendSide
+from tunnel.dataplane.hello import ALERT_DECODE_ERROR, ALERT_HANDSHAKE_FAILURE
 from tunnel.dataplane.limits import PerIPLimits
 from tunnel.dataplane.plain_backend import PlainSide
 from tunnel.dataplane.relay import CLOSED, CONNECTING, TLSSide
 from tunnel.dataplane.summary import client_cn, format_summary, peer_text, tcp_addr, tls_fields
 from tunnel.dataplane.sweep import IdleSweep
-from tunnel.dataplane.targets import Target, listener_routes
+from tunnel.dataplane.targets import Target, any_passthrough, listener_routes
 from tunnel.dataplane.tls_endpoint import describe, handshake_failure
 from tunnel.observe.metrics import BackendStats, ListenerStats
 from tunnel.observe.reasons import CloseReason, HandshakeFailure
@@ -32,6 +35,8 @@ from tunnel.tls.acme import ACME_TLS_1
 from tunnel.tls.contexts import client_cert, sni_refused
 from tunnel.tls.identity import AllowListCheck
 from tunnel.wire import proxy_out
+from tunnel.wire.clienthello import ClientHello, ClientHelloError
+from tunnel.wire.ja4 import ja4
 from tunnel.wire.proxy_out import ProxyOptions
 
 log = logging.getLogger("tunnel.conn")
@@ -70,13 +75,19 @@ class ListenerRuntime:
         self.stats = ListenerStats()
         # Shared by all listeners of a worker: keyed by backend address.
         self.counters = counters if counters is not None else {}
-        self.live: set[ClientConnection] = set()
+        self.live: set[ClientConnection | passthrough.Passthrough] = set()
         # One timer checks every relaying connection for idleness (no timer per connection).
         self.idle_sweep = IdleSweep(loop, config.idle_timeout / 4)
         # Listeners that read an inbound PROXY header use a subclass (tunnel.proxy_in),
         # so the others pay nothing for it.
         self.conn_class: type[ClientConnection] = ClientConnection
         self.routes = listener_routes(config, backends or {}, backend_tls or {})
+        self.deny_ja4 = frozenset(config.deny_ja4)
+        # Only with a passthrough backend is a route chosen before the handshake.
+        self.passthrough = any_passthrough(self.routes)
+        # A ClientHello Tunnel cannot read is refused where it matters (passthrough or a
+        # JA4 policy); elsewhere OpenSSL answers it, as it would without the reader.
+        self.strict_hello = self.passthrough or bool(self.deny_ja4)
         limits = PerIPLimits(
             config.name, config.max_connections_per_ip, config.max_handshakes_per_ip, loop
         )
@@ -109,6 +120,7 @@ def _proxy_header(conn: ClientConnection, options: ProxyOptions, uid: bytes | No
         cipher=cipher[0] if cipher else None,
         alpn=sslobj.selected_alpn_protocol(),
         sni=getattr(sslobj, "sni", None),
+        ja4=conn.ja4,
     )
     return proxy_out.build_header(
         options,
@@ -129,8 +141,10 @@ class ClientConnection(TLSSide):
         "balancer_tlvs",
         "connect_expired",
         "failure",
+        "group",
         "handshaken",
         "ip",
+        "ja4",
         "listener",
         "local",
         "started",
@@ -158,6 +172,8 @@ class ClientConnection(TLSSide):
         self.local: Any = None  # the address the client connected to, if not our socket's
         self.balancer_tlvs: tuple[tuple[int, bytes], ...] = ()
         self.ip: str | None = None  # the address counted by the per-IP limits, if any
+        self.ja4: str | None = None  # the ClientHello's JA4 fingerprint, once read
+        self.group = "-"  # the negotiated key exchange group, once the handshake is done
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         listener = self.listener
@@ -189,6 +205,39 @@ class ClientConnection(TLSSide):
             return  # refused by the per-IP limits: never set up
         super().connection_lost(exc)
 
+    def on_client_hello(self, hello: ClientHello, data: memoryview | bytes) -> None:
+        listener = self.listener
+        fingerprint = self.ja4 = ja4(hello)
+        if fingerprint in listener.deny_ja4:
+            listener.stats.denied["ja4"] += 1
+            self._refuse_hello(ALERT_HANDSHAKE_FAILURE, CloseReason.DENIED, f"ja4 {fingerprint}")
+            return
+        if listener.passthrough:
+            target = listener.routes.choose(hello.server_name, None)
+            if target.passthrough:
+                passthrough.hand_over(self, target, hello, fingerprint, data)
+                return
+        self.start_tls(data)
+
+    def hello_unreadable(self, error: ClientHelloError, data: memoryview | bytes) -> None:
+        if not self.listener.strict_hello:
+            self.start_tls(data)
+            return
+        self.failure = HandshakeFailure.BAD_CLIENT_HELLO
+        detail = f"bad ClientHello: {error}"
+        self._refuse_hello(ALERT_DECODE_ERROR, CloseReason.HANDSHAKE_FAILED, detail)
+
+    def _refuse_hello(self, alert: bytes, reason: CloseReason, detail: str) -> None:
+        """Close before the handshake with a fatal alert of ours (OpenSSL saw nothing)."""
+        self.transport.write(alert)
+        self.close_early(reason, detail)
+
+    def handed_over(self) -> None:
+        """The transport now belongs to a passthrough relay: forget the connection here."""
+        self.cancel_timer()
+        self.state = CLOSED
+        self.listener.live.discard(self)
+
     def on_handshake(self) -> None:
         sslobj = self.sslobj
         cipher = sslobj.cipher()
@@ -198,6 +247,8 @@ class ClientConnection(TLSSide):
             cipher[0] if cipher else "-",
             sslobj.selected_alpn_protocol() or "-",
         )
+        group = self.group = negotiated_group(sslobj) or "-"
+        self.listener.stats.groups[group] += 1
         self.handshaken = True
         if self.ip is not None:
             per_ip = self.listener.per_ip
@@ -340,6 +391,8 @@ class ClientConnection(TLSSide):
             "peer": peer_text(self.peer),
             "listener": self.listener.name,
             **tls_fields(sslobj, self.handshaken),
+            "group": self.group,
+            "ja4": self.ja4 or "-",
         }
         if self.listener.config.verify != "none":
             fields["client"] = client_cn(sslobj) or "-"  # only where client certs are asked

@@ -66,5 +66,6 @@ class PlainClientConnection(ClientConnection):
         self.sslobj = cast(ssl.SSLObject, Plaintext(self._in, self._out))
         self._tls = self.sslobj
         self.cancel_timer()  # no handshake to time
+        self._hello = None  # and no ClientHello to read
         self.state = CONNECTING
         self.on_handshake()

@@ -82,8 +82,7 @@ class ProxiedConnection(ClientConnection):
         self._timer.cancel()
         self._timer = self._loop.call_later(self._hs_timeout, self._handshake_expired)
         if decoder.rest:
-            self._in.write(decoder.rest)
-            self._handshake()
+            self.first_bytes(decoder.rest)
 
     def eof_received(self) -> bool:
         if self._decoder is None:

@@ -47,10 +47,12 @@ from typing import Any, cast
 
 from tunnel.dataplane.buffer import get_shared_buffer
 from tunnel.dataplane.buffer import view as _view
+from tunnel.dataplane.hello import ClientHelloFirst
 from tunnel.dataplane.sides import BackendStream
 from tunnel.dataplane.sweep import IdleSweep
 from tunnel.dataplane.tls_endpoint import TLSEndpoint, describe
 from tunnel.observe.reasons import CloseReason
+from tunnel.wire.clienthello import ClientHelloReader
 
 LINGER_SECONDS = 2.0
 CLOSE_SECONDS = 30.0
@@ -71,7 +73,7 @@ _NO_TIMER = _NoTimer()
 _FROM_SOCKET: Any = object()  # TLSSide.peer not set: ask the transport
 
 
-class TLSSide(TLSEndpoint):
+class TLSSide(ClientHelloFirst):
     """Client side of a relayed connection: TLS termination plus the relay logic."""
 
     __slots__ = (
@@ -118,6 +120,8 @@ class TLSSide(TLSEndpoint):
         self.reason: CloseReason | None = None
         self.detail = ""  # what the log line adds to the reason
         self._peer: Any = _FROM_SOCKET
+        self._hello: ClientHelloReader | None = ClientHelloReader()  # see ClientHelloFirst
+        self._held = b""
 
     @property
     def peer(self) -> Any:
@@ -176,8 +180,11 @@ class TLSSide(TLSEndpoint):
             self._in.write(_view[:nbytes])
             self._decrypt()
         elif state == HANDSHAKE:
-            self._in.write(_view[:nbytes])
-            self._handshake()
+            if self._hello is not None:  # the first flight: the ClientHello is read first
+                self._read_hello(_view[:nbytes])
+            else:
+                self._in.write(_view[:nbytes])
+                self._handshake()
         elif state == CONNECTING:
             self._in.write(_view[:nbytes])  # decrypted once the backend is up
             if self._in.pending >= self.high_water:
@@ -188,6 +195,7 @@ class TLSSide(TLSEndpoint):
             self._client_finished()
             return True  # keep the transport to send the rest of the reply
         if self.state == HANDSHAKE:
+            self._hello_to_openssl()
             # Let OpenSSL see the EOF: it fails the handshake with an alert (decode_error)
             # that close_early flushes, so a truncated ClientHello is answered in TLS.
             self._in.write_eof()
@@ -362,6 +370,7 @@ class TLSSide(TLSEndpoint):
             return
         # Input that stops mid-handshake is what OpenSSL answers with an alert
         # (decode_error, encrypted once keys are set): show it an end of input.
+        self._hello_to_openssl()
         self._in.write_eof()
         with contextlib.suppress(ssl.SSLError):
             self._tls.do_handshake()

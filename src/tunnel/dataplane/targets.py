@@ -19,6 +19,11 @@ class Target:
     proxy: ProxyOptions | None
     tls: ssl.SSLContext | None = None  # the backend is reached over TLS with this context
 
+    @property
+    def passthrough(self) -> bool:
+        """The client's TLS goes to this backend untouched (chosen by SNI, before TLS)."""
+        return self.backend.passthrough
+
 
 def listener_routes(
     config: ListenerConfig,
@@ -55,4 +60,12 @@ def proxy_options(cfg: ListenerConfig, version: str) -> ProxyOptions | None:
         unique_id=cfg.proxy_unique_id,
         cert_tlv=cfg.proxy_cert_tlv,
         keep_tlvs=cfg.proxy_keep_tlvs,
+        ja4_tlv=cfg.proxy_ja4_tlv,
     )
+
+
+def any_passthrough(routes: RouteTable[Target]) -> bool:
+    """Whether an SNI route (or the default) leads to a passthrough backend."""
+    sni = routes.sni
+    targets = (routes.default, *sni.exact.values(), *sni.wildcard.values())
+    return any(target.passthrough for target in targets)

@@ -24,6 +24,7 @@ from tunnel._native import malloc as _malloc
 from tunnel.config import Config, TunnelSettings
 from tunnel.dataplane.accept import AcceptGate, fd_capped
 from tunnel.dataplane.connection import ClientConnection, ListenerRuntime
+from tunnel.dataplane.passthrough import Passthrough
 from tunnel.dataplane.plain_client import PlainClientConnection
 from tunnel.dataplane.proxy_in import ProxiedConnection
 from tunnel.observe import metrics
@@ -169,7 +170,7 @@ class Worker:
             for store in self.contexts.tickets.values():
                 store.refresh()
 
-    def live_connections(self) -> list[ClientConnection]:
+    def live_connections(self) -> list[ClientConnection | Passthrough]:
         """Every open client connection of this worker."""
         return [conn for runtime in self.runtimes for conn in runtime.live]
 

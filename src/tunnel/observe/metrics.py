@@ -58,6 +58,8 @@ class ListenerStats:
     handshakes: Counter[str] = field(default_factory=Counter)  # "ok" or a failure reason
     tls: Counter[str] = field(default_factory=Counter)  # "version cipher"
     alpn: Counter[str] = field(default_factory=Counter)
+    groups: Counter[str] = field(default_factory=Counter)  # negotiated key exchange group
+    denied: Counter[str] = field(default_factory=Counter)  # clients refused, by rule
     hs_buckets: list[int] = field(default_factory=lambda: [0] * (len(HANDSHAKE_BUCKETS) + 1))
     hs_sum: float = 0.0
 
@@ -68,6 +70,10 @@ class ListenerStats:
         self.alpn[alpn] += 1
         _observe(self.hs_buckets, HANDSHAKE_BUCKETS, seconds)
         self.hs_sum += seconds
+
+    def passed_through(self) -> None:
+        """A ClientHello was read and the connection handed to a passthrough backend."""
+        self.handshakes["passthrough"] += 1
 
     def ended(
         self,
@@ -127,6 +133,8 @@ def snapshot(
                 "handshakes": dict(s.handshakes),
                 "tls": dict(s.tls),
                 "alpn": dict(s.alpn),
+                "groups": dict(s.groups),
+                "denied": dict(s.denied),
                 "hs_buckets": list(s.hs_buckets),
                 "hs_sum": s.hs_sum,
             }
@@ -244,8 +252,22 @@ def families(merged: Mapping[str, Any], facts: SupervisorFacts) -> list[Metric]:
         "(not counted as accepted)",
         labels=["listener"],
     )
+    groups = CounterMetricFamily(
+        "tunnel_key_exchange_groups",
+        "Handshakes by negotiated key exchange group (- for none, e.g. a resumption)",
+        labels=["listener", "group"],
+    )
+    denied = CounterMetricFamily(
+        "tunnel_clients_denied",
+        "Clients refused by policy before the handshake (reason: ja4 for deny_ja4)",
+        labels=["listener", "reason"],
+    )
     hs_series = []
     for name, s in sorted(merged.get("listeners", {}).items()):
+        for group, n in sorted(s.get("groups", {}).items()):
+            groups.add_metric([name, group], n)
+        for why, n in sorted(s.get("denied", {}).items()):
+            denied.add_metric([name, why], n)
         accepted.add_metric([name], s.get("accepted", 0))
         rejected.add_metric([name], s.get("clients_rejected", 0))
         ip_refused.add_metric([name], s.get("ip_refused", 0))
@@ -267,7 +289,7 @@ def families(merged: Mapping[str, Any], facts: SupervisorFacts) -> list[Metric]:
         "tunnel_handshake_duration_seconds", "TLS handshake duration", ["listener"], hs_series
     )
     result: list[Metric] = [accepted, active, closed, handshakes, tls, alpn, bytes_, hs_hist]
-    result += [rejected, ip_refused]
+    result += [rejected, ip_refused, groups, denied]
     result += _backend_families(merged.get("backends", {}))
     result += _supervisor_families(facts)
     return result

@@ -23,6 +23,8 @@ class HandshakeFailure(enum.Enum):
     NOT_TLS = "not_tls"
     UNSUPPORTED_VERSION = "unsupported_version"
     CLIENT_CLOSED = "client_closed"
+    DENIED = "denied"  # refused by policy before the handshake (deny_ja4)
+    BAD_CLIENT_HELLO = "bad_client_hello"  # a ClientHello Tunnel could not read
     OTHER = "other"
 
 
@@ -36,6 +38,7 @@ class CloseReason(enum.Enum):
     TLS_ERROR = "TLS error"  # encrypting towards the client failed
     HANDSHAKE_TIMEOUT = "handshake timeout"
     HANDSHAKE_FAILED = "handshake failed"
+    DENIED = "denied"  # refused by policy (deny_ja4) before the handshake
     CLOSED_IN_HANDSHAKE = "client closed during handshake"
     BACKEND_UNREACHABLE = "backend unreachable"  # every address failed
     BACKEND_CLOSED = "backend closed"  # the backend closed before the client was done
@@ -64,4 +67,5 @@ _IMPLIED = {
     CloseReason.HANDSHAKE_TIMEOUT: HandshakeFailure.TIMEOUT,
     CloseReason.HANDSHAKE_FAILED: HandshakeFailure.OTHER,
     CloseReason.CLOSED_IN_HANDSHAKE: HandshakeFailure.CLIENT_CLOSED,
+    CloseReason.DENIED: HandshakeFailure.DENIED,
 }

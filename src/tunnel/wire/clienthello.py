@@ -39,6 +39,7 @@ HANDSHAKE_RECORD: Final = 22
 CLIENT_HELLO: Final = 1
 MAX_RECORD: Final = 16384 + 256  # the most a TLS 1.2 peer may put in a plaintext record
 DEFAULT_LIMIT: Final = 16384  # a ClientHello with a post-quantum key share is ~1.8 KiB
+MAX_RECORDS: Final = 32  # records one ClientHello may span (real clients use one or two)
 
 EXT_SERVER_NAME: Final = 0x0000
 EXT_SUPPORTED_GROUPS: Final = 0x000A
@@ -74,13 +75,14 @@ class ClientHelloReader:
     records carrying it took; later calls return the same hello.
     """
 
-    __slots__ = ("_handshake", "_header", "_hello", "_need", "consumed", "limit")
+    __slots__ = ("_handshake", "_header", "_hello", "_need", "_records", "consumed", "limit")
 
     def __init__(self, limit: int = DEFAULT_LIMIT) -> None:
         self.limit = limit
         self.consumed = 0
         self._header = bytearray()  # a record header being received
         self._need = 0  # bytes of the current record's body still to come
+        self._records = 0
         self._handshake = bytearray()  # handshake bytes so far (record bodies, joined)
         self._hello: ClientHello | None = None
 
@@ -103,6 +105,10 @@ class ClientHelloReader:
                 if len(self._header) < RECORD_HEADER:
                     break
                 self.consumed += RECORD_HEADER
+                self._records += 1
+                if self._records > MAX_RECORDS:
+                    # Each record costs 5 bytes of header: bound what a caller holds too.
+                    raise ClientHelloError(f"ClientHello split into over {MAX_RECORDS} records")
                 self._need = int.from_bytes(self._header[3:5], "big")
                 self._header.clear()
                 continue

@@ -1,0 +1,156 @@
+"""Through a running Tunnel: JA4 in the log line, in a PROXY v2 TLV and as a deny rule;
+key exchange groups beyond the old X25519:P-256:P-384 default, logged and counted."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import socket
+import ssl
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tunnel.wire import proxy_protocol as pp
+from tunnel.wire.clienthello import ClientHelloReader
+from tunnel.wire.ja4 import ja4
+
+from .harness import (
+    BackendFactory,
+    Certs,
+    ConnRecord,
+    TunnelFactory,
+    TunnelProcess,
+    echo_handler,
+    free_port,
+    read_until_closed,
+    wait_until,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def expected_ja4(ctx: ssl.SSLContext, name: str = "localhost") -> str:
+    """The JA4 of the ClientHello this context sends (made in memory, no socket)."""
+    outgoing = ssl.MemoryBIO()
+    obj = ctx.wrap_bio(ssl.MemoryBIO(), outgoing, server_hostname=name)
+    with contextlib.suppress(ssl.SSLWantReadError):
+        obj.do_handshake()
+    hello = ClientHelloReader().feed(outgoing.read())
+    assert hello is not None
+    return ja4(hello)
+
+
+def last_line(tunnel: TunnelProcess, count: int = 1) -> str:
+    lines = wait_until(lambda: len(tunnel.conn_lines()) >= count and tunnel.conn_lines())
+    return str(lines[count - 1])
+
+
+def test_ja4_logged_and_sent_in_a_tlv(
+    certs: Certs, start_tunnel: TunnelFactory, start_backend: BackendFactory
+) -> None:
+    def closing_recorder(record: ConnRecord) -> None:
+        record.read_to_end()
+        record.sock.shutdown(socket.SHUT_WR)
+
+    backend = start_backend(closing_recorder)
+    tunnel = start_tunnel(backend.address, proxy_protocol="v2", proxy_ja4_tlv="0xE1")
+    ctx = certs.client_context()
+    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    fingerprint = expected_ja4(ctx)
+    assert fingerprint.startswith("t13d") and "h2_" in fingerprint
+    with tunnel.connect(ctx) as sock:
+        sock.sendall(b"x")
+        (record,) = backend.wait_connections(1)
+        wait_until(lambda: record.received.endswith(b"x"), what="payload at the backend")
+        sock.unwrap()
+    header, rest = pp.decode(bytes(record.received))
+    assert rest == b"x"
+    assert header.tlv(0xE1) == fingerprint.encode()
+    assert f" ja4={fingerprint} " in last_line(tunnel)
+
+
+def test_deny_ja4_refuses_before_the_handshake(
+    certs: Certs, start_tunnel: TunnelFactory, start_backend: BackendFactory
+) -> None:
+    backend = start_backend(echo_handler)
+    denied_ctx = certs.client_context("1.2")  # its fingerprint differs from a 1.3 client's
+    denied = expected_ja4(denied_ctx)
+    admin = free_port()
+    tunnel = start_tunnel(backend.address, deny_ja4=denied, tunnel={"admin": f"127.0.0.1:{admin}"})
+    with pytest.raises(ssl.SSLError, match="HANDSHAKE_FAILURE"):
+        tunnel.connect(denied_ctx)
+    with tunnel.connect(certs.client_context("1.3")) as sock:  # another fingerprint: served
+        sock.sendall(b"ok")
+        assert sock.recv(10) == b"ok"
+    line = next(line for line in tunnel.conn_lines() if "denied" in line)
+    assert f'reason="handshake refused: ja4 denied {denied}"' in line
+    assert backend.records and len(backend.records) == 1
+
+    def denied_count() -> float | None:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=10) as reply:
+            text = reply.read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "tunnel_clients_denied_total" and sample.value:
+                    return sample.value if sample.labels["reason"] == "ja4" else None
+        return None
+
+    assert wait_until(denied_count, timeout=20, interval=0.2, what="denied metric") == 1
+
+
+@pytest.mark.parametrize("group", ["P-521", "X448", "P-384"])
+def test_clients_offering_one_group_are_served_and_it_is_logged(
+    group: str,
+    certs: Certs,
+    tmp_path: Path,
+    start_tunnel: TunnelFactory,
+    start_backend: BackendFactory,
+) -> None:
+    """Before: X25519:P-256:P-384 only, so P-521- or X448-only clients were refused."""
+    ca_file = tmp_path / "ca.pem"
+    certs.ca.cert_pem.write_to_path(str(ca_file))
+    backend = start_backend(echo_handler)
+    tunnel = start_tunnel(backend.address)
+    result = subprocess.run(
+        [
+            *("openssl", "s_client", "-connect", f"127.0.0.1:{tunnel.port}"),
+            *("-groups", group, "-servername", "localhost", "-CAfile", str(ca_file)),
+            "-verify_return_error",
+        ],
+        input=b"ping\n",
+        capture_output=True,
+        timeout=20,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    out = result.stdout.decode()
+    assert re.search(r"Server Temp Key: |Negotiated TLS1.3 group: ", out)
+    assert f" group={group} " in last_line(tunnel)
+
+
+def test_curves_still_narrows(
+    certs: Certs, start_tunnel: TunnelFactory, start_backend: BackendFactory
+) -> None:
+    backend = start_backend(echo_handler)
+    tunnel = start_tunnel(backend.address, curves="X25519:P-256")
+    with socket.create_connection(tunnel.address, timeout=10) as raw:
+        raw.sendall(_hello_offering("P-521"))
+        reply, _ = read_until_closed(raw)
+    assert reply[:1] == b"\x15"  # an alert: no shared group
+    assert "handshake failed" in last_line(tunnel)
+
+
+def _hello_offering(group: str) -> bytes:
+    from tunnel._native.openssl import set_groups
+
+    ctx = ssl.create_default_context()
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    set_groups(ctx, group)
+    outgoing = ssl.MemoryBIO()
+    obj = ctx.wrap_bio(ssl.MemoryBIO(), outgoing, server_hostname="localhost")
+    with contextlib.suppress(ssl.SSLWantReadError):
+        obj.do_handshake()
+    return outgoing.read()
