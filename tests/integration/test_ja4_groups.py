@@ -87,7 +87,7 @@ def test_deny_ja4_refuses_before_the_handshake(
         sock.sendall(b"ok")
         assert sock.recv(10) == b"ok"
     line = next(line for line in tunnel.conn_lines() if "denied" in line)
-    assert f'reason="handshake refused: ja4 denied {denied}"' in line
+    assert f'reason="denied: ja4 {denied}"' in line
     assert backend.records and len(backend.records) == 1
 
     def denied_count() -> float | None:
