@@ -28,9 +28,7 @@ used, duplicate extensions are refused (RFC 8446 4.2), and names must be ASCII.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 NEED_DATA: Final = None
 
@@ -52,9 +50,11 @@ class ClientHelloError(ValueError):
     """The client's first bytes are not a well-formed TLS ClientHello within the limit."""
 
 
-@dataclass(frozen=True, slots=True)
-class ClientHello:
-    """What a ClientHello offers. Lists keep the client's order, GREASE values included."""
+class ClientHello(NamedTuple):
+    """What a ClientHello offers. Lists keep the client's order, GREASE values included.
+
+    A named tuple: made once per connection, and a tuple is the cheapest immutable record.
+    """
 
     legacy_version: int
     ciphers: tuple[int, ...]
@@ -247,7 +247,6 @@ def parse_client_hello(body: bytes) -> ClientHello:
     end = len(body)
     if end < 35:
         raise ClientHelloError(f"{_TRUNCATED} before the session id")
-    legacy_version = body[0] << 8 | body[1]
     if body[34] > 32:
         raise ClientHelloError("session id longer than 32 bytes")
     pos = 35 + body[34]
@@ -264,8 +263,8 @@ def parse_client_hello(body: bytes) -> ClientHello:
     pos += 1 + body[pos]
     if pos > end:
         raise ClientHelloError(f"{_TRUNCATED} in the compression methods")
-    fields: dict[str, object] = {}
     extensions: list[int] = []
+    found: dict[int, bytes] = {}  # the bodies of the extensions read below
     if pos < end:
         if pos + 2 > end:
             raise ClientHelloError(f"{_TRUNCATED} in the extensions")
@@ -284,29 +283,35 @@ def parse_client_hello(body: bytes) -> ClientHello:
             if pos + length > end:
                 raise ClientHelloError(f"{_TRUNCATED} in extension 0x{kind:04x}")
             extensions.append(kind)
-            reader = _EXTENSIONS.get(kind)
-            if reader is not None:
-                fields[reader[0]] = reader[1](body[pos : pos + length])
+            if kind in _READ:
+                found[kind] = body[pos : pos + length]
             pos += length
         if len(set(extensions)) != len(extensions):
             twice = next(e for e in extensions if extensions.count(e) > 1)
             raise ClientHelloError(f"extension 0x{twice:04x} appears twice")
+    get = found.get
+    sni, alpn = get(EXT_SERVER_NAME), get(EXT_ALPN)
+    signatures, groups = get(EXT_SIGNATURE_ALGORITHMS), get(EXT_SUPPORTED_GROUPS)
+    versions = get(EXT_SUPPORTED_VERSIONS)
     return ClientHello(
-        legacy_version,
+        body[0] << 8 | body[1],
         ciphers,
         tuple(extensions),
-        length=end + 4,
-        **fields,  # type: ignore[arg-type]
+        None if sni is None else _server_name(sni),
+        () if alpn is None else _alpn(alpn),
+        () if signatures is None else _u16_vector(signatures, "signature_algorithms"),
+        () if groups is None else _u16_vector(groups, "supported_groups"),
+        () if versions is None else _supported_versions(versions),
+        end + 4,
     )
 
 
-_EXTENSIONS: dict[int, tuple[str, Callable[[bytes], object]]] = {
-    EXT_SERVER_NAME: ("server_name", _server_name),
-    EXT_ALPN: ("alpn", _alpn),
-    EXT_SIGNATURE_ALGORITHMS: (
-        "signature_algorithms",
-        lambda data: _u16_vector(data, "signature_algorithms"),
-    ),
-    EXT_SUPPORTED_GROUPS: ("groups", lambda data: _u16_vector(data, "supported_groups")),
-    EXT_SUPPORTED_VERSIONS: ("supported_versions", _supported_versions),
-}
+_READ = frozenset(
+    {
+        EXT_SERVER_NAME,
+        EXT_ALPN,
+        EXT_SIGNATURE_ALGORITHMS,
+        EXT_SUPPORTED_GROUPS,
+        EXT_SUPPORTED_VERSIONS,
+    }
+)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from itertools import filterfalse
 from typing import Final
 
 from tunnel.wire.clienthello import EXT_ALPN, EXT_SERVER_NAME, ClientHello
@@ -35,6 +36,10 @@ _EMPTY_HASH: Final = "000000000000"
 
 
 GREASE: Final = frozenset(0x0A0A + 0x1010 * i for i in range(16))
+
+
+_IS_GREASE = GREASE.__contains__
+_IN_PART_A = frozenset({EXT_SERVER_NAME, EXT_ALPN}).__contains__  # not in the extension hash
 
 
 def is_grease(value: int) -> bool:
@@ -80,11 +85,16 @@ def ja4(hello: ClientHello) -> str:
     return f"{part_a}_{_hash(ciphers)}_{_hash(extensions)}"
 
 
+def _without_grease(values: tuple[int, ...]) -> list[int]:
+    # filterfalse runs the membership test in C: no Python step per value.
+    return list(filterfalse(_IS_GREASE, values))
+
+
 def _parts(hello: ClientHello) -> tuple[str, str, str]:
-    versions = [v for v in hello.supported_versions if v not in GREASE]
+    versions = _without_grease(hello.supported_versions)
     version = max(versions) if versions else hello.legacy_version
-    ciphers = [c for c in hello.ciphers if c not in GREASE]
-    extensions = [e for e in hello.extensions if e not in GREASE]
+    ciphers = _without_grease(hello.ciphers)
+    extensions = _without_grease(hello.extensions)
     part_a = "t{}{}{:02d}{:02d}{}".format(
         _VERSIONS.get(version, "00"),
         "d" if EXT_SERVER_NAME in extensions else "i",
@@ -92,8 +102,9 @@ def _parts(hello: ClientHello) -> tuple[str, str, str]:
         min(len(extensions), 99),
         alpn_chars(hello.alpn[0] if hello.alpn else None),
     )
-    listed = _hex_list(sorted([e for e in extensions if e != EXT_SERVER_NAME and e != EXT_ALPN]))
-    signatures = [s for s in hello.signature_algorithms if s not in GREASE]
+    listed = _hex_list(sorted(filterfalse(_IN_PART_A, extensions)))
+    signatures = _without_grease(hello.signature_algorithms)
     if listed and signatures:
         listed += "_" + _hex_list(signatures)
-    return part_a, _hex_list(sorted(ciphers)), listed
+    ciphers.sort()
+    return part_a, _hex_list(ciphers), listed
