@@ -239,3 +239,31 @@ def test_passthrough_idle_timeout(
         sock.sendall(client_hello())
         read_until_closed(sock)
     assert 'reason="idle timeout"' in line_with(tunnel, "passthrough=yes")
+
+
+def test_backend_fin_first_client_may_still_send(
+    start_tunnel: TunnelFactory, start_backend: BackendFactory
+) -> None:
+    """A FIN from the backend reaches the client as a FIN; the client's bytes still flow."""
+
+    def bye_then_listen(record: ConnRecord) -> None:
+        record.sock.sendall(b"bye")
+        record.sock.shutdown(socket.SHUT_WR)
+        record.read_to_end()
+
+    recorder = start_backend(bye_then_listen)
+    port = int(recorder.address.rsplit(":", 1)[1])
+    tunnel = passthrough_tunnel(start_tunnel, "127.0.0.1:9", port)
+    hello = client_hello()
+    with socket.create_connection(tunnel.address, timeout=10) as sock:
+        sock.sendall(hello)
+        received = b""
+        while chunk := sock.recv(100):  # ends at the FIN
+            received += chunk
+        assert received == b"bye"
+        sock.sendall(b"still talking")
+        sock.shutdown(socket.SHUT_WR)
+        (record,) = recorder.wait_connections(1)
+        wait_until(record.eof.is_set, what="backend EOF")
+    assert bytes(record.received) == hello + b"still talking"
+    assert 'reason="done"' in line_with(tunnel, "passthrough=yes")
