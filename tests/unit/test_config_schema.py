@@ -39,7 +39,7 @@ def test_key_sets_are_unchanged() -> None:
         *("drain_timeout", "log_file", "watch", "pid_file", "log_format", "admin"),
         *("daemon", "user", "group", "allow_root", "shutdown_delay", "log_syslog_address"),
     }
-    assert len(INHERITABLE_KEYS) == 24  # with proxy_ja4_tlv and deny_ja4
+    assert len(INHERITABLE_KEYS) == 26  # with proxy_ja4_tlv and deny_ja4, and the two per-IP rates
     assert process | INHERITABLE_KEYS == TUNNEL_KEYS
     assert {
         *("accept", "cert", "key", "connect", "max_connections", "cert_dir", "backend"),

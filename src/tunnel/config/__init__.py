@@ -19,6 +19,7 @@ from tunnel.config.model import (
     ConfigValueError,
     IPNetwork,
     ListenerConfig,
+    Rate,
     SyslogAddress,
     TunnelSettings,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "Key",
     "ListenerConfig",
     "Parsed",
+    "Rate",
     "Scope",
     "SyslogAddress",
     "TunnelSettings",

@@ -37,6 +37,17 @@ class Address:
 
 
 @dataclass(frozen=True, slots=True)
+class Rate:
+    """A token-bucket rate: ``per_second`` on average, up to ``burst`` at once."""
+
+    per_second: float
+    burst: int
+
+    def __str__(self) -> str:
+        return f"{self.per_second:g}/s burst {self.burst}"
+
+
+@dataclass(frozen=True, slots=True)
 class ListenerConfig:
     """One listener section: where to accept, which certificate, where to relay."""
 
@@ -83,6 +94,9 @@ class ListenerConfig:
     acme: tuple[str, ...] = ()  # names whose certificate Tunnel obtains (ACME)
     acme_state_dir: str | None = None  # the [acme] state_dir, when ``acme`` is set
     deny_ja4: tuple[str, ...] = ()  # clients with these JA4 fingerprints are refused
+    # New connections / full handshakes per second from one address, across all workers.
+    max_connection_rate_per_ip: Rate | None = None
+    max_handshake_rate_per_ip: Rate | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from tunnel.config import acme
 from tunnel.config import values as v
 from tunnel.config.fingerprints import ja4_list
 from tunnel.config.model import BackendConfig, ListenerConfig, TunnelSettings
+from tunnel.config.rate import rate
 
 
 class Scope(enum.Flag):
@@ -162,6 +163,18 @@ KEYS: tuple[Key, ...] = (
     Key("max_connections_per_ip", D, _COUNT, "connections at once from one address (0: off)"),
     Key("max_handshakes_per_ip", D, _COUNT, "handshakes at once from one address (0: off)"),
     Key("deny_ja4", D, ja4_list, "JA4 fingerprints of clients refused before the handshake"),
+    Key(
+        "max_connection_rate_per_ip",
+        D,
+        rate,
+        "new connections per second from one address, all workers together: 20/s burst 40",
+    ),
+    Key(
+        "max_handshake_rate_per_ip",
+        D,
+        rate,
+        "full (not resumed) TLS handshakes per second from one address, all workers together",
+    ),
     # ------------------------------------------------------------------ [backend:NAME] only
     Key("tls", B, v.boolean, "connect to the backend over TLS"),
     Key("passthrough", B, v.boolean, "relay the client's TLS untouched (picked by SNI route)"),

@@ -24,6 +24,7 @@ from tunnel.dataplane.backend_tls import TLSBackendSide
 from tunnel.dataplane.hello import ALERT_DECODE_ERROR, ALERT_HANDSHAKE_FAILURE
 from tunnel.dataplane.limits import PerIPLimits
 from tunnel.dataplane.plain_backend import PlainSide
+from tunnel.dataplane.rates import ListenerRates, RateTable, Verdict
 from tunnel.dataplane.relay import CLOSED, CONNECTING, TLSSide
 from tunnel.dataplane.summary import client_cn, format_summary, peer_text, tcp_addr, tls_fields
 from tunnel.dataplane.sweep import IdleSweep
@@ -65,6 +66,7 @@ class ListenerRuntime:
         counters: dict[str, BackendStats] | None = None,
         backend_tls: Mapping[str, ssl.SSLContext] | None = None,
         allow_check: AllowListCheck | None = None,
+        rate_table: RateTable | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -93,6 +95,11 @@ class ListenerRuntime:
         )
         # None when no per-IP limit is set: then a connection does not even look it up.
         self.per_ip: PerIPLimits | None = limits if limits.enabled else None
+        conn_rate, hs_rate = config.max_connection_rate_per_ip, config.max_handshake_rate_per_ip
+        # None when no rate is set, or without the shared table (a Worker made by a test).
+        self.rates: ListenerRates | None = None
+        if rate_table is not None and (conn_rate or hs_rate):
+            self.rates = ListenerRates(config.name, rate_table, conn_rate, hs_rate, loop)
 
     def backend_stats(self, addr: Address) -> BackendStats:
         """The statistics of one backend address (created on first use)."""
@@ -147,6 +154,7 @@ class ClientConnection(TLSSide):
         "ja4",
         "listener",
         "local",
+        "rate_key",
         "started",
         "task",
         "uid",
@@ -174,9 +182,19 @@ class ClientConnection(TLSSide):
         self.ip: str | None = None  # the address counted by the per-IP limits, if any
         self.ja4: str | None = None  # the ClientHello's JA4 fingerprint, once read
         self.group = "-"  # the negotiated key exchange group, once the handshake is done
+        self.rate_key = 0  # the shared rate bucket this connection was admitted by, if any
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         listener = self.listener
+        # With proxy_from, the address to count is in the PROXY header (proxy_in.py).
+        if (
+            listener.rates is not None
+            and not listener.config.proxy_from
+            and not self.rate_admitted(transport.get_extra_info("peername"))
+        ):
+            self.state = CLOSED
+            cast(asyncio.Transport, transport).abort()  # an RST, as for _admit
+            return
         if listener.per_ip is not None and not self._admit(listener.per_ip, transport):
             return
         super().connection_made(transport)
@@ -198,6 +216,18 @@ class ClientConnection(TLSSide):
         self.listener.stats.ip_refused += 1
         self.state = CLOSED
         cast(asyncio.Transport, transport).abort()
+        return False
+
+    def rate_admitted(self, peer: Any) -> bool:
+        """Check the listener's shared per-IP rates for ``peer``; count a refusal."""
+        rates = self.listener.rates
+        if rates is None or not (isinstance(peer, tuple) and peer):
+            return True  # not an IP peer: nothing to count
+        verdict, key = rates.check(str(peer[0]))
+        if verdict is Verdict.OK:
+            self.rate_key = key
+            return True
+        self.listener.stats.rate_refused[verdict.value] += 1
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -250,6 +280,10 @@ class ClientConnection(TLSSide):
         group = self.group = negotiated_group(sslobj) or "-"
         self.listener.stats.groups[group] += 1
         self.handshaken = True
+        if self.rate_key and sslobj.session_reused:
+            rates = self.listener.rates
+            assert rates is not None
+            rates.resumed(self.rate_key)  # only full handshakes count against the rate
         if self.ip is not None:
             per_ip = self.listener.per_ip
             assert per_ip is not None

@@ -15,7 +15,7 @@ import ssl
 from typing import Any, cast
 
 from tunnel.dataplane.connection import ClientConnection
-from tunnel.dataplane.relay import CONNECTING
+from tunnel.dataplane.relay import CLOSED, CONNECTING
 
 
 class Plaintext:
@@ -63,6 +63,8 @@ class PlainClientConnection(ClientConnection):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        if self.state == CLOSED:
+            return  # refused by a per-IP limit or rate
         self.sslobj = cast(ssl.SSLObject, Plaintext(self._in, self._out))
         self._tls = self.sslobj
         self.cancel_timer()  # no handshake to time

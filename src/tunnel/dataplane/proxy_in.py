@@ -79,6 +79,10 @@ class ProxiedConnection(ClientConnection):
             return
         self._decoder = None
         self._apply(header)
+        if header.command != "LOCAL" and not self.rate_admitted(self.peer):
+            # Counted on the client's address from the header; refused before any TLS.
+            self._refuse(CloseReason.RATE_LIMITED, abort=True)
+            return
         self._timer.cancel()
         self._timer = self._loop.call_later(self._hs_timeout, self._handshake_expired)
         if decoder.rest:

@@ -27,6 +27,7 @@ from tunnel.dataplane.connection import ClientConnection, ListenerRuntime
 from tunnel.dataplane.passthrough import Passthrough
 from tunnel.dataplane.plain_client import PlainClientConnection
 from tunnel.dataplane.proxy_in import ProxiedConnection
+from tunnel.dataplane.rates import RateTable
 from tunnel.observe import metrics
 from tunnel.observe.log import reopen_logs
 from tunnel.observe.metrics import BackendStats
@@ -49,8 +50,10 @@ class Worker:
         contexts: TLSBundle,
         sockets: dict[str, list[socket.socket]],
         report: socket.socket | None = None,
+        rates: RateTable | None = None,
     ) -> None:
         self.config = config
+        self.rates = rates  # the instance's shared per-IP rate buckets (mapped before fork)
         self.report = report  # to the supervisor: statistics snapshots, also "alive"
         self.backends: dict[str, BackendStats] = {}
         self.contexts = contexts
@@ -118,6 +121,7 @@ class Worker:
                 self.backends,
                 self.contexts.backends,
                 tls.allow_check,
+                self.rates,
             )
             if listener.proxy_from:
                 runtime.conn_class = ProxiedConnection
@@ -136,6 +140,9 @@ class Worker:
         if refresher is not None:
             refresher.cancel()
         await self.drain()
+        for runtime in self.runtimes:
+            if runtime.rates is not None:
+                runtime.rates.close()
         self.send_report()
 
     def send_report(self) -> None:
@@ -214,9 +221,10 @@ def run_worker(
     contexts: TLSBundle,
     sockets: dict[str, list[socket.socket]],
     report: socket.socket | None = None,
+    rates: RateTable | None = None,
 ) -> int:
     """Run one worker's event loop to completion; return its exit code."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    worker = Worker(config, contexts, sockets, report)
+    worker = Worker(config, contexts, sockets, report, rates)
     uvloop.run(worker.serve())
     return 0

@@ -52,6 +52,7 @@ class ListenerStats:
     active: int = 0
     clients_rejected: int = 0  # client certificates refused (CA, CRL or allow-lists)
     ip_refused: int = 0  # connections refused over the per-IP limits (never accepted)
+    rate_refused: Counter[str] = field(default_factory=Counter)  # per-IP rates, by kind
     bytes_in: int = 0
     bytes_out: int = 0
     closed: Counter[str] = field(default_factory=Counter)
@@ -127,6 +128,7 @@ def snapshot(
                 "active": s.active,
                 "clients_rejected": s.clients_rejected,
                 "ip_refused": s.ip_refused,
+                "rate_refused": dict(s.rate_refused),
                 "bytes_in": s.bytes_in,
                 "bytes_out": s.bytes_out,
                 "closed": dict(s.closed),
@@ -262,12 +264,20 @@ def families(merged: Mapping[str, Any], facts: SupervisorFacts) -> list[Metric]:
         "Clients refused by policy before the handshake (reason: ja4 for deny_ja4)",
         labels=["listener", "reason"],
     )
+    rate_refused = CounterMetricFamily(
+        "tunnel_connections_refused_rate",
+        "Connections refused over max_connection_rate_per_ip (kind connection) or "
+        "max_handshake_rate_per_ip (kind handshake), counted across workers",
+        labels=["listener", "kind"],
+    )
     hs_series = []
     for name, s in sorted(merged.get("listeners", {}).items()):
         for group, n in sorted(s.get("groups", {}).items()):
             groups.add_metric([name, group], n)
         for why, n in sorted(s.get("denied", {}).items()):
             denied.add_metric([name, why], n)
+        for kind, n in sorted(s.get("rate_refused", {}).items()):
+            rate_refused.add_metric([name, kind], n)
         accepted.add_metric([name], s.get("accepted", 0))
         rejected.add_metric([name], s.get("clients_rejected", 0))
         ip_refused.add_metric([name], s.get("ip_refused", 0))
@@ -289,7 +299,7 @@ def families(merged: Mapping[str, Any], facts: SupervisorFacts) -> list[Metric]:
         "tunnel_handshake_duration_seconds", "TLS handshake duration", ["listener"], hs_series
     )
     result: list[Metric] = [accepted, active, closed, handshakes, tls, alpn, bytes_, hs_hist]
-    result += [rejected, ip_refused, groups, denied]
+    result += [rejected, ip_refused, groups, denied, rate_refused]
     result += _backend_families(merged.get("backends", {}))
     result += _supervisor_families(facts)
     return result

@@ -50,6 +50,7 @@ class CloseReason(enum.Enum):
     PROXY_TIMEOUT = "proxy header timeout"
     PROXY_UNTRUSTED = "proxy untrusted source"
     ACME_CHALLENGE = "acme challenge answered"  # a TLS-ALPN-01 validation: handshake only
+    RATE_LIMITED = "rate limited"  # over a per-IP rate (proxy_from: after the header)
     CLOSED = "closed"  # gone without any of the above (should not happen)
 
     @property

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING
 
 from tunnel._native.prctl import die_with_parent
 from tunnel.config import Address, Config, load_config
+from tunnel.dataplane.rates import RateTable
 from tunnel.dataplane.worker import run_worker
 from tunnel.errors import ConfigError, ConfigErrors, TunnelError
 from tunnel.observe.collector import Observer
@@ -147,6 +148,9 @@ class Supervisor:
         # close that instead.
         self.after_fork: list[Hook] = []
         self.observer = Observer(config, self.workers)
+        # Per-IP rate buckets shared by every worker, of every generation (a reload keeps
+        # them): mapped here, before any fork. Keyed by listener and address.
+        self.rates = RateTable()
         self.tracker = ReloadTracker(lambda _status: None)  # the outcome, for `tunnel reload`
         self.acme: AcmeRunner | None = None  # the ACME process, with [acme] and acme names
 
@@ -191,7 +195,7 @@ class Supervisor:
                 self.observer.in_child()
                 close_foreign(self.pool, self.config, slot.index, self.workers)
                 mine = self.pool.for_worker(self.config, slot.index, self.workers)
-                code = run_worker(self.config, self.contexts, mine, report)
+                code = run_worker(self.config, self.contexts, mine, report, self.rates)
             except BaseException:
                 log.exception("worker %d failed", slot.index)
             finally:
