@@ -38,6 +38,7 @@ def test_key_sets_are_unchanged() -> None:
         *("workers", "log_level", "log_target", "log_facility", "max_connections"),
         *("drain_timeout", "log_file", "watch", "pid_file", "log_format", "admin"),
         *("daemon", "user", "group", "allow_root", "shutdown_delay", "log_syslog_address"),
+        "resolvers",
     }
     assert len(INHERITABLE_KEYS) == 26  # with proxy_ja4_tlv and deny_ja4, and the two per-IP rates
     assert process | INHERITABLE_KEYS == TUNNEL_KEYS
@@ -49,6 +50,7 @@ def test_key_sets_are_unchanged() -> None:
     assert {
         *("connect", "connect_timeout", "proxy_protocol", "tls", "ca", "sni", "cert", "key"),
         *("keylog_file", "passthrough"),
+        *("balance", "max_fails", "fail_backoff", "health_check", "health_interval"),
     } == BACKEND_KEYS
 
 

@@ -82,6 +82,22 @@ def _listener_lines(samples: Samples) -> list[str]:
     ]
 
 
+def _pool_lines(samples: Samples) -> tuple[list[str], list[str]]:
+    """One line per backend pool (members up of all), a warning per member down."""
+    pools: dict[str, list[tuple[str, float]]] = defaultdict(list)
+    for labels, up in _by_name(samples, "tunnel_backend_up"):
+        pools[labels.get("pool", "?")].append((labels.get("address", "?"), up))
+    lines, warnings = [], []
+    for pool, members in sorted(pools.items()):
+        down = sorted(address for address, up in members if not up)
+        lines.append(
+            f"  backend [{pool}]: {len(members) - len(down)} of {len(members)} address(es) up"
+            + (f"; down: {', '.join(down)}" if down else "")
+        )
+        warnings += [f"WARN backend [{pool}] {address}: down" for address in down]
+    return lines, warnings
+
+
 def _cert_lines(samples: Samples, now: float) -> tuple[list[str], list[str]]:
     lines, warnings = [], []
     certs = sorted(
@@ -132,7 +148,10 @@ def summarise(where: str, reply: Reply, now: float) -> tuple[list[str], list[str
         f"out {_count(bytes_by['out'])} (to clients)"
     )
     lines += _listener_lines(samples)
+    pool_lines, pool_warnings = _pool_lines(samples)
+    lines += pool_lines
     cert_lines, warnings = _cert_lines(samples, now)
+    warnings = pool_warnings + warnings
     return lines + cert_lines + _acme_lines(samples, now), warnings
 
 

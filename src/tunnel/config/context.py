@@ -81,7 +81,7 @@ class Context:
         if isinstance(value, str):
             return self.resolve(value)
         if isinstance(value, Address) and value.kind == "unix":
-            address = Address("unix", path=self.resolve(value.path))
+            address = Address("unix", path=self.resolve(value.path), weight=value.weight)
             values.check_unix_path(address.path)
             return address
         return value

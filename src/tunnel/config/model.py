@@ -14,23 +14,30 @@ from tunnel.config.routing import Route
 if TYPE_CHECKING:  # config.acme imports this module
     from tunnel.config.acme import AcmeSettings
 
-AddressKind = Literal["tcp", "unix"]
+AddressKind = Literal["tcp", "unix", "srv"]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 SyslogAddress = str | tuple[str, int]  # a Unix socket path, or (host, port) for UDP
 
 
 @dataclass(frozen=True, slots=True)
 class Address:
-    """A TCP ``host:port`` (host may be an IPv6 literal, without brackets) or a Unix path."""
+    """A TCP ``host:port`` (host may be an IPv6 literal, without brackets) or a Unix path.
+
+    In a backend's ``connect`` list, an address may carry a ``weight`` (round-robin and
+    least-connections pools), and ``srv`` stands for the SRV records of the name ``host``.
+    """
 
     kind: AddressKind
     host: str = ""
     port: int = 0
     path: str = ""
+    weight: int = 1
 
     def __str__(self) -> str:
         if self.kind == "unix":
             return f"unix:{self.path}"
+        if self.kind == "srv":
+            return f"srv:{self.host}"
         if ":" in self.host:
             return f"[{self.host}]:{self.port}"
         return f"{self.host}:{self.port}"
@@ -114,6 +121,11 @@ class BackendConfig:
     key: str | None = None  # its key, when not inside ``cert``
     keylog_file: str | None = None  # NSS key log of the TLS sessions to this backend
     passthrough: bool = False  # relay the client's TLS stream untouched (SNI passthrough)
+    balance: str = "first"  # first (failover in order) | round-robin | least-connections
+    max_fails: int = 1  # consecutive failures that take an address out (0: never)
+    fail_backoff: float = 10.0  # how long an address that failed is skipped
+    health_check: str = "off"  # off | tcp | tls: active checks every health_interval
+    health_interval: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +150,7 @@ class TunnelSettings:
     shutdown_delay: float = 0.0  # unready (/readyz) this long before draining
     # A Unix datagram socket path, or (host, port) for UDP; with log_target = syslog.
     log_syslog_address: SyslogAddress = "/dev/log"
+    resolvers: tuple[Address, ...] = ()  # DNS servers for backend names; (): resolv.conf
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from tunnel.config import acme
 from tunnel.config import values as v
 from tunnel.config.fingerprints import ja4_list
 from tunnel.config.model import BackendConfig, ListenerConfig, TunnelSettings
+from tunnel.config.pool import BALANCE_MODES, HEALTH_CHECKS, pool_addresses, resolver_list
 from tunnel.config.rate import rate
 
 
@@ -100,6 +101,7 @@ KEYS: tuple[Key, ...] = (
     Key("group", T, v.passthrough, "group to switch to (default: the user's)"),
     Key("allow_root", T, v.boolean, "allow serving as root"),
     Key("watch", T, v.boolean, "reload when a certificate, key, CA or CRL file changes"),
+    Key("resolvers", T, resolver_list, "DNS servers for backend names (default: resolv.conf)"),
     # ------------------------------------------------------------------ listeners
     Key(
         "accept",
@@ -122,8 +124,8 @@ KEYS: tuple[Key, ...] = (
     Key(
         "connect",
         L | B,
-        v.address_list(accept=False),
-        "backend address(es), tried in order",
+        pool_addresses,
+        "backend address(es) [weight=N], srv:NAME; tried in order unless balance says",
         "socket",
         required="127.0.0.1:8080",
         instead=("backend",),
@@ -182,6 +184,11 @@ KEYS: tuple[Key, ...] = (
     Key("sni", B, v.passthrough, "server name sent and verified"),
     Key("cert", B, v.passthrough, "PEM client certificate chain shown to the backend", "read"),
     Key("key", B, v.passthrough, "its private key, when not inside cert", "read"),
+    Key("balance", B, v.one_of(BALANCE_MODES), "first, round-robin or least-connections"),
+    Key("max_fails", B, v.integer_range(0, 1000), "failures in a row that mark an address down"),
+    Key("fail_backoff", B, v.duration_range(3600.0), "how long a down address is skipped"),
+    Key("health_check", B, v.one_of(HEALTH_CHECKS), "active checks: off, tcp or tls"),
+    Key("health_interval", B, v.duration_range(3600.0), "time between two active checks"),
     # ------------------------------------------------------------------ ACME
     Key("acme", L, acme.parse_names, "DNS names whose certificate Tunnel obtains (ACME)"),
     Key(

@@ -21,14 +21,16 @@ from tunnel._native.openssl import negotiated_group
 from tunnel.config import Address, BackendConfig, ListenerConfig
 from tunnel.dataplane import passthrough
 from tunnel.dataplane.backend_tls import TLSBackendSide
+from tunnel.dataplane.backends import Pools
 from tunnel.dataplane.hello import ALERT_DECODE_ERROR, ALERT_HANDSHAKE_FAILURE
 from tunnel.dataplane.limits import PerIPLimits
 from tunnel.dataplane.plain_backend import PlainSide
+from tunnel.dataplane.pool import Member
 from tunnel.dataplane.rates import ListenerRates, RateTable, Verdict
 from tunnel.dataplane.relay import CLOSED, CONNECTING, TLSSide
 from tunnel.dataplane.summary import client_cn, format_summary, peer_text, tcp_addr, tls_fields
 from tunnel.dataplane.sweep import IdleSweep
-from tunnel.dataplane.targets import Target, any_passthrough, listener_routes
+from tunnel.dataplane.targets import PoolSource, Target, any_passthrough, listener_routes
 from tunnel.dataplane.tls_endpoint import describe, handshake_failure
 from tunnel.observe.metrics import BackendStats, ListenerStats
 from tunnel.observe.reasons import CloseReason, HandshakeFailure
@@ -67,6 +69,7 @@ class ListenerRuntime:
         backend_tls: Mapping[str, ssl.SSLContext] | None = None,
         allow_check: AllowListCheck | None = None,
         rate_table: RateTable | None = None,
+        pools: PoolSource | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -83,7 +86,12 @@ class ListenerRuntime:
         # Listeners that read an inbound PROXY header use a subclass (tunnel.proxy_in),
         # so the others pay nothing for it.
         self.conn_class: type[ClientConnection] = ClientConnection
-        self.routes = listener_routes(config, backends or {}, backend_tls or {})
+        self.routes, self.pools = listener_routes(
+            config,
+            backends or {},
+            backend_tls or {},
+            pools if pools is not None else Pools((), backend_tls or {}),
+        )
         self.deny_ja4 = frozenset(config.deny_ja4)
         # Only with a passthrough backend is a route chosen before the handshake.
         self.passthrough = any_passthrough(self.routes)
@@ -154,6 +162,7 @@ class ClientConnection(TLSSide):
         "ja4",
         "listener",
         "local",
+        "member",
         "rate_key",
         "started",
         "task",
@@ -171,6 +180,7 @@ class ClientConnection(TLSSide):
         )
         self.listener = listener
         self.backend_addr: Address | None = None
+        self.member: Member | None = None  # the pool member connected to (its count)
         self.task: asyncio.Task[None] | None = None
         self.connect_expired = False
         self.failure: HandshakeFailure | None = None  # what a failed handshake counts as
@@ -309,9 +319,14 @@ class ClientConnection(TLSSide):
             preamble = _proxy_header(self, options, uid)
         failures = []
         loop = self.listener.loop
-        for addr in cfg.connect:
-            self.backend_addr = addr
-            last = addr is cfg.connect[-1]
+        pool = target.pool
+        members = pool.candidates(time.monotonic())
+        if not members:
+            self.close_early(CloseReason.BACKEND_UNREACHABLE, f"backend {pool.name}: no address")
+            return
+        for member in members:
+            addr = self.backend_addr = member.address
+            last = member is members[-1]
             stats = self.listener.backend_stats(addr)
             begun = time.monotonic()
             # A plain timer rather than asyncio.timeout(): same effect, a fraction of
@@ -321,6 +336,9 @@ class ClientConnection(TLSSide):
             try:
                 await self._connect_one(target, addr, preamble, uid)
                 stats.connected(time.monotonic() - begun)
+                pool.succeeded(member)
+                member.active += 1
+                self.member = member
                 self.task = None  # done: a finished Task kept for the connection's life is ~0.7 KiB
                 return
             except asyncio.CancelledError:
@@ -337,6 +355,7 @@ class ClientConnection(TLSSide):
                 stats.failed(_failure_kind(exc))
             finally:
                 timer.cancel()
+            pool.failed(member, time.monotonic(), failures[-1])
             if self.state != CONNECTING:
                 return  # the client went away meanwhile
         self.close_early(CloseReason.BACKEND_UNREACHABLE, "; ".join(failures))
@@ -407,6 +426,8 @@ class ClientConnection(TLSSide):
         listener.stats.ended(reason, self.bytes_in, self.bytes_out, failure)
         if self.task is not None and not self.task.done():
             self.task.cancel()
+        if self.member is not None:
+            self.member.active -= 1
         if self.ip is not None:
             per_ip = listener.per_ip
             assert per_ip is not None

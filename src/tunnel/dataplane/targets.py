@@ -5,18 +5,21 @@ from __future__ import annotations
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from tunnel.config import BackendConfig, ListenerConfig
 from tunnel.config.routing import RouteTable, build_route_table
+from tunnel.dataplane.pool import Pool
 from tunnel.wire.proxy_out import ProxyOptions
 
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where a connection goes: a backend's addresses, and the PROXY header it gets."""
+    """Where a connection goes: a backend's pool of addresses, and the PROXY header it gets."""
 
     backend: BackendConfig
     proxy: ProxyOptions | None
+    pool: Pool
     tls: ssl.SSLContext | None = None  # the backend is reached over TLS with this context
 
     @property
@@ -25,19 +28,32 @@ class Target:
         return self.backend.passthrough
 
 
+class PoolSource(Protocol):
+    """Where targets get their pools (one per backend, shared by a worker's listeners)."""
+
+    def pool(self, key: str, backend: BackendConfig) -> Pool: ...
+
+
 def listener_routes(
     config: ListenerConfig,
     backends: Mapping[str, BackendConfig],
     backend_tls: Mapping[str, ssl.SSLContext],
-) -> RouteTable[Target]:
+    pools: PoolSource,
+) -> tuple[RouteTable[Target], list[Pool]]:
     """The listener's route table; its own ``connect`` (or ``backend``) is the fallback.
 
     A ``[backend:NAME]`` decides whether (and which version of) a PROXY header it gets;
     the other PROXY options (CRC32C, unique ID, ...) are the listener's. ``backend_tls``
-    holds the context of each backend with ``tls = yes``.
+    holds the context of each backend with ``tls = yes``. Also returns the pools the
+    listener can use (the default's, and those its routes name).
     """
     targets = {
-        name: Target(backend, proxy_options(config, backend.proxy_protocol), backend_tls.get(name))
+        name: Target(
+            backend,
+            proxy_options(config, backend.proxy_protocol),
+            pools.pool(name, backend),
+            backend_tls.get(name),
+        )
         for name, backend in backends.items()
     }
     if config.backend is not None:
@@ -46,8 +62,10 @@ def listener_routes(
         own = BackendConfig(
             config.name, config.connect, config.connect_timeout, config.proxy_protocol
         )
-        default = Target(own, proxy_options(config, config.proxy_protocol))
-    return build_route_table(config.routes, targets, default)
+        own_pool = pools.pool(f"listener:{config.name}", own)
+        default = Target(own, proxy_options(config, config.proxy_protocol), own_pool)
+    used = [default.pool, *(targets[route.target].pool for route in config.routes)]
+    return build_route_table(config.routes, targets, default), list(dict.fromkeys(used))
 
 
 def proxy_options(cfg: ListenerConfig, version: str) -> ProxyOptions | None:

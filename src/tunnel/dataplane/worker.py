@@ -17,12 +17,14 @@ import logging
 import os
 import signal
 import socket
+import time
 
 import uvloop
 
 from tunnel._native import malloc as _malloc
 from tunnel.config import Config, TunnelSettings
 from tunnel.dataplane.accept import AcceptGate, fd_capped
+from tunnel.dataplane.backends import Pools
 from tunnel.dataplane.connection import ClientConnection, ListenerRuntime
 from tunnel.dataplane.passthrough import Passthrough
 from tunnel.dataplane.plain_client import PlainClientConnection
@@ -54,6 +56,7 @@ class Worker:
     ) -> None:
         self.config = config
         self.rates = rates  # the instance's shared per-IP rate buckets (mapped before fork)
+        self.pools = Pools(config.tunnel.resolvers, {})  # TLS contexts: in serve()
         self.report = report  # to the supervisor: statistics snapshots, also "alive"
         self.backends: dict[str, BackendStats] = {}
         self.contexts = contexts
@@ -110,6 +113,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._on_signal)
         loop.add_signal_handler(signal.SIGUSR1, reopen_logs)
+        self.pools.backend_tls = self.contexts.backends
         for listener in self.config.listeners:
             tls = self.contexts.listeners[listener.name]
             runtime = ListenerRuntime(
@@ -122,6 +126,7 @@ class Worker:
                 self.contexts.backends,
                 tls.allow_check,
                 self.rates,
+                self.pools,
             )
             if listener.proxy_from:
                 runtime.conn_class = ProxiedConnection
@@ -129,6 +134,7 @@ class Worker:
                 runtime.conn_class = PlainClientConnection
             self.runtimes.append(runtime)
         self.gate.factories = {r.name: r.protocol_factory for r in self.runtimes}
+        await self.pools.start()  # first DNS answers (bounded) before the first client
         await self.gate.start()
         tickets = self.contexts.tickets
         refresher = loop.create_task(self._refresh_ticket_keys()) if tickets else None
@@ -139,6 +145,7 @@ class Worker:
         await self._stop.wait()
         if refresher is not None:
             refresher.cancel()
+        self.pools.stop()
         await self.drain()
         for runtime in self.runtimes:
             if runtime.rates is not None:
@@ -150,6 +157,11 @@ class Worker:
         if self.report is None:
             return
         snap = metrics.snapshot({r.name: r.stats for r in self.runtimes}, self.backends)
+        now = time.monotonic()
+        snap["pools"] = self.pools.snapshot(now)
+        for runtime in self.runtimes:
+            up = any(pool.any_up(now) for pool in runtime.pools)
+            snap["listeners"][runtime.name]["backend_up"] = int(up)
         snap["pid"] = os.getpid()
         snap["draining"] = self.stopping
         try:

@@ -189,8 +189,19 @@ class Observer:
         )
 
     def ready(self) -> bool:
-        """Every listener bound, every worker up and reporting, not draining."""
-        return self.bound and not self.draining and self.reporting() == self.workers
+        """Every listener bound, every worker up and reporting, not draining, and every
+        listener with at least one backend up."""
+        return (
+            self.bound
+            and not self.draining
+            and self.reporting() == self.workers
+            and not self.backends_down()
+        )
+
+    def backends_down(self) -> list[str]:
+        """The listeners whose every backend is down (in every worker)."""
+        listeners = self.merged()["listeners"]
+        return sorted(n for n, s in listeners.items() if s.get("backend_up", 1) == 0)
 
     def failures_last_minute(self) -> int:
         """Handshake failures over (about) the last 60 seconds."""
@@ -224,7 +235,14 @@ class Observer:
         if path == "/readyz":
             if self.ready():
                 return 200, "text/plain", b"ready\n"
-            why = "draining" if self.draining else "not all workers are up and reporting"
+            down = self.backends_down()
+            why = (
+                "draining"
+                if self.draining
+                else f"every backend of {', '.join(down)} is down"
+                if down
+                else "not all workers are up and reporting"
+            )
             return 503, "text/plain", f"not ready: {why}\n".encode()
         return 404, "text/plain", b"try /metrics, /healthz or /readyz\n"
 
