@@ -138,7 +138,7 @@ def test_active_checks_metrics_status_and_readyz(
         return value(scrape(admin), "tunnel_backend_up", pool="pool", address=server.address)
 
     wait_until(lambda: up(a) == 1 and up(b) == 1, 10, what="both up")
-    assert get(admin, "/readyz")[0] == 200
+    wait_until(lambda: get(admin, "/readyz")[0] == 200, 10, what="ready (both workers reporting)")
     a.stop()
     started = time.monotonic()
     wait_until(lambda: up(a) == 0, 10, interval=0.05, what="a seen down")

@@ -70,6 +70,7 @@ def test_status_summarises_the_traffic(
         f"  bytes: in {2 * len(REQUEST)} (from clients), out {2 * len(RESPONSE)} (to clients)",
         "  listener [web]: accepted 4, active 0; handshakes ok 2, failed 2; "
         f"bytes in {2 * len(REQUEST)}, out {2 * len(RESPONSE)}",
+        "  backend [listener:web]: 1 of 1 address(es) up",
     ]
     results = []
 
@@ -77,7 +78,7 @@ def test_status_summarises_the_traffic(
         # The workers report once a second: poll until the numbers have arrived.
         result = tunnel.run("status", "-c", str(running.config))
         results.append(result)
-        return result.returncode == 0 and result.stdout.splitlines()[:6] == expected
+        return result.returncode == 0 and result.stdout.splitlines()[:7] == expected
 
     try:
         wait_for("tunnel status to show the traffic", settled, timeout=30)
@@ -87,9 +88,9 @@ def test_status_summarises_the_traffic(
     assert re.fullmatch(
         rf"  cert \[web\] {re.escape(str(certs.cert_pem))}: expires \d{{4}}-\d\d-\d\d "
         r"\(\d+ days\)",
-        lines[6],
+        lines[7],
     )
-    assert len(lines) == 7
+    assert len(lines) == 8
     assert results[-1].stderr == ""  # trustme certificates live for years: no warning
     by_address = tunnel.run("status", "--admin", f"127.0.0.1:{admin}")
     assert by_address.returncode == 0
