@@ -20,8 +20,15 @@ from .harness import TunnelProcess
 class NamedServer:
     """Answers every connection with its name, then closes; can stop and start again."""
 
-    def __init__(self, name: str, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        name: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.name = name
+        self.tls = tls  # a server context: TLS is spoken (for health_check = tls)
         self.host = host
         self.port = port
         self.open: list[socket.socket] = []
@@ -51,6 +58,9 @@ class NamedServer:
             except OSError:
                 return
             with contextlib.suppress(OSError):
+                if self.tls is not None:
+                    sock.settimeout(5)
+                    sock = self.tls.wrap_socket(sock, server_side=True)
                 sock.sendall(self.name.encode())
                 if self.hold:  # until the client (through Tunnel) closes
                     self.open.append(sock)

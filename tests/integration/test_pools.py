@@ -6,6 +6,7 @@ printed (``-s``) for the record.
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -216,3 +217,36 @@ def test_srv_priority_weight_and_port(
         a.stop()
         b.stop()
         assert who(tunnel, ctx) == "c"  # priority 20: the failover
+
+
+def test_tls_health_check_needs_a_handshake(
+    certs: Certs, start_tunnel: TunnelFactory, servers: list[NamedServer]
+) -> None:
+    """A server that accepts TCP but speaks no TLS fails a tls check (and passes tcp)."""
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(certs.cert_path, certs.key_path)
+    plain = named(servers, "plain")
+    secure = NamedServer("secure", tls=server_ctx)
+    servers.append(secure)
+    admin = free_port()
+    start_tunnel(
+        None,
+        backend="pool",
+        tunnel={"admin": f"127.0.0.1:{admin}"},
+        extra={
+            "backend:pool": {
+                "connect": f"{plain.address}, {secure.address}",
+                "health_check": "tls",
+                "health_interval": "200ms",
+            }
+        },
+    )
+
+    def state() -> tuple[float, float]:
+        samples = scrape(admin)
+        return tuple(  # type: ignore[return-value]
+            value(samples, "tunnel_backend_up", pool="pool", address=s.address)
+            for s in (plain, secure)
+        )
+
+    wait_until(lambda: state() == (0, 1), 10, interval=0.1, what="plain down, secure up")

@@ -6,10 +6,11 @@ from collections import Counter
 
 import pytest
 
-from tunnel.config import Address, ConfigValueError
+from tunnel.config import Address, ConfigValueError, parse_config
 from tunnel.config.pool import pool_addresses, resolver_list
 from tunnel.dataplane.pool import Member, Pool
 from tunnel.dataplane.resolve import is_static
+from tunnel.errors import ConfigErrors
 
 
 def tcp(port: int, weight: int = 1) -> Address:
@@ -127,3 +128,39 @@ def test_static_addresses_are_never_looked_up() -> None:
     assert is_static(Address("unix", path="/s"))
     assert not is_static(Address("tcp", host="db.example.com", port=1))
     assert not is_static(Address("srv", host="_a._tcp.example.com"))
+
+
+LISTENER = "[web]\naccept = 127.0.0.1:8443\ncert = /c/web.pem\nbackend = api\n"
+
+
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        ("balance = random", ("balance", "least-connections")),
+        ("health_check = http", ("health_check", "tcp")),
+        ("connect = 10.0.0.1:80 weight=5000", ("connect", "weight=1..1000")),
+        ("max_fails = -1", ("max_fails",)),
+    ],
+)
+def test_check_names_the_key_and_what_to_write(line: str, words: tuple[str, ...]) -> None:
+    connect = "" if line.startswith("connect") else "connect = 10.0.0.1:80\n"
+    with pytest.raises(ConfigErrors) as info:
+        parse_config(f"{LISTENER}[backend:api]\n{connect}{line}\n", "/t.ini")
+    message = str(info.value)
+    assert "[backend:api]" in message
+    for word in words:
+        assert word in message, message
+
+
+def test_pool_keys_parse() -> None:
+    text = (
+        "[tunnel]\nresolvers = 127.0.0.1:5353\n" + LISTENER + "[backend:api]\n"
+        "connect = a.example:80 weight=2, srv:_api._tcp.example\nbalance = round-robin\n"
+        "max_fails = 3\nfail_backoff = 30s\nhealth_check = tls\nhealth_interval = 2s\n"
+    )
+    config = parse_config(text, "/t.ini")
+    (api,) = config.backends
+    assert config.tunnel.resolvers == (Address("tcp", host="127.0.0.1", port=5353),)
+    assert api.connect[0].weight == 2 and api.connect[1].kind == "srv"
+    assert (api.balance, api.max_fails, api.fail_backoff) == ("round-robin", 3, 30.0)
+    assert (api.health_check, api.health_interval) == ("tls", 2.0)

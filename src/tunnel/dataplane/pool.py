@@ -59,11 +59,16 @@ class Pool:
 
     def candidates(self, now: float) -> list[Member]:
         """The members one connection tries, in order (see the module docstring)."""
-        healthy = [m for m in self.members if m.up(now)]
+        members = self.members
+        if len(members) == 1:
+            return members  # the common case, and nothing to choose (never mutated)
+        healthy = [m for m in members if not m.check_down and m.down_until <= now]
         if not healthy:
-            return list(self.members)
+            return list(members)
         best = min(m.priority for m in healthy)
         top = [m for m in healthy if m.priority == best]
+        if len(top) == len(healthy) and (self.balance == "first" or len(top) == 1):
+            return healthy  # configured order (no SRV priorities to sort by)
         if self.balance == "first" or len(top) == 1:
             pick = top[0]
         elif self.balance == "least-connections":
