@@ -250,3 +250,25 @@ def test_tls_health_check_needs_a_handshake(
         )
 
     wait_until(lambda: state() == (0, 1), 10, interval=0.1, what="plain down, secure up")
+
+
+def test_a_timed_out_address_is_skipped_after_one_timeout(
+    certs: Certs, start_tunnel: TunnelFactory, servers: list[NamedServer], unreachable: str
+) -> None:
+    b = named(servers, "b")
+    tunnel = start_tunnel(
+        None,
+        backend="pool",
+        extra={"backend:pool": {"connect": f"{unreachable}, {b.address}", "connect_timeout": "1s"}},
+    )
+    ctx = certs.client_context()
+    started = time.monotonic()
+    assert who(tunnel, ctx) == "b"
+    first = time.monotonic() - started
+    started = time.monotonic()
+    assert [who(tunnel, ctx) for _ in range(3)] == ["b"] * 3
+    next_three = time.monotonic() - started
+    print(f"  failover on timeout {first:.2f} s (connect_timeout 1s); next 3: {next_three:.2f} s")
+    assert first >= 1.0  # waited for the timeout once
+    assert next_three < 1.0  # then skipped: never the timeout again
+    assert "connect timed out" in tunnel.log()
