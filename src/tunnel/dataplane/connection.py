@@ -26,7 +26,7 @@ from tunnel.dataplane.hello import ALERT_DECODE_ERROR, ALERT_HANDSHAKE_FAILURE
 from tunnel.dataplane.limits import PerIPLimits
 from tunnel.dataplane.plain_backend import PlainSide
 from tunnel.dataplane.pool import Member
-from tunnel.dataplane.rates import ListenerRates, RateTable, Verdict
+from tunnel.dataplane.rates import ListenerRates, RateTable, listener_rates
 from tunnel.dataplane.relay import CLOSED, CONNECTING, TLSSide
 from tunnel.dataplane.summary import client_cn, format_summary, peer_text, tcp_addr, tls_fields
 from tunnel.dataplane.sweep import IdleSweep
@@ -86,12 +86,8 @@ class ListenerRuntime:
         # Listeners that read an inbound PROXY header use a subclass (tunnel.proxy_in),
         # so the others pay nothing for it.
         self.conn_class: type[ClientConnection] = ClientConnection
-        self.routes, self.pools = listener_routes(
-            config,
-            backends or {},
-            backend_tls or {},
-            pools if pools is not None else Pools((), backend_tls or {}),
-        )
+        own = pools if pools is not None else Pools((), backend_tls or {})
+        self.routes, self.pools = listener_routes(config, backends or {}, backend_tls or {}, own)
         self.deny_ja4 = frozenset(config.deny_ja4)
         # Only with a passthrough backend is a route chosen before the handshake.
         self.passthrough = any_passthrough(self.routes)
@@ -103,11 +99,8 @@ class ListenerRuntime:
         )
         # None when no per-IP limit is set: then a connection does not even look it up.
         self.per_ip: PerIPLimits | None = limits if limits.enabled else None
-        conn_rate, hs_rate = config.max_connection_rate_per_ip, config.max_handshake_rate_per_ip
         # None when no rate is set, or without the shared table (a Worker made by a test).
-        self.rates: ListenerRates | None = None
-        if rate_table is not None and (conn_rate or hs_rate):
-            self.rates = ListenerRates(config.name, rate_table, conn_rate, hs_rate, loop)
+        self.rates: ListenerRates | None = listener_rates(config, rate_table, loop, self.stats)
 
     def backend_stats(self, addr: Address) -> BackendStats:
         """The statistics of one backend address (created on first use)."""
@@ -229,16 +222,13 @@ class ClientConnection(TLSSide):
         return False
 
     def rate_admitted(self, peer: Any) -> bool:
-        """Check the listener's shared per-IP rates for ``peer``; count a refusal."""
+        """Check the listener's shared per-IP rates for ``peer`` (False: refused)."""
         rates = self.listener.rates
-        if rates is None or not (isinstance(peer, tuple) and peer):
-            return True  # not an IP peer: nothing to count
-        verdict, key = rates.check(str(peer[0]))
-        if verdict is Verdict.OK:
-            self.rate_key = key
-            return True
-        self.listener.stats.rate_refused[verdict.value] += 1
-        return False
+        key = rates.admit(peer) if rates is not None else 0
+        if key is None:
+            return False
+        self.rate_key = key
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.state == CLOSED:
@@ -290,10 +280,8 @@ class ClientConnection(TLSSide):
         group = self.group = negotiated_group(sslobj) or "-"
         self.listener.stats.groups[group] += 1
         self.handshaken = True
-        if self.rate_key and sslobj.session_reused:
-            rates = self.listener.rates
-            assert rates is not None
-            rates.resumed(self.rate_key)  # only full handshakes count against the rate
+        if self.rate_key and sslobj.session_reused:  # only full handshakes count
+            cast(ListenerRates, self.listener.rates).resumed(self.rate_key)
         if self.ip is not None:
             per_ip = self.listener.per_ip
             assert per_ip is not None
@@ -317,13 +305,10 @@ class ClientConnection(TLSSide):
             if options.unique_id:
                 uid = os.urandom(UNIQUE_ID_BYTES)
             preamble = _proxy_header(self, options, uid)
-        failures = []
         loop = self.listener.loop
         pool = target.pool
-        members = pool.candidates(time.monotonic())
-        if not members:
-            self.close_early(CloseReason.BACKEND_UNREACHABLE, f"backend {pool.name}: no address")
-            return
+        members = pool.candidates(time.monotonic())  # empty: an SRV name without answers
+        failures = [] if members else [f"backend {pool.name} has no address (DNS)"]
         for member in members:
             addr = self.backend_addr = member.address
             last = member is members[-1]

@@ -34,7 +34,8 @@ import struct
 import time
 from collections import Counter
 
-from tunnel.config import Rate
+from tunnel.config import ListenerConfig, Rate
+from tunnel.observe.metrics import ListenerStats
 
 log = logging.getLogger("tunnel.limits")
 
@@ -195,7 +196,10 @@ def _find(buf: mmap.mmap, start: int, key: int) -> tuple[int, bool]:
 class ListenerRates:
     """One listener's rate limits in one worker: checks, refusal counts, summary lines."""
 
-    __slots__ = ("_loop", "_report", "_window", "conn_rate", "hs_rate", "listener", "table")
+    __slots__ = (
+        *("_loop", "_report", "_window", "conn_rate", "hs_rate", "listener", "refused"),
+        "table",
+    )
 
     def __init__(
         self,
@@ -204,8 +208,10 @@ class ListenerRates:
         conn_rate: Rate | None,
         hs_rate: Rate | None,
         loop: asyncio.AbstractEventLoop,
+        refused: Counter[str] | None = None,
     ) -> None:
         self.listener = listener
+        self.refused: Counter[str] = refused if refused is not None else Counter()  # by kind
         self.table = table
         self.conn_rate = conn_rate
         self.hs_rate = hs_rate
@@ -222,6 +228,17 @@ class ListenerRates:
             if self._report is None:
                 self._report = self._loop.call_later(REPORT_INTERVAL, self.report)
         return verdict, key
+
+    def admit(self, peer: object) -> int | None:
+        """Admit a connection from socket address ``peer``: its bucket key (0 for a peer
+        that is not an IP address: nothing counted), or None when it is refused."""
+        if not (isinstance(peer, tuple) and peer):
+            return 0
+        verdict, key = self.check(str(peer[0]))
+        if verdict is Verdict.OK:
+            return key
+        self.refused[verdict.value] += 1
+        return None
 
     def resumed(self, key: int) -> None:
         """The handshake of an admitted connection resumed a session: not a full one."""
@@ -264,3 +281,16 @@ class ListenerRates:
         if self._report is not None:
             self._report.cancel()
             self.report(now=True)
+
+
+def listener_rates(
+    config: ListenerConfig,
+    table: RateTable | None,
+    loop: asyncio.AbstractEventLoop,
+    stats: ListenerStats,
+) -> ListenerRates | None:
+    """The rates of a listener, or None when it sets none (or there is no shared table)."""
+    conn_rate, hs_rate = config.max_connection_rate_per_ip, config.max_handshake_rate_per_ip
+    if table is None or not (conn_rate or hs_rate):
+        return None
+    return ListenerRates(config.name, table, conn_rate, hs_rate, loop, stats.rate_refused)
