@@ -11,6 +11,7 @@ from tunnel.config.pool import pool_addresses, resolver_list
 from tunnel.dataplane.pool import Member, Pool
 from tunnel.dataplane.resolve import is_static
 from tunnel.errors import ConfigErrors
+from tunnel.observe import metrics
 
 
 def tcp(port: int, weight: int = 1) -> Address:
@@ -164,3 +165,16 @@ def test_pool_keys_parse() -> None:
     assert api.connect[0].weight == 2 and api.connect[1].kind == "srv"
     assert (api.balance, api.max_fails, api.fail_backoff) == ("round-robin", 3, 30.0)
     assert (api.health_check, api.health_interval) == ("tls", 2.0)
+
+
+def test_metrics_merge_pool_health_and_retire_drops_it() -> None:
+    one = {"listeners": {"web": {"backend_up": 1}}, "pools": {"api": {"10.0.0.1:80": [1, 2]}}}
+    two = {"listeners": {"web": {"backend_up": 0}}, "pools": {"api": {"10.0.0.1:80": [0, 1]}}}
+    merged = metrics.merge([one, two])
+    text = metrics.render(merged, metrics.SupervisorFacts()).decode()
+    assert 'tunnel_backend_up{address="10.0.0.1:80",pool="api"} 1.0' in text
+    assert 'tunnel_backend_up_workers{address="10.0.0.1:80",pool="api"} 1.0' in text
+    assert 'tunnel_backend_active_connections{address="10.0.0.1:80",pool="api"} 3.0' in text
+    assert 'tunnel_listener_backends_up{listener="web"} 1.0' in text
+    retired = metrics.retire(one)
+    assert retired["pools"] == {} and "backend_up" not in retired["listeners"]["web"]
