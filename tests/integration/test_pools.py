@@ -272,3 +272,26 @@ def test_a_timed_out_address_is_skipped_after_one_timeout(
     assert first >= 1.0  # waited for the timeout once
     assert next_three < 1.0  # then skipped: never the timeout again
     assert "connect timed out" in tunnel.log()
+
+
+def test_passthrough_backends_are_pools_too(
+    certs: Certs, start_tunnel: TunnelFactory, servers: list[NamedServer]
+) -> None:
+    """A passthrough backend fails over and skips a dead address like a terminated one."""
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(certs.cert_path, certs.key_path)
+    dead = named(servers, "dead")
+    dead.stop()
+    secure = NamedServer("secure", tls=server_ctx)  # terminates the client's TLS itself
+    servers.append(secure)
+    tunnel = start_tunnel(
+        secure.address,
+        route="sni:localhost=pt",
+        extra={
+            "backend:pt": {"connect": f"{dead.address}, {secure.address}", "passthrough": "yes"}
+        },
+    )
+    assert [who(tunnel, certs.client_context()) for _ in range(3)] == ["secure"] * 3
+    wait_until(lambda: len(tunnel.conn_lines()) >= 3, 10, what="three lines")
+    assert tunnel.log().count("Connection refused") == 1  # skipped after its one failure
+    assert "is down for 10s after 1 failure(s)" in tunnel.log()

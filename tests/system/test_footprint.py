@@ -19,7 +19,7 @@ from .conftest import Backend, Certs, Launcher, free_port, start_run, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
-FORBIDDEN = ("cryptography", "prometheus_client", "tunnel.cli.demo", "tunnel.cli.status")
+FORBIDDEN = ("cryptography", "prometheus_client", "tunnel.cli.demo", "tunnel.cli.status", "dns")
 
 
 def test_supervisor_and_workers_import_only_what_serving_needs(

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, cast
 from tunnel.dataplane.buffer import get_shared_buffer
 from tunnel.dataplane.buffer import view as _view
 from tunnel.dataplane.hello import ALERT_INTERNAL_ERROR
+from tunnel.dataplane.pool import Member
 from tunnel.dataplane.relay import CLOSED, CONNECTING, LINGER, RELAY
 from tunnel.dataplane.summary import format_summary, peer_text, tcp_addr
 from tunnel.dataplane.tls_endpoint import describe
@@ -74,6 +75,7 @@ class Passthrough(asyncio.BufferedProtocol):
         "ja4",
         "listener",
         "local",
+        "member",
         "peer",
         "reason",
         "sni",
@@ -102,6 +104,7 @@ class Passthrough(asyncio.BufferedProtocol):
         self.state = CONNECTING
         self.backend: asyncio.Transport | None = None
         self.backend_addr: Any = None
+        self.member: Member | None = None  # the pool member connected to (its count)
         self.client_done = self.backend_done = False
         self.bytes_in = self.bytes_out = 0
         self.reason: CloseReason | None = None
@@ -124,9 +127,11 @@ class Passthrough(asyncio.BufferedProtocol):
     async def _connect(self) -> None:
         cfg = self.target.backend
         loop = self.listener.loop
-        failures = []
-        for addr in cfg.connect:
-            self.backend_addr = addr
+        pool = self.target.pool
+        members = pool.candidates(time.monotonic())  # as for terminated connections
+        failures = [] if members else [f"backend {pool.name} has no address (DNS)"]
+        for member in members:
+            addr = self.backend_addr = member.address
             stats = self.listener.backend_stats(addr)
             begun = time.monotonic()
             try:
@@ -145,8 +150,12 @@ class Passthrough(asyncio.BufferedProtocol):
                 stats.failed("refused" if isinstance(exc, ConnectionRefusedError) else "error")
             else:
                 stats.connected(time.monotonic() - begun)
+                pool.succeeded(member)
+                member.active += 1
+                self.member = member
                 self.task = None
                 return
+            pool.failed(member, time.monotonic(), failures[-1])
             if self.state != CONNECTING:
                 return  # the client went away meanwhile
         self.transport.write(ALERT_INTERNAL_ERROR)  # the client awaits a ServerHello
@@ -304,6 +313,8 @@ class Passthrough(asyncio.BufferedProtocol):
         listener = self.listener
         listener.live.discard(self)
         listener.stats.ended(self.reason or CloseReason.CLOSED, self.bytes_in, self.bytes_out)
+        if self.member is not None:
+            self.member.active -= 1
         if self.ip is not None and listener.per_ip is not None:
             listener.per_ip.connection_ended(self.ip)
         listener.control.closed(listener.name)

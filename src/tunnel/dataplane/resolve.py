@@ -8,6 +8,8 @@ a failed re-resolution keeps the previous answer and retries after :data:`RETRY_
 ``srv:NAME`` members are the targets of NAME's SRV records with their priority, weight
 and port; they have no fallback (an SRV name that never resolved is an empty pool).
 The DNS servers are ``[tunnel] resolvers`` or else those of /etc/resolv.conf.
+dnspython (dozens of modules) is imported on the first name to resolve, so that instances
+whose backends are all addresses (or localhost) do not carry it.
 """
 
 from __future__ import annotations
@@ -16,14 +18,13 @@ import ipaddress
 import logging
 import time
 from collections.abc import Iterable
-
-import dns.asyncresolver
-import dns.exception
-import dns.nameserver
-import dns.resolver
+from typing import TYPE_CHECKING
 
 from tunnel.config import Address
 from tunnel.dataplane.pool import Member
+
+if TYPE_CHECKING:
+    import dns.asyncresolver
 
 log = logging.getLogger("tunnel.pool")
 
@@ -53,24 +54,42 @@ class Resolver:
     """Looks up A/AAAA and SRV records; ``None`` answers mean "no answer, fall back"."""
 
     def __init__(self, servers: tuple[Address, ...]) -> None:
-        self._dns: dns.asyncresolver.Resolver | None
+        self._servers = servers
+        self._made = False
+        self._resolver: dns.asyncresolver.Resolver | None = None
+
+    def _dns(self) -> dns.asyncresolver.Resolver | None:
+        """The dnspython resolver, made (and dnspython imported) on first use."""
+        if self._made:
+            return self._resolver
+        self._made = True
+        import dns.asyncresolver
+        import dns.nameserver
+        import dns.resolver
+
         try:
-            self._dns = dns.asyncresolver.Resolver(configure=not servers)
+            resolver = dns.asyncresolver.Resolver(configure=not self._servers)
         except dns.resolver.NoResolverConfiguration:
-            self._dns = None  # no resolv.conf: names stay getaddrinfo's
-            return
-        if servers:
-            self._dns.nameservers = [dns.nameserver.Do53Nameserver(a.host, a.port) for a in servers]
-        self._dns.lifetime = LIFETIME_SECONDS
-        self._dns.cache = None  # the TTL bookkeeping is ours
+            return None  # no resolv.conf: names stay getaddrinfo's
+        if self._servers:
+            servers = self._servers
+            resolver.nameservers = [dns.nameserver.Do53Nameserver(a.host, a.port) for a in servers]
+        resolver.lifetime = LIFETIME_SECONDS
+        resolver.cache = None  # the TTL bookkeeping is ours
+        self._resolver = resolver
+        return resolver
 
     async def host(self, name: str) -> tuple[list[str], float] | None:
         """The addresses of ``name`` (A, else AAAA) and their TTL, or None."""
-        if self._dns is None:
+        resolver = self._dns()
+        if resolver is None:
             return None
+        import dns.exception
+        import dns.resolver
+
         for rdtype in ("A", "AAAA"):
             try:
-                answer = await self._dns.resolve(name, rdtype, search=False)
+                answer = await resolver.resolve(name, rdtype, search=False)
             except dns.resolver.NoAnswer:
                 continue
             except dns.exception.DNSException as exc:
@@ -82,10 +101,13 @@ class Resolver:
 
     async def srv(self, name: str) -> tuple[list[tuple[int, int, int, str]], float] | None:
         """(priority, weight, port, target) of each SRV record of ``name``, TTL; or None."""
-        if self._dns is None:
+        resolver = self._dns()
+        if resolver is None:
             return None
+        import dns.exception
+
         try:
-            answer = await self._dns.resolve(name, "SRV", search=False)
+            answer = await resolver.resolve(name, "SRV", search=False)
         except dns.exception.DNSException as exc:
             log.info("DNS: %s SRV: %s", name, exc)
             return None

@@ -30,6 +30,7 @@ from tunnel.observe.exposition import (
     Metric,
     generate_latest,
 )
+from tunnel.observe.pool_metrics import pool_families
 from tunnel.observe.reasons import CloseReason, HandshakeFailure
 
 HANDSHAKE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -303,7 +304,7 @@ def families(merged: Mapping[str, Any], facts: SupervisorFacts) -> list[Metric]:
     result: list[Metric] = [accepted, active, closed, handshakes, tls, alpn, bytes_, hs_hist]
     result += [rejected, ip_refused, groups, denied, rate_refused]
     result += _backend_families(merged.get("backends", {}))
-    result += _pool_families(merged.get("pools", {}), merged.get("listeners", {}))
+    result += pool_families(merged.get("pools", {}), merged.get("listeners", {}), GaugeMetricFamily)
     result += _supervisor_families(facts)
     return result
 
@@ -326,36 +327,6 @@ def _backend_families(backends: Mapping[str, Any]) -> list[Metric]:
         "tunnel_backend_connect_seconds", "Backend connect latency", ["backend"], series
     )
     return [connects, failures, latency]
-
-
-def _pool_families(pools: Mapping[str, Any], listeners: Mapping[str, Any]) -> list[Metric]:
-    up = GaugeMetricFamily(
-        "tunnel_backend_up",
-        "1 while a pool member is up (passive and active health) in at least one worker",
-        labels=["pool", "address"],
-    )
-    workers_up = GaugeMetricFamily(
-        "tunnel_backend_up_workers", "Workers that see a pool member up", labels=["pool", "address"]
-    )
-    active = GaugeMetricFamily(
-        "tunnel_backend_active_connections",
-        "Connections open to a pool member",
-        labels=["pool", "address"],
-    )
-    for pool, members in sorted(pools.items()):
-        for address, (n_up, n_active) in sorted(members.items()):
-            up.add_metric([pool, address], 1 if n_up else 0)
-            workers_up.add_metric([pool, address], n_up)
-            active.add_metric([pool, address], n_active)
-    listener_up = GaugeMetricFamily(
-        "tunnel_listener_backends_up",
-        "1 while some backend of the listener is up (0 makes /readyz fail)",
-        labels=["listener"],
-    )
-    for name, stats in sorted(listeners.items()):
-        if "backend_up" in stats:
-            listener_up.add_metric([name], 1 if stats["backend_up"] else 0)
-    return [up, workers_up, active, listener_up]
 
 
 def _supervisor_families(facts: SupervisorFacts) -> list[Metric]:
