@@ -238,5 +238,7 @@ def run_worker(
     """Run one worker's event loop to completion; return its exit code."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     worker = Worker(config, contexts, sockets, report, rates)
-    uvloop.run(worker.serve())
+    # What uvloop.run() does, which needs uvloop >= 0.18 (Debian 12 has 0.17).
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(worker.serve())
     return 0
