@@ -1,4 +1,4 @@
-"""Shell completion (contrib/completion): bash offers what ``tunnel``'s parser accepts.
+"""Shell completion (contrib/completion): bash and zsh offer what ``tunnel``'s parser accepts.
 
 The expected words come from :func:`tunnel.cli.main.build_parser`, so a subcommand or an
 option added to the command line without its completion fails here.
@@ -7,6 +7,7 @@ option added to the command line without its completion fails here.
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import subprocess
 
@@ -88,9 +89,61 @@ def test_zsh_names_every_subcommand_and_option() -> None:
             assert option in text, f"zsh: {command} {option} is missing"
 
 
-def test_zsh_script_parses() -> None:
+def zsh_complete(*lines: str) -> list[str]:
+    """What zsh lists after TAB on each of ``lines``, in an interactive zsh on a pty.
+
+    Each TAB is followed by clearing the line and printing a numbered marker, and the
+    output is read up to that marker, so no read has to guess how long to wait.
+    """
     zsh = shutil.which("zsh")
     if zsh is None:
         pytest.skip("zsh is not installed (CI installs it)")
-    result = subprocess.run([zsh, "-n", str(ZSH)], capture_output=True, text=True, check=False)
+    script = [
+        "zmodload zsh/zpty",
+        "zpty z 'zsh -f -i'",
+        f'zpty -w z \'PS1="> "; fpath=({COMPLETION} $fpath); autoload -U compinit; '
+        'compinit -u -D; unsetopt beep; LISTMAX=0; print RE""ADY\'',
+        "zpty -r -m z out '*READY*'",
+    ]
+    for n, line in enumerate(lines, 1):
+        script += [
+            f"zpty -w -n z '{line}'$'\\t\\C-u'",
+            f"zpty -w z 'print DONE$(( {n} * 7 ))'",
+            f"zpty -r -m z out '*DONE{n * 7}*'",
+            'print -r -- "$out"',
+            "print -r -- '@@SECTION@@'",
+        ]
+    script.append("zpty -d z")
+    result = subprocess.run(
+        [zsh, "-f", "-c", "\n".join(script)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|[\r\b]", " ", result.stdout)  # the line editor's
+    return plain.split("@@SECTION@@")[: len(lines)]
+
+
+def offered(listing: str, word: str) -> bool:
+    """Whether ``word`` stands alone (a candidate, not part of a description) in a listing."""
+    return re.search(rf"(^|\s){re.escape(word)}(\s|$)", listing, re.MULTILINE) is not None
+
+
+def test_zsh_offers_every_subcommand_and_option() -> None:
+    commands = subparsers()
+    ordered = sorted(commands)
+    listings = zsh_complete("tunnel ", *(f"tunnel {c} --" for c in ordered))
+    for command in commands:
+        assert offered(listings[0], command), f"zsh does not offer {command}:\n{listings[0]}"
+    for command, listing in zip(ordered, listings[1:], strict=True):
+        for option in long_options(commands[command]):
+            assert offered(listing, option), f"zsh: tunnel {command} {option}:\n{listing}"
+    run = listings[1 + ordered.index("run")]
+    assert not offered(run, "--pid")  # another subcommand's option
+
+
+def test_zsh_completes_log_levels() -> None:
+    (listing,) = zsh_complete("tunnel run --log-level ")
+    assert all(offered(listing, level) for level in LOG_LEVELS), listing
