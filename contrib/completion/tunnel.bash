@@ -33,7 +33,7 @@ _tunnel() {
         --log-level)
             COMPREPLY=($(compgen -W "$levels" -- "$cur"))
             return ;;
-        --pid | --admin | --port | --host | --name | --days)
+        --pid | --timeout | --admin | --port | --host | --name | --days)
             return ;;  # a value the user has to type
     esac
 
@@ -46,7 +46,7 @@ _tunnel() {
             fi ;;
         run) options="--config --log-level --daemon --help" ;;
         check) options="--config --help" ;;
-        reload) options="--config --pid --help" ;;
+        reload) options="--config --pid --timeout --help" ;;
         status) options="--config --admin --help" ;;
         demo) options="--port --host --log-level --help" ;;
         gen-cert) options="--out --name --days --force --help" ;;

@@ -92,8 +92,9 @@ def test_zsh_names_every_subcommand_and_option() -> None:
 def zsh_complete(*lines: str) -> list[str]:
     """What zsh lists after TAB on each of ``lines``, in an interactive zsh on a pty.
 
-    Each TAB is followed by clearing the line and printing a numbered marker, and the
-    output is read up to that marker, so no read has to guess how long to wait.
+    Each TAB is followed by clearing the line and printing a numbered marker; the output
+    is read up to that marker and the prompt after it (rendered "QQ> ", typed differently),
+    so no read guesses how long to wait and no input arrives before the line editor runs.
     """
     zsh = shutil.which("zsh")
     if zsh is None:
@@ -101,15 +102,15 @@ def zsh_complete(*lines: str) -> list[str]:
     script = [
         "zmodload zsh/zpty",
         "zpty z 'zsh -f -i'",
-        f'zpty -w z \'PS1="> "; fpath=({COMPLETION} $fpath); autoload -U compinit; '
+        f'zpty -w z \'PS1="Q%(?.Q.Q)> "; fpath=({COMPLETION} $fpath); autoload -U compinit; '
         'compinit -u -D; unsetopt beep; LISTMAX=0; print RE""ADY\'',
-        "zpty -r -m z out '*READY*'",
+        "zpty -r -m z out '*READY*QQ> *'",
     ]
     for n, line in enumerate(lines, 1):
         script += [
             f"zpty -w -n z '{line}'$'\\t\\C-u'",
             f"zpty -w z 'print DONE$(( {n} * 7 ))'",
-            f"zpty -r -m z out '*DONE{n * 7}*'",
+            f"zpty -r -m z out '*DONE{n * 7}*QQ> *'",
             'print -r -- "$out"',
             "print -r -- '@@SECTION@@'",
         ]
