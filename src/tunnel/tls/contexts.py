@@ -14,7 +14,7 @@ import os
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from tunnel._native import openssl as _openssl
 from tunnel.config import ListenerConfig
@@ -24,6 +24,9 @@ from tunnel.tls.certs import CertFile, CertGroup, group_certificates, listener_c
 from tunnel.tls.identity import AllowListCheck, AllowLists
 from tunnel.tls.tickets import TicketKeyError, TicketKeys
 from tunnel.wire.proxy_out import ClientCert
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 log = logging.getLogger("tunnel.tls")
 
