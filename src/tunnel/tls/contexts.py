@@ -14,7 +14,7 @@ import os
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from tunnel._native import openssl as _openssl
 from tunnel.config import ListenerConfig
@@ -23,10 +23,8 @@ from tunnel.errors import TLSSetupError
 from tunnel.tls.certs import CertFile, CertGroup, group_certificates, listener_cert_files
 from tunnel.tls.identity import AllowListCheck, AllowLists
 from tunnel.tls.tickets import TicketKeyError, TicketKeys
+from tunnel.tls.x509_compat import first_pem_certificate, key_algorithm, not_after
 from tunnel.wire.proxy_out import ClientCert
-
-if TYPE_CHECKING:
-    from cryptography import x509
 
 log = logging.getLogger("tunnel.tls")
 
@@ -346,34 +344,6 @@ def build_server_context(listener: ListenerConfig, file: str = "<config>") -> ss
     return build_server_tls(listener, file).default
 
 
-# Debian 12 ships cryptography 38: no not_valid_after_utc (42) and no
-# public_key_algorithm_oid (41). These fall back to what 38 has.
-
-
-def _not_after(cert: x509.Certificate) -> datetime.datetime:
-    aware = getattr(cert, "not_valid_after_utc", None)
-    if isinstance(aware, datetime.datetime):
-        return aware
-    return cert.not_valid_after.replace(tzinfo=datetime.UTC)  # naive, in UTC
-
-
-def _key_algorithm(cert: x509.Certificate) -> str | None:
-    oid = getattr(cert, "public_key_algorithm_oid", None)
-    if oid is not None:
-        return cast(str | None, oid._name)
-    from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
-
-    names = (
-        (rsa.RSAPublicKey, "rsaEncryption"),
-        (ec.EllipticCurvePublicKey, "id-ecPublicKey"),
-        (ed25519.Ed25519PublicKey, "ed25519"),
-        (ed448.Ed448PublicKey, "ed448"),
-        (dsa.DSAPublicKey, "dsaEncryption"),
-    )
-    key = cert.public_key()
-    return next((name for kind, name in names if isinstance(key, kind)), None)
-
-
 def describe_certificates(listener: ListenerConfig) -> list[CertInfo]:
     """Read each certificate file of a listener (first certificate = the leaf)."""
     from cryptography import x509
@@ -382,7 +352,7 @@ def describe_certificates(listener: ListenerConfig) -> list[CertInfo]:
     infos = []
     for path in [cert_file.path for cert_file in listener_cert_files(listener, "<config>")]:
         with open(path, "rb") as f:
-            cert = x509.load_pem_x509_certificate(f.read())  # the first one in the file
+            cert = first_pem_certificate(f.read())
         try:
             san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
             names = tuple(san.value.get_values_for_type(x509.DNSName)) + tuple(
@@ -398,7 +368,7 @@ def describe_certificates(listener: ListenerConfig) -> list[CertInfo]:
         else:
             key_type = type(key).__name__
         infos.append(
-            CertInfo(path, cert.subject.rfc4514_string(), names, key_type, _not_after(cert))
+            CertInfo(path, cert.subject.rfc4514_string(), names, key_type, not_after(cert))
         )
     return infos
 
@@ -430,7 +400,7 @@ def client_cert(sslobj: ssl.SSLObject, *, der: bool = False) -> ClientCert | Non
     try:
         cert = x509.load_der_x509_certificate(raw)
         sig_alg = cert.signature_algorithm_oid._name
-        key_alg = _key_algorithm(cert)
+        key_alg = key_algorithm(cert)
         if cn is None:
             names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
             cn = str(names[0].value) if names else None

@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tunnel.tls.x509_compat import first_pem_certificate, not_after, not_before
+
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
@@ -139,7 +141,7 @@ def read_stored(path: str) -> Stored | None:
     try:
         with open(path, "rb") as stream:
             data = stream.read()
-        leaf = x509.load_pem_x509_certificates(data)[0]
+        leaf = first_pem_certificate(data)
     except (OSError, ValueError):
         return None
     try:
@@ -147,4 +149,4 @@ def read_stored(path: str) -> Stored | None:
         names = tuple(n.lower() for n in san.value.get_values_for_type(x509.DNSName))
     except x509.ExtensionNotFound:
         names = ()
-    return Stored(path, leaf.not_valid_before_utc, leaf.not_valid_after_utc, names)
+    return Stored(path, not_before(leaf), not_after(leaf), names)
