@@ -1,10 +1,11 @@
 """The Grafana dashboard and the Prometheus rules query what a real Tunnel exposes.
 
 One Tunnel runs with an admin endpoint and gets traffic that gives every metric family a
-series: a request, a connection that is not TLS, a listener whose backend refuses, and a
-reload. Every ``tunnel_*`` metric the dashboard and the rules query must be in its
-``/metrics``, with the labels they filter and group by (and the label values they match
-exactly). The rules also pass ``promtool check rules`` and their ``promtool test rules``.
+series: a request, a connection that is not TLS, a listener whose backend refuses, a client
+denied by its JA4 fingerprint, and a reload. Every ``tunnel_*`` metric the dashboard and the
+rules query must be in its ``/metrics``, with the labels they filter and group by (and the
+label values they match exactly). The rules also pass ``promtool check rules`` and their
+``promtool test rules``.
 """
 
 from __future__ import annotations
@@ -67,19 +68,42 @@ def series(text: str) -> dict[str, Labels]:
     return found
 
 
-def write_two_listeners(path: Path, certs_dir: Path, backend: int, admin: int) -> tuple[int, int]:
-    """Listener "web" fronts ``backend``; "down" fronts a port nobody listens on."""
-    web, down = free_port(), free_port()
+SOMEONE_ELSE = "t13d1516h2_8daaf6152771_e5627efa2ab1"  # a JA4 that is not this test's client
+
+
+def write_listeners(
+    path: Path,
+    certs_dir: Path,
+    backend: int,
+    admin: int,
+    ports: dict[str, int],
+    ja4: str = SOMEONE_ELSE,
+) -> None:
+    """Listener "web" fronts ``backend``, "down" a port nobody listens on, and "picky"
+    fronts ``backend`` but denies the client fingerprint ``ja4``."""
     cert, key = certs_dir / "cert.pem", certs_dir / "key.pem"
     root = "allow_root = yes\n" if os.geteuid() == 0 else ""  # tests may run as root (CI does)
-    path.write_text(
+    text = (
         f"[tunnel]\nworkers = 2\nadmin = 127.0.0.1:{admin}\n{root}\n"
-        f"[web]\naccept = 127.0.0.1:{web}\ncert = {cert}\nkey = {key}\n"
+        f"[web]\naccept = 127.0.0.1:{ports['web']}\ncert = {cert}\nkey = {key}\n"
         f"connect = 127.0.0.1:{backend}\n\n"
-        f"[down]\naccept = 127.0.0.1:{down}\ncert = {cert}\nkey = {key}\n"
-        f"connect = 127.0.0.1:{free_port()}\nconnect_timeout = 2s\n"
+        f"[down]\naccept = 127.0.0.1:{ports['down']}\ncert = {cert}\nkey = {key}\n"
+        f"connect = 127.0.0.1:{free_port()}\nconnect_timeout = 2s\n\n"
+        f"[picky]\naccept = 127.0.0.1:{ports['picky']}\ncert = {cert}\nkey = {key}\n"
+        f"connect = 127.0.0.1:{backend}\ndeny_ja4 = {ja4}\n"
     )
-    return web, down
+    path.write_text(text)
+
+
+def tls_attempt(port: int, ca_pem: Path) -> None:
+    """A TLS connection that Tunnel may refuse or close early (errors are expected)."""
+    context = ssl.create_default_context(cafile=str(ca_pem))
+    with (
+        contextlib.suppress(OSError),  # ssl.SSLError too
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        tls.recv(100)
 
 
 @pytest.fixture(scope="module")
@@ -93,31 +117,36 @@ def scraped(tmp_path_factory: pytest.TempPathFactory, ca: trustme.CA) -> Iterato
         certs = write_certs(ca, tmp / "certs")
         admin = free_port()
         config = tmp / "tunnel.ini"
-        web, down = write_two_listeners(config, tmp / "certs", backend.port, admin)
+        ports = {"web": free_port(), "down": free_port(), "picky": free_port()}
+        write_listeners(config, tmp / "certs", backend.port, admin, ports)
         proc = launcher.start("run", "-c", str(config))
         proc.wait_log(r"tunnel started")
-        wait_for("the listeners", lambda: port_accepts(web) and port_accepts(down))
-        # The reload comes first: connections that end just before one are not counted
-        # (the retiring workers' last report is lost), which would make this flaky.
+        wait_for("the listeners", lambda: port_accepts(ports["web"]))
+        # This client's fingerprint (computed where deny_ja4 is set), to deny it after the
+        # reload.
+        assert fetch(ports["picky"], certs.ca_pem)[1].endswith(b"hello from the backend\n")
+        ja4 = proc.wait_log(r"listener=picky .* ja4=(\S+)").group(1)
+        write_listeners(config, tmp / "certs", backend.port, admin, ports, ja4)
+        # The reload comes before the counted traffic: connections that end just before
+        # one are not counted (the retiring workers' last report is lost).
         proc.signal(signal.SIGHUP)
         proc.wait_log(r"generation 2 serving")
-        assert fetch(web, certs.ca_pem)[1].endswith(b"hello from the backend\n")
-        with socket.create_connection(("127.0.0.1", web), timeout=5) as plain:
+        assert fetch(ports["web"], certs.ca_pem)[1].endswith(b"hello from the backend\n")
+        with socket.create_connection(("127.0.0.1", ports["web"]), timeout=5) as plain:
             plain.sendall(b"GET / HTTP/1.0\r\n\r\n")  # not TLS: a failed handshake
             plain.recv(100)
-        context = ssl.create_default_context(cafile=str(certs.ca_pem))
-        with (
-            contextlib.suppress(OSError),  # ssl.SSLError too: closed as the connect fails
-            socket.create_connection(("127.0.0.1", down), timeout=10) as raw,
-            context.wrap_socket(raw, server_hostname="localhost") as tls,
-        ):
-            tls.recv(100)
+        tls_attempt(ports["down"], certs.ca_pem)  # closed as the backend connect fails
+        tls_attempt(ports["picky"], certs.ca_pem)  # refused by deny_ja4
 
         missing: list[str] = []
 
         def settled() -> bool:
             found = series(scrape_text(admin))
-            wanted = ["tunnel_backend_connect_failures_total", "tunnel_reloads_total"]
+            wanted = [
+                "tunnel_backend_connect_failures_total",
+                "tunnel_reloads_total",
+                "tunnel_clients_denied_total",
+            ]
             missing[:] = [name for name in wanted if name not in found]
             if "not_tls" not in found.get("tunnel_handshakes_total", {}).get("result", set()):
                 missing.append('tunnel_handshakes_total{result="not_tls"}')
