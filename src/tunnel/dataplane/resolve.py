@@ -64,7 +64,6 @@ class Resolver:
             return self._resolver
         self._made = True
         import dns.asyncresolver
-        import dns.nameserver
         import dns.resolver
 
         try:
@@ -72,8 +71,10 @@ class Resolver:
         except dns.resolver.NoResolverConfiguration:
             return None  # no resolv.conf: names stay getaddrinfo's
         if self._servers:
-            servers = self._servers
-            resolver.nameservers = [dns.nameserver.Do53Nameserver(a.host, a.port) for a in servers]
+            # Addresses plus a port map, not dns.nameserver objects (dnspython 2.4): Debian
+            # 12 has 2.3. The map comes first: newer versions read it when nameservers is set.
+            resolver.nameserver_ports = {a.host: a.port for a in self._servers}
+            resolver.nameservers = [a.host for a in self._servers]
         resolver.lifetime = LIFETIME_SECONDS
         resolver.cache = None  # the TTL bookkeeping is ours
         self._resolver = resolver
