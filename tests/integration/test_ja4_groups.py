@@ -73,6 +73,29 @@ def test_ja4_logged_and_sent_in_a_tlv(
     assert f" ja4={fingerprint} " in last_line(tunnel)
 
 
+@pytest.mark.parametrize("group", ["P-521", "X25519"])
+def test_negotiated_group_sent_in_a_tlv(
+    group: str, certs: Certs, start_tunnel: TunnelFactory, start_backend: BackendFactory
+) -> None:
+    from tunnel._native.openssl import set_groups
+
+    backend = start_backend(ConnRecord.read_to_end)
+    tunnel = start_tunnel(
+        backend.address, proxy_protocol="v2", proxy_ja4_tlv="0xE1", proxy_group_tlv="0xE2"
+    )
+    ctx = certs.client_context()
+    set_groups(ctx, group)  # the client offers only this group, so it is the negotiated one
+    with tunnel.connect(ctx) as sock:
+        sock.sendall(b"x")
+        (record,) = backend.wait_connections(1)
+        wait_until(lambda: record.received.endswith(b"x"), what="payload at the backend")
+    header, rest = pp.decode(bytes(record.received))
+    assert rest == b"x"
+    assert header.tlv(0xE2) == group.encode()
+    assert header.tlv(0xE1) == expected_ja4(ctx).encode()
+    assert f" group={group} " in last_line(tunnel)
+
+
 def test_deny_ja4_refuses_before_the_handshake(
     certs: Certs, start_tunnel: TunnelFactory, start_backend: BackendFactory
 ) -> None:

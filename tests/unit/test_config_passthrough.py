@@ -1,4 +1,4 @@
-"""Config keys of SNI passthrough and JA4: passthrough, deny_ja4, proxy_ja4_tlv."""
+"""Config keys of SNI passthrough, JA4 and groups: passthrough, deny_ja4, proxy_*_tlv."""
 
 from __future__ import annotations
 
@@ -43,7 +43,9 @@ def test_deny_ja4_and_tlv() -> None:
     text = LISTENER + f"deny_ja4 = {FP},\n  {other}\nproxy_ja4_tlv = 0xE1\n"
     (web,) = parse_config(text, FILE).listeners
     assert web.deny_ja4 == (FP, "t12i0203h1_aaaaaaaaaaaa_000000000000")
-    assert web.proxy_ja4_tlv == 0xE1
+    assert web.proxy_ja4_tlv == 0xE1 and web.proxy_group_tlv == 0
+    grouped = parse_config(f"[tunnel]\nproxy_group_tlv = 0xE2\n{LISTENER}", FILE)
+    assert grouped.listeners[0].proxy_group_tlv == 0xE2
     inherited = parse_config(f"[tunnel]\ndeny_ja4 = {FP}\n" + LISTENER, FILE)
     assert inherited.listeners[0].deny_ja4 == (FP,)
 
@@ -55,6 +57,10 @@ def test_deny_ja4_and_tlv() -> None:
         ("deny_ja4 = T13D1516H2_8DAAF6152771_E5627EFA2AB1", "not a JA4 fingerprint"),
         ("proxy_ja4_tlv = 0x30", "custom TLV"),
         ("proxy_ja4_tlv = 0xE0\nproxy_cert_tlv = 0xE0", "both 0xE0"),
+        ("proxy_group_tlv = 0x20", "custom TLV"),
+        ("proxy_group_tlv = mlkem", "custom TLV"),
+        ("proxy_group_tlv = 0xE1\nproxy_ja4_tlv = 0xE1", "proxy_group_tlv and proxy_ja4_tlv"),
+        ("proxy_cert_tlv = 0xE5\nproxy_group_tlv = 0xE5", "proxy_group_tlv and proxy_cert_tlv"),
     ],
 )
 def test_bad_values(line: str, words: str) -> None:

@@ -54,6 +54,7 @@ SAMPLES: dict[str, list[str]] = {
     "max_connections_per_ip": ["0", "7"],
     "max_handshakes_per_ip": ["3"],
     "proxy_ja4_tlv": ["0xE1", "off"],
+    "proxy_group_tlv": ["0xE2", "off"],
     "deny_ja4": ["t13d1516h2_8daaf6152771_e5627efa2ab1", "t12i0203h1_aaaaaaaaaaaa_000000000000"],
     "max_connection_rate_per_ip": ["20/s burst 40", "off"],
     "max_handshake_rate_per_ip": ["300/m"],

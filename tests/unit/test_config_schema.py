@@ -40,7 +40,8 @@ def test_key_sets_are_unchanged() -> None:
         *("daemon", "user", "group", "allow_root", "shutdown_delay", "log_syslog_address"),
         "resolvers",
     }
-    assert len(INHERITABLE_KEYS) == 26  # with proxy_ja4_tlv and deny_ja4, and the two per-IP rates
+    # with proxy_ja4_tlv, proxy_group_tlv, deny_ja4 and the two per-IP rates
+    assert len(INHERITABLE_KEYS) == 27
     assert process | INHERITABLE_KEYS == TUNNEL_KEYS
     assert {
         *("accept", "cert", "key", "connect", "max_connections", "cert_dir", "backend"),

@@ -78,6 +78,33 @@ def test_passthrough_header_has_authority_and_no_ssl_tlv() -> None:
     assert header.ssl_info() is None and header.tlv(pp.PP2_TYPE_ALPN) is None
 
 
+V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def test_group_tlv_byte_by_byte() -> None:
+    """The negotiated group in its custom TLV, after the SSL TLV: every byte of the header."""
+    facts = TLSFacts(group="X25519MLKEM768")
+    data = build_header(ProxyOptions("v2", group_tlv=0xE2), SRC, DST, facts)
+    addresses = bytes([192, 0, 2, 1, 198, 51, 100, 2]) + (40000).to_bytes(2, "big") + b"\x01\xbb"
+    ssl_tlv = b"\x20\x00\x05" + b"\x01" + b"\x00\x00\x00\x00"  # PP2_CLIENT_SSL, verified
+    group_tlv = b"\xe2\x00\x0e" + b"X25519MLKEM768"
+    body = addresses + ssl_tlv + group_tlv
+    assert data == V2_SIGNATURE + b"\x21\x11" + len(body).to_bytes(2, "big") + body
+
+
+def test_group_tlv_only_when_configured_and_known() -> None:
+    facts = TLSFacts(version="TLSv1.3", ja4=JA4, group="P-521")
+    options = ProxyOptions("v2", ja4_tlv=0xE1, group_tlv=0xE2)
+    header = decode(build_header(options, SRC, DST, facts))
+    assert (header.tlv(0xE1), header.tlv(0xE2)) == (JA4.encode(), b"P-521")
+    assert decode(build_header(ProxyOptions("v2"), SRC, DST, facts)).tlv(0xE2) is None
+    # No group known (a passed-through connection): no TLV rather than an empty one.
+    unknown = TLSFacts(sni="mail.test", terminated=False)
+    assert decode(build_header(options, SRC, DST, unknown)).tlv(0xE2) is None
+    v1 = build_header(ProxyOptions("v1", group_tlv=0xE2), SRC, DST, facts)
+    assert v1 == b"PROXY TCP4 192.0.2.1 198.51.100.2 40000 443\r\n"
+
+
 def test_v2_all_options() -> None:
     cert = ClientCert(cn="alice", sig_alg="ecdsa-with-SHA256", key_alg="id-ecPublicKey", der=b"D")
     options = ProxyOptions("v2", crc32c=True, unique_id=True, cert_tlv=0xE0)

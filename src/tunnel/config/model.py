@@ -80,6 +80,7 @@ class ListenerConfig:
     proxy_cert_tlv: int = 0  # 0: the DER client certificate is not sent
     proxy_keep_tlvs: bool = False
     proxy_ja4_tlv: int = 0  # 0: the client's JA4 is not sent
+    proxy_group_tlv: int = 0  # 0: the negotiated key exchange group is not sent
     proxy_from: tuple[IPNetwork, ...] = ()  # non-empty: a PROXY header is required
     proxy_timeout: float = 5.0
     cert_dir: str | None = None  # a directory of PEM files, each a cert chain with its key

@@ -194,14 +194,22 @@ def _check_passthrough(listener: Section, passthrough: set[str], ctx: Context) -
                 "route",
                 f"route the passthrough backend by name: sni:NAME={route.target}",
             )
-    cert_tlv, ja4_tlv = fields.get("proxy_cert_tlv", 0), fields.get("proxy_ja4_tlv", 0)
-    if cert_tlv and cert_tlv == ja4_tlv:
-        ctx.error(
-            f"proxy_ja4_tlv and proxy_cert_tlv are both 0x{ja4_tlv:02X}",
-            listener.name,
-            "proxy_ja4_tlv",
-            "give each its own type, e.g. proxy_cert_tlv = 0xE0, proxy_ja4_tlv = 0xE1",
-        )
+    seen: dict[int, str] = {}
+    for key in _CUSTOM_TLV_KEYS:
+        tlv = fields.get(key, 0)
+        if tlv and tlv in seen:
+            ctx.error(
+                f"{key} and {seen[tlv]} are both 0x{tlv:02X}",
+                listener.name,
+                key,
+                "give each its own type, e.g. proxy_cert_tlv = 0xE0, proxy_ja4_tlv = 0xE1, "
+                "proxy_group_tlv = 0xE2",
+            )
+        seen.setdefault(tlv, key)
+
+
+# The listener keys that each name a custom PROXY v2 TLV type (they must differ).
+_CUSTOM_TLV_KEYS = ("proxy_cert_tlv", "proxy_ja4_tlv", "proxy_group_tlv")
 
 
 def _check_client_mode(listener: Section, tls_backends: set[str], ctx: Context) -> None:

@@ -156,6 +156,7 @@ KEYS: tuple[Key, ...] = (
     Key("proxy_unique_id", D, v.boolean, "add a UNIQUE_ID TLV to the PROXY v2 header"),
     Key("proxy_cert_tlv", D, v.tlv_type, "TLV type (0xE0..0xEF) for the client cert, or off"),
     Key("proxy_ja4_tlv", D, v.tlv_type, "TLV type (0xE0..0xEF) for the client's JA4, or off"),
+    Key("proxy_group_tlv", D, v.tlv_type, "TLV type (0xE0..0xEF) for the key exchange group"),
     Key("proxy_keep_tlvs", D, v.boolean, "pass the balancer's TLVs on (proxy_from, v2)"),
     Key("proxy_from", D, v.networks, "networks whose connections start with a PROXY header"),
     Key("proxy_timeout", D, _SHORT, "time the inbound PROXY header may take"),

@@ -129,6 +129,7 @@ def _proxy_header(conn: ClientConnection, options: ProxyOptions, uid: bytes | No
         alpn=sslobj.selected_alpn_protocol(),
         sni=getattr(sslobj, "sni", None),
         ja4=conn.ja4,
+        group=conn.group if conn.group != "-" else None,
     )
     return proxy_out.build_header(
         options,

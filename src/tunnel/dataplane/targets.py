@@ -79,6 +79,7 @@ def proxy_options(cfg: ListenerConfig, version: str) -> ProxyOptions | None:
         cert_tlv=cfg.proxy_cert_tlv,
         keep_tlvs=cfg.proxy_keep_tlvs,
         ja4_tlv=cfg.proxy_ja4_tlv,
+        group_tlv=cfg.proxy_group_tlv,
     )
 
 

@@ -44,6 +44,7 @@ class ProxyOptions:
     cert_tlv: int = 0  # 0 = do not send the DER client certificate
     keep_tlvs: bool = False
     ja4_tlv: int = 0  # 0 = do not send the client's JA4 fingerprint
+    group_tlv: int = 0  # 0 = do not send the negotiated key exchange group
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,7 @@ class TLSFacts:
     alpn: str | None = None
     sni: str | None = None
     ja4: str | None = None
+    group: str | None = None  # the negotiated key exchange group, e.g. "X25519MLKEM768"
     # False for a passed-through connection: Tunnel saw only the ClientHello, so it sends
     # no SSL TLV (the backend terminates TLS and knows more than Tunnel).
     terminated: bool = True
@@ -112,6 +114,8 @@ def build_header(
         tlvs.append(ssl_value(facts, cert))
     if options.ja4_tlv and facts.ja4:
         tlvs.append((options.ja4_tlv, facts.ja4.encode("ascii")))
+    if options.group_tlv and facts.group:
+        tlvs.append((options.group_tlv, facts.group.encode("ascii")))
     if options.cert_tlv and cert is not None and cert.der:
         tlvs.append((options.cert_tlv, cert.der))
     if options.keep_tlvs:
