@@ -211,3 +211,41 @@ def test_haproxy_in_front(
             lambda: any(f"peer=127.0.0.1:{client_port} " in x for x in tunnel.conn_lines()),
             what="the client's own address in a summary line",
         )
+
+
+def test_per_ip_cap_counts_the_header_address(
+    certs: Certs, start_tunnel: TunnelFactory, start_backend: BackendFactory
+) -> None:
+    """max_connections_per_ip with proxy_from: each client behind the balancer has its own
+    count (before, every connection counted on the balancer's 127.0.0.1)."""
+    backend = start_backend(echo_handler)
+    tunnel = start_tunnel(backend.address, proxy_from=TRUSTED, max_connections_per_ip=1)
+
+    def through_balancer(client_ip: str) -> BioClient | None:
+        """A served connection, left open; None when Tunnel closed it instead."""
+        client = BioClient(certs.client_context(), tunnel.address)
+        header = pp.encode_v1((client_ip, 4000), SERVER)
+        client.sock.sendall(header + client.client_hello())
+        try:
+            client.handshake()
+            client.send(b"ping")
+            assert client.recv() == b"ping"
+        except (ssl.SSLError, OSError):
+            client.close()
+            return None
+        return client
+
+    first = through_balancer("203.0.113.5")
+    assert first is not None
+    other = through_balancer("203.0.113.6")  # another client behind the same balancer
+    assert other is not None
+    assert through_balancer("203.0.113.5") is None  # its one connection is open
+    line = wait_until(lambda: [x for x in tunnel.conn_lines() if "per-IP" in x], what="refusal")
+    assert "peer=203.0.113.5:4000" in line[0] and 'reason="per-IP limit"' in line[0]
+    first.close()
+    # Once Tunnel saw it close, the client may connect again.
+    wait_until(lambda: len(tunnel.conn_lines()) >= 2, what="the first connection's line")
+    again = through_balancer("203.0.113.5")
+    assert again is not None
+    again.close()
+    other.close()

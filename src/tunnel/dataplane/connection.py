@@ -190,16 +190,15 @@ class ClientConnection(TLSSide):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         listener = self.listener
-        # With proxy_from, the address to count is in the PROXY header (proxy_in.py).
-        if (
-            listener.rates is not None
-            and not listener.config.proxy_from
-            and not self.rate_admitted(transport.get_extra_info("peername"))
+        # With proxy_from, the address to count is in the PROXY header (proxy_in.py): the
+        # socket's peer is the balancer, whose address every client would share.
+        if (listener.rates is not None or listener.per_ip is not None) and not (
+            listener.config.proxy_from or self.admitted(transport.get_extra_info("peername"))
         ):
+            # Refused before any TLS: no timer, no TLS object, only a counter; the RST frees
+            # the socket at once instead of leaving it in TIME_WAIT/FIN_WAIT on our side.
             self.state = CLOSED
-            cast(asyncio.Transport, transport).abort()  # an RST, as for _admit
-            return
-        if listener.per_ip is not None and not self._admit(listener.per_ip, transport):
+            cast(asyncio.Transport, transport).abort()
             return
         super().connection_made(transport)
         listener.live.add(self)
@@ -207,19 +206,20 @@ class ClientConnection(TLSSide):
         listener.stats.active += 1
         listener.control.opened(listener.name)
 
-    def _admit(self, limits: PerIPLimits, transport: asyncio.BaseTransport) -> bool:
-        peer = transport.get_extra_info("peername")
-        if not (isinstance(peer, tuple) and peer):
-            return True  # not an IP peer: nothing to count
+    def admitted(self, peer: Any) -> bool:
+        """Check ``peer`` against the shared rates, then count it in the per-IP caps."""
+        return self.rate_admitted(peer) and self.ip_admitted(peer)
+
+    def ip_admitted(self, peer: Any) -> bool:
+        """Count ``peer`` in the listener's per-IP caps (False: over one; counted as refused)."""
+        limits = self.listener.per_ip
+        if limits is None or not (isinstance(peer, tuple) and peer):
+            return True  # no cap, or not an IP peer: nothing to count
         ip = str(peer[0])
         if limits.admit(ip):
             self.ip = ip
             return True
-        # Refused before any TLS: no timer, no TLS object, only a counter; the RST frees
-        # the socket at once instead of leaving it in TIME_WAIT/FIN_WAIT on our side.
         self.listener.stats.ip_refused += 1
-        self.state = CLOSED
-        cast(asyncio.Transport, transport).abort()
         return False
 
     def rate_admitted(self, peer: Any) -> bool:

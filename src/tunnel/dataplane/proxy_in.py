@@ -12,9 +12,9 @@ The connection starts in a "PROXY" phase, before the TLS handshake:
 * a malformed, oversized or truncated header closes the connection with a log line that
   names the peer, and a "closed by reason" count; never an exception out of the protocol.
 
-The header's source address then replaces the socket's peer for the logs, the metrics and
-the PROXY header to the backend (a LOCAL header, e.g. a balancer's health check, keeps
-the socket's own addresses).
+The header's source address then replaces the socket's peer for the logs, the metrics, the
+per-IP rates and caps, and the PROXY header to the backend (a LOCAL header, e.g. a
+balancer's health check, keeps the socket's own addresses and is not counted).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 from tunnel.config import IPNetwork
 from tunnel.dataplane.connection import ClientConnection, ListenerRuntime
-from tunnel.dataplane.relay import CLOSED, LINGER
+from tunnel.dataplane.relay import LINGER
 from tunnel.observe.reasons import CloseReason
 from tunnel.wire.proxy_protocol import ProxyDecoder, ProxyHeader, ProxyProtocolError
 
@@ -56,8 +56,6 @@ class ProxiedConnection(ClientConnection):
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
-        if self.state == CLOSED:
-            return  # refused by the per-IP limits
         cfg = self.listener.config
         self._timer.cancel()  # the handshake deadline starts once the header is in
         if not trusted(self.peer, cfg.proxy_from):
@@ -79,9 +77,7 @@ class ProxiedConnection(ClientConnection):
             return
         self._decoder = None
         self._apply(header)
-        if header.command != "LOCAL" and not self.rate_admitted(self.peer):
-            # Counted on the client's address from the header; refused before any TLS.
-            self._refuse(CloseReason.RATE_LIMITED, abort=True)
+        if header.command != "LOCAL" and not self._admitted_by_header():
             return
         self._timer.cancel()
         self._timer = self._loop.call_later(self._hs_timeout, self._handshake_expired)
@@ -93,6 +89,17 @@ class ProxiedConnection(ClientConnection):
             return super().eof_received()
         self._refuse(CloseReason.PROXY_ERROR, "client closed before the header ended", abort=False)
         return False
+
+    def _admitted_by_header(self) -> bool:
+        """The rates and per-IP caps count the header's client, not the balancer; a refused
+        connection is closed before any TLS."""
+        if not self.rate_admitted(self.peer):
+            self._refuse(CloseReason.RATE_LIMITED, abort=True)
+            return False
+        if not self.ip_admitted(self.peer):
+            self._refuse(CloseReason.IP_LIMITED, abort=True)
+            return False
+        return True
 
     def _apply(self, header: ProxyHeader) -> None:
         if header.command == "LOCAL" or header.src_addr is None:

@@ -51,6 +51,7 @@ class CloseReason(enum.Enum):
     PROXY_UNTRUSTED = "proxy untrusted source"
     ACME_CHALLENGE = "acme challenge answered"  # a TLS-ALPN-01 validation: handshake only
     RATE_LIMITED = "rate limited"  # over a per-IP rate (proxy_from: after the header)
+    IP_LIMITED = "per-IP limit"  # over max_*_per_ip (logged with proxy_from: after the header)
     CLOSED = "closed"  # gone without any of the above (should not happen)
 
     @property
