@@ -29,6 +29,7 @@ from .harness import (
     read_until_closed,
     wait_until,
 )
+from .test_metrics import scrape, value
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -80,8 +81,13 @@ def test_negotiated_group_sent_in_a_tlv(
     from tunnel._native.openssl import set_groups
 
     backend = start_backend(ConnRecord.read_to_end)
+    admin = free_port()
     tunnel = start_tunnel(
-        backend.address, proxy_protocol="v2", proxy_ja4_tlv="0xE1", proxy_group_tlv="0xE2"
+        backend.address,
+        proxy_protocol="v2",
+        proxy_ja4_tlv="0xE1",
+        proxy_group_tlv="0xE2",
+        tunnel={"admin": f"127.0.0.1:{admin}"},
     )
     ctx = certs.client_context()
     set_groups(ctx, group)  # the client offers only this group, so it is the negotiated one
@@ -94,6 +100,12 @@ def test_negotiated_group_sent_in_a_tlv(
     assert header.tlv(0xE2) == group.encode()
     assert header.tlv(0xE1) == expected_ja4(ctx).encode()
     assert f" group={group} " in last_line(tunnel)
+
+    def groups() -> float:  # the same group in /metrics, once the worker reported it
+        counts = scrape(admin)
+        return value(counts, "tunnel_key_exchange_groups_total", listener="test", group=group)
+
+    assert wait_until(groups, timeout=20, interval=0.2, what="the group in /metrics") == 1
 
 
 def test_deny_ja4_refuses_before_the_handshake(

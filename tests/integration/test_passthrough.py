@@ -34,6 +34,7 @@ from .harness import (
     recording_handler,
     wait_until,
 )
+from .test_metrics import scrape, value
 
 pytestmark = pytest.mark.timeout(60)
 NAME = "pass.example"
@@ -267,3 +268,46 @@ def test_backend_fin_first_client_may_still_send(
         wait_until(record.eof.is_set, what="backend EOF")
     assert bytes(record.received) == hello + b"still talking"
     assert 'reason="done"' in line_with(tunnel, "passthrough=yes")
+
+
+def test_passthrough_per_ip_cap_and_metrics(
+    start_tunnel: TunnelFactory, start_backend: BackendFactory
+) -> None:
+    """max_connections_per_ip holds passed-through connections too (refused before any byte
+    reaches the backend), and their traffic is in /metrics like a terminated one's."""
+
+    def closing_recorder(record: ConnRecord) -> None:
+        record.read_to_end()
+        record.sock.shutdown(socket.SHUT_WR)
+
+    recorder = start_backend(closing_recorder)
+    port = int(recorder.address.rsplit(":", 1)[1])
+    admin = free_port()
+    tunnel = start_tunnel(
+        "127.0.0.1:9",
+        route=f"sni:{NAME}=pass",
+        max_connections_per_ip=1,
+        tunnel={"admin": f"127.0.0.1:{admin}"},
+        extra={"backend:pass": {"connect": f"127.0.0.1:{port}", "passthrough": "yes"}},
+    )
+    hello = client_hello()
+    with socket.create_connection(tunnel.address, timeout=10) as held:
+        held.sendall(hello)
+        (record,) = recorder.wait_connections(1)
+        wait_until(lambda: bytes(record.received) == hello, what="the hello at the backend")
+        with tunnel.raw() as refused:
+            refused.sendall(hello)
+            assert read_until_closed(refused)[0] == b""
+        assert len(recorder.records) == 1
+    line = line_with(tunnel, "passthrough=yes")
+    assert f" in={len(hello)} " in line
+
+    def counted() -> dict[object, float] | None:
+        samples = scrape(admin)
+        done = value(samples, "tunnel_connections_closed_total", listener="test", reason="done")
+        return samples if done == 1 else None
+
+    samples = wait_until(counted, timeout=20, interval=0.2, what="the connection in /metrics")
+    assert value(samples, "tunnel_connections_refused_per_ip_total", listener="test") == 1
+    assert value(samples, "tunnel_connections_accepted_total", listener="test") == 1
+    assert value(samples, "tunnel_bytes_total", listener="test", direction="in") == len(hello)
