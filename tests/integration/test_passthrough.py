@@ -311,3 +311,44 @@ def test_passthrough_per_ip_cap_and_metrics(
     assert value(samples, "tunnel_connections_refused_per_ip_total", listener="test") == 1
     assert value(samples, "tunnel_connections_accepted_total", listener="test") == 1
     assert value(samples, "tunnel_bytes_total", listener="test", direction="in") == len(hello)
+
+
+def test_passthrough_behind_a_balancer(
+    start_tunnel: TunnelFactory, start_backend: BackendFactory
+) -> None:
+    """With proxy_from, the inbound header's client is the one the passthrough backend's
+    PROXY header and the log line name; the hello after the header is relayed whole."""
+
+    def closing_recorder(record: ConnRecord) -> None:
+        record.read_to_end()
+        record.sock.shutdown(socket.SHUT_WR)
+
+    recorder = start_backend(closing_recorder)
+    port = int(recorder.address.rsplit(":", 1)[1])
+    tunnel = start_tunnel(
+        "127.0.0.1:9",
+        route=f"sni:{NAME}=pass",
+        proxy_from="127.0.0.0/8",
+        max_connections_per_ip=1,
+        extra={
+            "backend:pass": {
+                "connect": f"127.0.0.1:{port}",
+                "passthrough": "yes",
+                "proxy_protocol": "v2",
+            }
+        },
+    )
+    hello = client_hello()
+    inbound = pp.encode_v1(("203.0.113.9", 4000), ("192.0.2.1", 443))
+    with socket.create_connection(tunnel.address, timeout=10) as sock:
+        sock.sendall(inbound + hello)
+        sock.shutdown(socket.SHUT_WR)
+        read_until_closed(sock)
+    (record,) = recorder.wait_connections(1)
+    wait_until(record.eof.is_set, what="backend EOF")
+    header, rest = pp.decode(bytes(record.received))
+    assert (header.src_addr, header.src_port) == ("203.0.113.9", 4000)
+    assert (header.dst_addr, header.dst_port) == ("192.0.2.1", 443)
+    assert header.tlv(pp.PP2_TYPE_AUTHORITY) == NAME.encode()
+    assert rest == hello
+    assert "peer=203.0.113.9:4000" in line_with(tunnel, "passthrough=yes")
