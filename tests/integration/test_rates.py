@@ -148,7 +148,10 @@ def test_proxy_from_counts_the_header_address(
 
     assert [through_balancer("203.0.113.5") for _ in range(3)] == [True, True, False]
     assert through_balancer("203.0.113.6")  # the balancer's own address is not the key
-    wait_until(lambda: 'reason="rate limited"' in tunnel.log(), what="the refusal's line")
+    summary = "refused 1 connection(s) over the per-IP rates"
+    wait_until(lambda: summary in tunnel.log(), what="the refusals' summary line")
+    assert "from 203.0.113.5 (1)" in tunnel.log()
+    assert 'reason="rate limited"' not in tunnel.log()  # no line per refusal: a flood's size
 
 
 def test_measured_rate_with_two_workers(

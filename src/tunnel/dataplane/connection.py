@@ -45,6 +45,7 @@ from tunnel.wire.proxy_out import ProxyOptions
 log = logging.getLogger("tunnel.conn")
 
 UNIQUE_ID_BYTES = 16  # the spec allows up to 128; 16 random bytes never collide in practice
+_SUMMARIZED = frozenset({CloseReason.RATE_LIMITED, CloseReason.IP_LIMITED})
 
 
 class AcceptControl(Protocol):
@@ -421,9 +422,12 @@ class ClientConnection(TLSSide):
                 per_ip.handshake_ended(self.ip)
             per_ip.connection_ended(self.ip)
         listener.control.closed(listener.name)
-        if log.isEnabledFor(logging.INFO):
+        # Refusals over a per-IP rate or cap (after a balancer's PROXY header) have their
+        # summary line once per second; one line each would let a flood flood the log.
+        level = logging.DEBUG if reason in _SUMMARIZED else logging.INFO
+        if log.isEnabledFor(level):
             fields = self.summary_fields()
-            log.info("%s", format_summary(fields), extra={"conn": fields})
+            log.log(level, "%s", format_summary(fields), extra={"conn": fields})
 
     def summary_fields(self) -> dict[str, str | int | float]:
         """The fields of the one log line that describes this connection."""
