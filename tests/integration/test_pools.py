@@ -178,11 +178,12 @@ def test_names_follow_their_ttl(
             extra={"backend:pool": {"connect": f"app.test:{one.port}"}},
         )
         ctx = certs.client_context()
-        asked = dns.queries[("app.test", "A")]
-        assert asked >= 1
+        # The name is resolved when first needed (dnspython loads lazily), then kept for
+        # its TTL: ten connects ask the DNS server once or twice, not ten times.
         got = [who(tunnel, ctx) for _ in range(10)]
         assert got == ["one"] * 10
-        assert dns.queries[("app.test", "A")] <= asked + 2  # not once per connect
+        asked = dns.queries[("app.test", "A")]
+        assert 1 <= asked <= 3, asked  # not once per connect (2 workers may each ask)
         dns.set("app.test", "A", 1, "127.0.0.2")
         started = time.monotonic()
         wait_until(lambda: who(tunnel, ctx) == "two", 10, interval=0.1, what="the new address")

@@ -18,7 +18,7 @@ import ipaddress
 import logging
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tunnel.config import Address
 from tunnel.dataplane.pool import Member
@@ -71,10 +71,7 @@ class Resolver:
         except dns.resolver.NoResolverConfiguration:
             return None  # no resolv.conf: names stay getaddrinfo's
         if self._servers:
-            # Addresses plus a port map, not dns.nameserver objects (dnspython 2.4): Debian
-            # 12 has 2.3. The map comes first: newer versions read it when nameservers is set.
-            resolver.nameserver_ports = {a.host: a.port for a in self._servers}
-            resolver.nameservers = [a.host for a in self._servers]
+            _set_servers(resolver, [(a.host, a.port) for a in self._servers])
         resolver.lifetime = LIFETIME_SECONDS
         resolver.cache = None  # the TTL bookkeeping is ours
         self._resolver = resolver
@@ -162,3 +159,19 @@ def _clamp(ttl: float) -> float:
 def flatten(groups: Iterable[list[Member]]) -> list[Member]:
     """The members of every entry, in configured order."""
     return [member for group in groups for member in group]
+
+
+def _set_servers(resolver: Any, servers: list[tuple[str, int]]) -> None:
+    """Point ``resolver`` at ``servers`` (host, port), whatever the dnspython version.
+
+    dnspython 2.4+ takes ``dns.nameserver`` objects, each with its own port (plain strings
+    there get the resolver's one ``port``, 53); Debian 12's 2.3 has no such objects and
+    reads a host -> port map instead.
+    """
+    try:
+        import dns.nameserver
+    except ImportError:  # dnspython < 2.4
+        resolver.nameserver_ports = dict(servers)
+        resolver.nameservers = [host for host, _ in servers]
+        return
+    resolver.nameservers = [dns.nameserver.Do53Nameserver(h, p) for h, p in servers]
