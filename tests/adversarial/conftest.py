@@ -1,46 +1,40 @@
 """Fixtures of the adversarial suite.
 
 Most cases share one tunnel (2 workers) in front of one dispatching backend for the whole
-package, so that :mod:`test_zz_leaks` can compare the tunnel's fds, sockets and RSS
-before and after everything else. Cases that need their own backend (backend faults,
-per-IP limits) start their own tunnels.
+package. :func:`leak_check` measures that tunnel's fds, sockets and RSS after a warm-up,
+before the first case of the package, and again after the last one, whatever order the
+files run in: a leak fails the package's last test at teardown (the figures also go to
+``leak-figures.txt`` in pytest's base temporary directory). Cases that need their own
+backend (backend faults, per-IP limits) start their own tunnels.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from integration.conftest import unreachable
-from integration.harness import (
-    Backend,
-    BackendFactory,
-    Certs,
-    TunnelFactory,
-    TunnelProcess,
-    make_certs,
-)
+from harness.backends import Backend, BackendFactory
+from harness.certs import Certs
+from harness.fixtures import session_certs, start_backend, start_tunnel, unreachable
+from harness.tunnel import TunnelFactory, TunnelProcess
+from harness.waits import wait_until
 
-from .support import Figures, Guard, dispatch_handler, normal_exchange, process_figures
+from .support import Figures, Guard, dispatch_handler, normal_exchange, process_figures, tcp_states
 
-__all__ = ["unreachable"]  # a fixture of the integration tests, used here too
+__all__ = ["session_certs", "start_backend", "start_tunnel", "unreachable"]
 
 HANDSHAKE_TIMEOUT = 3.0
-
-
-@pytest.fixture(scope="package")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    """A trustme CA and a server certificate for localhost, 127.0.0.1 and ::1."""
-    return make_certs(tmp_path_factory.mktemp("certs"))
+MAX_RSS_GROWTH_KIB = 64 * 1024  # both workers and the supervisor together
 
 
 @pytest.fixture(scope="package")
 def backend() -> Iterator[Backend]:
     """The dispatching backend behind the shared tunnel."""
     factory = BackendFactory()
-    yield factory(dispatch_handler, backlog=1024)
-    factory.close_all()
+    try:
+        yield factory(dispatch_handler, backlog=1024)
+    finally:
+        factory.close_all()
 
 
 @pytest.fixture(scope="package")
@@ -65,6 +59,30 @@ def baseline(shared: TunnelProcess, certs: Certs) -> Figures:
     return figures
 
 
+@pytest.fixture(scope="package", autouse=True)
+def leak_check(
+    shared: TunnelProcess, baseline: Figures, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """After every case of the package: no fd or socket leaked, RSS bounded."""
+    yield
+    # Connections of the last cases may still be lingering (up to 2 s): wait for the fd
+    # count to come back rather than sampling once.
+    wait_until(lambda: process_figures(shared).fds <= baseline.fds, 30, what="fds back")
+    after = process_figures(shared)
+    growth = after.rss_kib - baseline.rss_kib
+    states = tcp_states(shared)
+    text = (
+        f"before: {baseline}\nafter:  {after}\nRSS growth: {growth} KiB\n"
+        f"TCP states after: {states}\n"
+    )
+    (tmp_path_factory.getbasetemp() / "leak-figures.txt").write_text(text)
+    print("\n" + text)
+    assert after.fds <= baseline.fds, text
+    assert after.sockets <= baseline.sockets, text
+    assert not states.get("CLOSE_WAIT"), text
+    assert growth < MAX_RSS_GROWTH_KIB, text
+
+
 @pytest.fixture
 def guard(
     shared: TunnelProcess, backend: Backend, certs: Certs, baseline: Figures
@@ -75,19 +93,3 @@ def guard(
         yield g
     finally:
         g.stop()
-
-
-@pytest.fixture
-def start_tunnel(certs: Certs, tmp_path: Path) -> Iterator[TunnelFactory]:
-    """Own tunnels of one test; all stopped by PID afterwards."""
-    factory = TunnelFactory(certs, tmp_path)
-    yield factory
-    factory.stop_all()
-
-
-@pytest.fixture
-def start_backend() -> Iterator[BackendFactory]:
-    """Own backends of one test; all closed afterwards."""
-    factory = BackendFactory()
-    yield factory
-    factory.close_all()

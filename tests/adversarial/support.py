@@ -7,8 +7,8 @@
 * :class:`Guard` runs normal clients in a thread while an abusive case runs, then checks
   that they were all served correctly, that one more is served afterwards, and that the
   backend saw nothing but tagged connections.
-* :func:`process_figures` and :func:`close_wait_count` read /proc for the tunnel's fds,
-  sockets, RSS and CLOSE_WAIT sockets.
+* :func:`process_figures` and :func:`tcp_states` read /proc (through
+  :mod:`harness.procfs`) for the tunnel's fds, sockets, RSS and CLOSE_WAIT sockets.
 """
 
 from __future__ import annotations
@@ -22,16 +22,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from integration.harness import (
-    Backend,
-    Certs,
-    ConnRecord,
-    MiB,
-    TunnelProcess,
-    recv_exactly,
-    rss_kib,
-    wait_until,
-)
+from harness import procfs
+from harness.backends import Backend, ConnRecord
+from harness.certs import Certs
+from harness.net import MiB, recv_exactly
+from harness.procfs import Figures
+from harness.tunnel import TunnelProcess
+from harness.waits import wait_until
 
 TAG_MAX = 128
 KNOWN_TAGS = ("echo", "duplex")
@@ -234,60 +231,14 @@ def tunnel_pids(tunnel: TunnelProcess) -> list[int]:
     return [tunnel.pid, *tunnel.worker_pids()]
 
 
-def socket_inodes(pid: int) -> set[int]:
-    """Inodes of the sockets process ``pid`` holds."""
-    inodes = set()
-    fd_dir = f"/proc/{pid}/fd"
-    for fd in os.listdir(fd_dir):
-        try:
-            target = os.readlink(f"{fd_dir}/{fd}")
-        except FileNotFoundError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(int(target[8:-1]))
-    return inodes
-
-
-@dataclass(frozen=True)
-class Figures:
-    """fds, sockets and RSS (KiB) summed over the tunnel's processes."""
-
-    fds: int
-    sockets: int
-    rss_kib: int
-
-    def __str__(self) -> str:
-        return f"fds={self.fds} sockets={self.sockets} rss={self.rss_kib} KiB"
-
-
 def process_figures(tunnel: TunnelProcess) -> Figures:
     """Measure the tunnel's processes now."""
-    fds = sockets = rss = 0
-    for pid in tunnel_pids(tunnel):
-        fds += len(os.listdir(f"/proc/{pid}/fd"))
-        sockets += len(socket_inodes(pid))
-        rss += rss_kib(pid)
-    return Figures(fds, sockets, rss)
-
-
-TCP_STATES = {"08": "CLOSE_WAIT", "01": "ESTABLISHED"}
+    return procfs.figures(tunnel_pids(tunnel))
 
 
 def tcp_states(tunnel: TunnelProcess) -> dict[str, int]:
     """TCP states of the tunnel's sockets (from /proc/net/tcp{,6})."""
-    inodes: set[int] = set()
-    for pid in tunnel_pids(tunnel):
-        inodes |= socket_inodes(pid)
-    counts: dict[str, int] = {}
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table, encoding="ascii") as f:
-            next(f)
-            for line in f:
-                fields = line.split()
-                if int(fields[9]) in inodes:
-                    state = TCP_STATES.get(fields[3], fields[3])
-                    counts[state] = counts.get(state, 0) + 1
-    return counts
+    return procfs.tcp_states(tunnel_pids(tunnel))
 
 
 def close_reason(tunnel: TunnelProcess, sock: socket.socket, since: int) -> str:

@@ -18,20 +18,12 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from integration.harness import (
-    BackendFactory,
-    BioClient,
-    Certs,
-    ConnRecord,
-    MiB,
-    TunnelFactory,
-    TunnelProcess,
-    free_port,
-    read_until_closed,
-    recv_exactly,
-    reset_handler,
-    wait_until,
-)
+from harness.backends import BackendFactory, ConnRecord, reset_handler
+from harness.certs import Certs
+from harness.clients import BioClient
+from harness.net import MiB, read_until_closed, recv_exactly, refusing_address, reserve_port
+from harness.tunnel import TunnelFactory, TunnelProcess
+from harness.waits import wait_until
 
 from .support import Guard, dispatch_handler, payload, payload_digest, tagged
 
@@ -51,7 +43,7 @@ def faulty(
 
     def start(connect: str | list[str], **listener: object) -> TunnelProcess:
         healthy = start_backend(dispatch_handler)
-        ok_port = free_port()
+        ok_port = reserve_port()
         ok_section = {
             "accept": f"127.0.0.1:{ok_port}",
             "cert": str(certs.cert_path),
@@ -101,7 +93,7 @@ def connect_and_send(tunnel: TunnelProcess, certs: Certs, version: str, data: by
 @pytest.mark.parametrize("version", VERSIONS)
 def test_backend_refused(version: str, certs: Certs, faulty: tuple[Start, list[Guard]]) -> None:
     start, guards = faulty
-    tunnel = start(f"127.0.0.1:{free_port()}")
+    tunnel = start(refusing_address())
     client = connect_and_send(tunnel, certs, version, b"GET / HTTP/1.1\r\n\r\n")
     assert assert_close_notify_then_fin(client) == b""
     client.close()

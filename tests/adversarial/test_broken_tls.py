@@ -10,18 +10,12 @@ import struct
 from pathlib import Path
 
 import pytest
-from integration.harness import (
-    ALERT,
-    Backend,
-    BioClient,
-    Certs,
-    TunnelProcess,
-    parse_records,
-    read_until_closed,
-    recv_exactly,
-    s_client_renegotiate,
-    wait_until,
-)
+from harness.backends import Backend
+from harness.certs import Certs
+from harness.clients import BioClient, s_client_renegotiate
+from harness.net import ALERT, parse_records, read_until_closed, recv_exactly
+from harness.tunnel import TunnelProcess
+from harness.waits import wait_until
 
 from .support import Guard, close_reason, tagged
 

@@ -5,17 +5,13 @@ from __future__ import annotations
 import socket
 
 import pytest
-from integration.harness import (
-    Backend,
-    BioClient,
-    Certs,
-    MiB,
-    TunnelProcess,
-    abort,
-    recv_exactly,
-    rss_kib,
-    wait_until,
-)
+from harness.backends import Backend
+from harness.certs import Certs
+from harness.clients import BioClient
+from harness.net import MiB, abort, recv_exactly
+from harness.procfs import rss_kib
+from harness.tunnel import TunnelProcess
+from harness.waits import wait_until
 
 from .support import Guard, payload, tagged, tcp_states
 

@@ -8,7 +8,11 @@ import random
 import time
 
 import pytest
-from integration.harness import Backend, Certs, MiB, TunnelProcess, wait_until
+from harness.backends import Backend
+from harness.certs import Certs
+from harness.net import MiB
+from harness.tunnel import TunnelProcess
+from harness.waits import wait_until
 
 from .support import Guard, payload, payload_digest
 

@@ -6,7 +6,8 @@ import contextlib
 import random
 
 import pytest
-from integration.harness import TunnelProcess, read_until_closed
+from harness.net import read_until_closed
+from harness.tunnel import TunnelProcess
 
 from .support import Guard, close_reason
 

@@ -15,16 +15,11 @@ import ssl
 import time
 
 import pytest
-from integration.harness import (
-    Backend,
-    BackendFactory,
-    Certs,
-    TunnelFactory,
-    TunnelProcess,
-    read_until_closed,
-    recv_exactly,
-    wait_until,
-)
+from harness.backends import Backend, BackendFactory
+from harness.certs import Certs
+from harness.net import read_until_closed, recv_exactly
+from harness.tunnel import TunnelFactory, TunnelProcess
+from harness.waits import wait_until
 
 from .support import dispatch_handler, strays
 

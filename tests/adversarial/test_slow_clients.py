@@ -8,7 +8,10 @@ import socket
 import time
 
 import pytest
-from integration.harness import BioClient, Certs, TunnelProcess, read_until_closed
+from harness.certs import Certs
+from harness.clients import BioClient
+from harness.net import read_until_closed
+from harness.tunnel import TunnelProcess
 
 from .conftest import HANDSHAKE_TIMEOUT
 from .support import Guard, close_reason

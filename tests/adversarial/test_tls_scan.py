@@ -23,7 +23,9 @@ from typing import Any
 
 import pytest
 import trustme
-from integration.harness import BackendFactory, Certs, ConnRecord, TunnelFactory
+from harness.backends import BackendFactory, ConnRecord
+from harness.certs import Certs
+from harness.tunnel import TunnelFactory
 
 pytestmark = [
     pytest.mark.slow,

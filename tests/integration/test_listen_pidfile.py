@@ -1,4 +1,4 @@
-"""SocketPool (sockets kept across reloads) and PidFile (locking, stale files)."""
+"""SocketPool (sockets kept across reloads, port 0) and PidFile (locking, stale files)."""
 
 from __future__ import annotations
 
@@ -8,60 +8,99 @@ from pathlib import Path
 
 import pytest
 
-from tunnel.config import Config, parse_config
+from tunnel.config import Address, Config, parse_config
+from tunnel.config.values import parse_address
 from tunnel.errors import ConfigErrors
-from tunnel.process.listen import SocketPool
+from tunnel.process.listen import SocketPool, bound_address
 from tunnel.process.pidfile import PidFile, PidFileError, read_pid
 
-from .harness import free_port
+from .harness import has_ipv6_loopback
 
 
-def config_for(*ports: int) -> Config:
+def config_for(*accepts: str) -> Config:
+    """One listener per ``accept`` address, named l0, l1, ..."""
     sections = [
-        f"[l{port}]\naccept = 127.0.0.1:{port}\ncert = c.pem\nconnect = 127.0.0.1:1\n"
-        for port in ports
+        f"[l{i}]\naccept = {accept}\ncert = c.pem\nconnect = 127.0.0.1:1\n"
+        for i, accept in enumerate(accepts)
     ]
     return parse_config("\n".join(sections), "/etc/t.ini")
 
 
+def ports(socks: list[socket.socket]) -> set[int]:
+    return {sock.getsockname()[1] for sock in socks}
+
+
 def test_plan_reuses_sockets_of_unchanged_addresses() -> None:
-    one, two = free_port(), free_port()
     pool = SocketPool()
     try:
-        first = config_for(one)
+        first = config_for("127.0.0.1:0")
         pool.commit(pool.plan(first, 2))
         (addr_one,) = pool.bound
         kept = list(pool.bound[addr_one])
         assert len(kept) == 2 and kept[0] is not kept[1]
 
-        planned = pool.plan(config_for(one, two), 3)
+        planned = pool.plan(config_for("127.0.0.1:0", "127.0.0.2:0"), 3)
         assert planned[addr_one][:2] == kept  # the same socket objects: nothing re-bound
         assert len(planned[addr_one]) == 3
         pool.commit(planned)
         assert all(sock.fileno() != -1 for sock in kept)
+        (two,) = ports(planned[parse_address("127.0.0.2:0", listening=True)])
 
-        planned = pool.plan(config_for(two), 1)
-        pool.commit(planned)
+        pool.commit(pool.plan(config_for("127.0.0.2:0"), 1))
         assert all(sock.fileno() == -1 for sock in kept)  # removed address: closed
-        with socket.create_connection(("127.0.0.1", two), timeout=5):
+        with socket.create_connection(("127.0.0.2", two), timeout=5):
             pass
     finally:
         pool.close_all()
 
 
-def test_plan_failure_changes_nothing() -> None:
-    port, taken = free_port(), free_port()
-    blocker = socket.socket()
-    blocker.bind(("127.0.0.1", taken))
-    blocker.listen()
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_port_zero_gives_every_worker_the_same_port(host: str) -> None:
+    """accept = HOST:0: the kernel chooses one port and every worker's socket joins it
+    (SO_REUSEPORT), so the port the start-up line names serves whichever worker."""
+    if host == "::1" and not has_ipv6_loopback():
+        pytest.skip("this machine has no ::1")
     pool = SocketPool()
     try:
-        pool.commit(pool.plan(config_for(port), 1))
+        config = config_for(f"[{host}]:0" if ":" in host else f"{host}:0")
+        pool.commit(pool.plan(config, 3))
+        (socks,) = pool.bound.values()
+        (port,) = ports(socks)
+        assert port != 0 and len({id(sock) for sock in socks}) == 3
+        assert bound_address(socks[0]) == Address("tcp", host=host, port=port)
+    finally:
+        pool.close_all()
+
+
+def test_reload_naming_the_chosen_port_keeps_the_sockets() -> None:
+    """A config that first said port 0 and then names the port the kernel chose (as the
+    start-up line showed it) reuses the sockets instead of failing on a busy port."""
+    pool = SocketPool()
+    try:
+        pool.commit(pool.plan(config_for("127.0.0.1:0"), 2))
+        (kept,) = pool.bound.values()
+        (port,) = ports(kept)
+        planned = pool.plan(config_for(f"127.0.0.1:{port}"), 2)
+        assert list(planned.values()) == [kept]
+        pool.commit(planned)
+        assert all(sock.fileno() != -1 for sock in kept)
+    finally:
+        pool.close_all()
+
+
+def test_plan_failure_changes_nothing() -> None:
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    taken = blocker.getsockname()[1]
+    pool = SocketPool()
+    try:
+        pool.commit(pool.plan(config_for("127.0.0.1:0"), 1))
         before = {addr: list(socks) for addr, socks in pool.bound.items()}
         with pytest.raises(ConfigErrors) as info:
-            pool.plan(config_for(port, taken), 2)
+            pool.plan(config_for("127.0.0.1:0", f"127.0.0.1:{taken}"), 2)
         (error,) = info.value.errors
-        assert (error.section, error.key) == (f"l{taken}", "accept")
+        assert (error.section, error.key) == ("l1", "accept")
         assert "another process listens there" in str(error)
         assert pool.bound == before
         assert all(sock.fileno() != -1 for socks in before.values() for sock in socks)
@@ -71,14 +110,13 @@ def test_plan_failure_changes_nothing() -> None:
 
 
 def test_discard_closes_only_fresh_sockets() -> None:
-    kept_port, fresh_port = free_port(), free_port()
     pool = SocketPool()
     try:
-        pool.commit(pool.plan(config_for(kept_port), 1))
-        planned = pool.plan(config_for(kept_port, fresh_port), 1)
+        pool.commit(pool.plan(config_for("127.0.0.1:0"), 1))
+        planned = pool.plan(config_for("127.0.0.1:0", "127.0.0.2:0"), 1)
         pool.discard(planned)
         assert all(s.fileno() != -1 for socks in pool.bound.values() for s in socks)
-        fresh = [s for addr, socks in planned.items() if addr.port == fresh_port for s in socks]
+        fresh = [s for addr, socks in planned.items() if addr.host == "127.0.0.2" for s in socks]
         assert fresh and all(sock.fileno() == -1 for sock in fresh)
     finally:
         pool.close_all()

@@ -70,11 +70,12 @@ def parse_size(text: str) -> int:
     return size
 
 
-def parse_address(text: str) -> Address:
+def parse_address(text: str, *, listening: bool = False) -> Address:
     """Parse ``host:port``, ``[ipv6]:port``, ``*:port`` (all IPv4 interfaces) or ``unix:/path``.
 
-    Ports must be 1..65535. A Unix path is returned as written (no resolution).
-    Raises ``ConfigValueError`` on bad input.
+    Ports must be 1..65535; an address to listen on (``listening``) may also say port 0:
+    the kernel chooses a free port, and the start-up log names it. A Unix path is returned
+    as written (no resolution). Raises ``ConfigValueError`` on bad input.
     """
     text = text.strip()
     if text.startswith("unix:"):
@@ -85,7 +86,8 @@ def parse_address(text: str) -> Address:
     host, sep, port_text = _split_host_port(text)
     if not sep or not host:
         raise ConfigValueError(f"{text!r} is not an address", _ADDRESS_HINT)
-    return Address("tcp", host=_parse_host(host, text), port=_parse_port(port_text, text))
+    port = _parse_port(port_text, text, lowest=0 if listening else 1)
+    return Address("tcp", host=_parse_host(host, text), port=port)
 
 
 def parse_syslog_address(text: str) -> SyslogAddress:
@@ -120,12 +122,12 @@ def _split_host_port(text: str) -> tuple[str, str, str]:
     return text[: close + 1], ":", text[close + 2 :]
 
 
-def _parse_port(port_text: str, text: str) -> int:
+def _parse_port(port_text: str, text: str, lowest: int) -> int:
     if not port_text.isascii() or not port_text.isdigit() or len(port_text) > 5:
-        raise ConfigValueError(f"{text!r} has no valid port", "ports are numbers 1..65535")
+        raise ConfigValueError(f"{text!r} has no valid port", f"ports are numbers {lowest}..65535")
     port = int(port_text)
-    if not 1 <= port <= 65535:
-        raise ConfigValueError(f"{text!r}: port {port} is out of range", "use 1..65535")
+    if not lowest <= port <= 65535:
+        raise ConfigValueError(f"{text!r}: port {port} is out of range", f"use {lowest}..65535")
     return port
 
 
@@ -291,7 +293,7 @@ def networks(text: str) -> tuple[IPNetwork, ...]:
 def admin_address(text: str) -> Address | None:
     if text.strip().lower() == "off":
         return None
-    address = parse_address(text)
+    address = parse_address(text, listening=True)
     if address.kind != "tcp":
         raise ConfigValueError(f"cannot serve the admin endpoint on {text!r}", "use host:port")
     return address
@@ -323,7 +325,7 @@ def address_list(*, accept: bool) -> Callable[[str], tuple[Address, ...]]:
         problems: list[ConfigValueError] = []
         for word in filter(None, LIST_SPLIT_RE.split(text)):
             try:
-                address = parse_address(word)
+                address = parse_address(word, listening=accept)
                 _check_end(word, address, accept=accept)
                 if address in result:
                     raise ConfigValueError(f"{word!r} is listed twice", "remove one")

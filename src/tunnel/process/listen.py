@@ -18,6 +18,11 @@ chance at each spare) and costs one descriptor per spare; when ``workers`` grows
 the spares are the new slots' sockets. So an address holds as many sockets as the largest
 worker count it has been served with.
 
+Port 0 lets the kernel choose: the first worker's socket gets a free port and the other
+workers' sockets join it there; :func:`bound_address` says which port that is (the
+supervisor logs it, so tests and scripts need not guess a free port and race for it).
+A reload that names the chosen port instead of 0 keeps the same sockets.
+
 Sockets handed over by systemd socket activation (``LISTEN_FDS``) are used as they are:
 one socket per address, shared by every worker.
 """
@@ -83,6 +88,12 @@ def bind_socket(addr: Address, backlog: int) -> socket.socket:
     return sock
 
 
+def bound_address(sock: socket.socket) -> Address:
+    """The address ``sock`` is bound to (with the port the kernel chose for port 0)."""
+    host, port = sock.getsockname()[:2]
+    return Address("tcp", host=str(host), port=int(port))
+
+
 def _close(socks: list[socket.socket]) -> None:
     for sock in socks:
         sock.close()
@@ -105,10 +116,12 @@ class SocketPool:
         planned: Bound = {}
         fresh: list[socket.socket] = []
         errors: list[ConfigError] = []
+        kept = self._kept([addr for listener in config.listeners for addr in listener.accept])
         for listener in config.listeners:
             for addr in listener.accept:
+                old = kept.get(addr, [])
                 try:
-                    planned[addr] = self._sockets_for(addr, listener.backlog, workers, fresh)
+                    planned[addr] = self._sockets_for(addr, listener.backlog, workers, old, fresh)
                 except OSError as exc:
                     errors.append(_bind_error(config, listener, addr, exc))
         if errors:
@@ -117,11 +130,15 @@ class SocketPool:
         return planned
 
     def _sockets_for(
-        self, addr: Address, backlog: int, workers: int, fresh: list[socket.socket]
+        self,
+        addr: Address,
+        backlog: int,
+        workers: int,
+        old: list[socket.socket],
+        fresh: list[socket.socket],
     ) -> list[socket.socket]:
         if addr in self.inherited:
             return [self.inherited[addr]] * workers
-        old = self.bound.get(addr, [])
         if not old and addr.port:
             probe_free(addr)
         socks = list(old)  # spares included: see the module's docstring
@@ -129,10 +146,33 @@ class SocketPool:
             # listen() again on a listening socket only changes its backlog.
             sock.listen(backlog)
         while len(socks) < workers:
-            sock = bind_socket(addr, backlog)
+            # With port 0 only the first socket lets the kernel choose; the others must
+            # join that port, or each worker would listen somewhere else.
+            where = bound_address(socks[0]) if socks else addr
+            sock = bind_socket(where, backlog)
             fresh.append(sock)
             socks.append(sock)
         return socks
+
+    def _kept(self, wanted: list[Address]) -> Bound:
+        """The bound sockets each of the ``wanted`` addresses keeps.
+
+        Sockets bound for port 0 go to the address that names the port the kernel chose,
+        if one does (a config rewritten with the logged port), else to port 0 again.
+        """
+        chosen = {
+            bound_address(socks[0]): addr
+            for addr, socks in self.bound.items()
+            if addr.port == 0 and socks
+        }
+        named = {chosen[addr] for addr in wanted if addr in chosen}
+        kept: Bound = {}
+        for addr in wanted:
+            if addr in chosen:
+                kept[addr] = self.bound[chosen[addr]]
+            elif addr in self.bound and addr not in named:
+                kept[addr] = self.bound[addr]
+        return kept
 
     def commit(self, planned: Bound) -> None:
         """Adopt ``planned``; close every socket it does not use any more."""

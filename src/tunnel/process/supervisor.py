@@ -48,7 +48,7 @@ from tunnel.observe.collector import Observer
 from tunnel.observe.log import reopen_logs
 from tunnel.observe.modules import report_modules
 from tunnel.process.generation import apply_logging, build_contexts, destination, worker_count
-from tunnel.process.listen import SocketPool, close_foreign
+from tunnel.process.listen import SocketPool, bound_address, close_foreign
 from tunnel.process.reload_status import ReloadTracker
 from tunnel.process.watch import CertWatch
 from tunnel.tls.bundle import TLSBundle
@@ -208,13 +208,18 @@ class Supervisor:
         log.info("worker %d started (pid %d), generation %d", slot.index, pid, self.generation)
 
     def _log_listeners(self) -> None:
+        # The addresses actually bound: where ``accept`` says port 0, this line is the
+        # one place that tells which port the kernel chose.
         for listener in self.config.listeners:
             log.info(
                 "listener %s: %s -> %s",
                 listener.name,
-                ", ".join(str(a) for a in listener.accept),
+                ", ".join(str(bound_address(self.pool.bound[a][0])) for a in listener.accept),
                 destination(listener),
             )
+        admin = self.observer.admin
+        if admin is not None:
+            log.info("admin endpoint: %s", bound_address(admin.listener))
 
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT and every worker has drained; return the exit code."""

@@ -1,0 +1,90 @@
+"""/proc figures of a process tree: children, liveness, fds, sockets, RSS, TCP states."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (from /proc/PID/task/PID/children), or [] if it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def rss_kib(pid: int) -> int:
+    """The resident set size of process ``pid`` in KiB (VmRSS)."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def socket_inodes(pid: int) -> set[int]:
+    """Inodes of the sockets process ``pid`` holds."""
+    inodes = set()
+    fd_dir = f"/proc/{pid}/fd"
+    for fd in os.listdir(fd_dir):
+        try:
+            target = os.readlink(f"{fd_dir}/{fd}")
+        except FileNotFoundError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return inodes
+
+
+@dataclass(frozen=True)
+class Figures:
+    """fds, sockets and RSS (KiB) summed over some processes."""
+
+    fds: int
+    sockets: int
+    rss_kib: int
+
+    def __str__(self) -> str:
+        return f"fds={self.fds} sockets={self.sockets} rss={self.rss_kib} KiB"
+
+
+def figures(pids: list[int]) -> Figures:
+    """Measure the processes ``pids`` now."""
+    fds = sockets = rss = 0
+    for pid in pids:
+        fds += len(os.listdir(f"/proc/{pid}/fd"))
+        sockets += len(socket_inodes(pid))
+        rss += rss_kib(pid)
+    return Figures(fds, sockets, rss)
+
+
+TCP_STATES = {"08": "CLOSE_WAIT", "01": "ESTABLISHED"}
+
+
+def tcp_states(pids: list[int]) -> dict[str, int]:
+    """TCP states of the sockets the processes ``pids`` hold (from /proc/net/tcp{,6})."""
+    inodes: set[int] = set()
+    for pid in pids:
+        inodes |= socket_inodes(pid)
+    counts: dict[str, int] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table, encoding="ascii") as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if int(fields[9]) in inodes:
+                    state = TCP_STATES.get(fields[3], fields[3])
+                    counts[state] = counts.get(state, 0) + 1
+    return counts
