@@ -13,8 +13,8 @@ from .harness import (
     Certs,
     TunnelFactory,
     echo_handler,
-    free_port,
     recv_exactly,
+    reserve_port,
     wait_until,
 )
 
@@ -37,7 +37,7 @@ def test_listener_limit_pauses_only_that_listener(
     certs: Certs, start_tunnel: TunnelFactory, start_backend: BackendFactory
 ) -> None:
     backend = start_backend(echo_handler).address
-    other_port = free_port()
+    other_port = reserve_port()  # [test] already says 127.0.0.1:0
     other = {
         "accept": f"127.0.0.1:{other_port}",
         "cert": str(certs.cert_path),

@@ -13,10 +13,10 @@ from .harness import (
     TunnelFactory,
     abort,
     echo_handler,
-    free_port,
     pattern,
     recording_handler,
     recv_exactly,
+    refusing_address,
     reset_handler,
     sender_handler,
     wait_until,
@@ -35,7 +35,7 @@ def assert_clean_tls_close(sock: ssl.SSLSocket) -> None:
 @pytest.mark.parametrize("version", VERSIONS)
 def test_backend_refused(version: str, certs: Certs, start_tunnel: TunnelFactory) -> None:
     """Nothing listens at the backend: the client gets close_notify."""
-    tunnel = start_tunnel(f"127.0.0.1:{free_port()}")
+    tunnel = start_tunnel(refusing_address())
     with tunnel.connect(certs.client_context(version), timeout=5) as sock:
         assert_clean_tls_close(sock)
     wait_until(lambda: "backend unreachable" in tunnel.log(), what="summary line")
@@ -77,7 +77,7 @@ def test_failover_to_second_backend(
 ) -> None:
     """The first backend refuses (or times out): the second one serves the client."""
     backend = start_backend(echo_handler)
-    dead = f"127.0.0.1:{free_port()}" if first == "refused" else unreachable
+    dead = refusing_address() if first == "refused" else unreachable
     tunnel = start_tunnel([dead, backend.address], connect_timeout="500ms")
     with tunnel.connect(certs.client_context(), timeout=5) as sock:
         sock.sendall(b"ping")

@@ -27,7 +27,6 @@ from .harness import (
     ConnRecord,
     TunnelFactory,
     TunnelProcess,
-    free_port,
     wait_until,
 )
 from .peers import haproxy_sender, needs_haproxy
@@ -103,18 +102,18 @@ def fleet(
     key_file.write_bytes(os.urandom(80))
     key_file.chmod(0o600)
     backends = [start_backend(pong) for _ in HOSTS]
-    admin_ports = [free_port(host) for host in HOSTS]
     tunnels = [
         start_tunnel(
             backend.address,
             host=host,
-            tunnel={"admin": f"{host}:{admin}", "shutdown_delay": "2s"},
+            tunnel={"admin": f"{host}:0", "shutdown_delay": "2s"},
             ticket_key_file=str(key_file),
             proxy_from="127.0.0.0/8",
             proxy_protocol="v1",
         )
-        for host, backend, admin in zip(HOSTS, backends, admin_ports, strict=True)
+        for host, backend in zip(HOSTS, backends, strict=True)
     ]
+    admin_ports = [tunnel.admin_port() for tunnel in tunnels]
     # HAProxy's own probe of its first server is not configured (no "check"): every
     # connection a backend sees is one of the test's.
     wait_until(

@@ -84,6 +84,16 @@ def test_reload_naming_the_chosen_port_keeps_the_sockets() -> None:
         assert list(planned.values()) == [kept]
         pool.commit(planned)
         assert all(sock.fileno() != -1 for sock in kept)
+        pool.close_all()
+
+        # Port 0 again in a new listener beside the named port: a new port for it.
+        pool.commit(pool.plan(config_for("127.0.0.1:0"), 1))
+        (kept,) = pool.bound.values()
+        (port,) = ports(kept)
+        planned = pool.plan(config_for(f"127.0.0.1:{port}", "127.0.0.1:0"), 1)
+        named, zero = planned.values()
+        assert named == kept and ports(zero) != {port}
+        pool.commit(planned)
     finally:
         pool.close_all()
 

@@ -18,10 +18,10 @@ from .harness import (
     Certs,
     TunnelFactory,
     echo_handler,
-    free_port,
     pattern,
     read_until_closed,
     recv_exactly,
+    refusing_address,
     wait_until,
 )
 
@@ -54,9 +54,9 @@ def value(samples: dict[Any, float], name: str, **labels: str) -> float:
 def test_metrics_match_the_traffic(
     version: str, certs: Certs, start_tunnel: TunnelFactory, start_backend: BackendFactory
 ) -> None:
-    admin = free_port()
     backend = start_backend(echo_handler)
-    tunnel = start_tunnel(backend.address, workers=2, tunnel={"admin": f"127.0.0.1:{admin}"})
+    tunnel = start_tunnel(backend.address, workers=2, tunnel={"admin": "127.0.0.1:0"})
+    admin = tunnel.admin_port()  # accept and admin say port 0
     sizes = [1, 20_000, 300_001]
     for size in sizes:
         with tunnel.connect(certs.client_context(version)) as sock:
@@ -108,13 +108,13 @@ def test_metrics_match_the_traffic(
 def test_backend_failures_and_readyz_while_draining(
     certs: Certs, start_tunnel: TunnelFactory, start_backend: BackendFactory
 ) -> None:
-    admin = free_port()
-    dead = f"127.0.0.1:{free_port()}"
+    dead = refusing_address()
     backend = start_backend(echo_handler)
     tunnel = start_tunnel(
         [dead, backend.address],
-        tunnel={"admin": f"127.0.0.1:{admin}", "drain_timeout": "20s"},
+        tunnel={"admin": "127.0.0.1:0", "drain_timeout": "20s"},
     )
+    admin = tunnel.admin_port()  # accept and admin say port 0
     wait_until(lambda: get(admin, "/readyz")[0] == 200, timeout=10, what="ready")
     sock = tunnel.connect(certs.client_context())
     try:
@@ -149,17 +149,17 @@ def test_rejections_are_counted(
     tmp_path: Path,
 ) -> None:
     """mTLS rejections and per-IP refusals reach /metrics (refusals are not 'accepted')."""
-    admin = free_port()
     client_ca = tmp_path / "client-ca.pem"
     certs.ca.cert_pem.write_to_path(str(client_ca))
     backend = start_backend(echo_handler)
     tunnel = start_tunnel(
         backend.address,
-        tunnel={"admin": f"127.0.0.1:{admin}"},
+        tunnel={"admin": "127.0.0.1:0"},
         client_ca=str(client_ca),
         verify="optional",
         max_connections_per_ip=1,
     )
+    admin = tunnel.admin_port()  # accept and admin say port 0
     with tunnel.connect(certs.client_context()) as held:  # no certificate: allowed
         held.sendall(b"x")
         assert held.recv(1) == b"x"

@@ -9,7 +9,14 @@ import subprocess
 
 import pytest
 
-from .harness import Backend, BackendFactory, TunnelFactory, TunnelProcess, echo_handler, free_port
+from .harness import (
+    Backend,
+    BackendFactory,
+    TunnelFactory,
+    TunnelProcess,
+    echo_handler,
+    refusing_address,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -46,7 +53,7 @@ def test_routes_by_sni_then_alpn_then_default(
     version: str, start_tunnel: TunnelFactory, start_backend: BackendFactory
 ) -> None:
     default, api, web, grpc = (start_backend(echo_handler) for _ in range(4))
-    dead = f"127.0.0.1:{free_port()}"  # refuses: failover to the next address
+    dead = refusing_address()  # refuses: failover to the next address
     tunnel = start_tunnel(
         default.address,
         alpn="h2, http/1.1",

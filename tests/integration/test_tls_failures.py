@@ -21,10 +21,10 @@ from .harness import (
     Certs,
     TunnelFactory,
     echo_handler,
-    free_port,
     parse_records,
     read_until_closed,
     recv_exactly,
+    refusing_address,
     s_client_renegotiate,
     wait_until,
 )
@@ -154,6 +154,6 @@ def test_client_renegotiation_refused(
 
 def test_compression_is_off(certs: Certs, start_tunnel: TunnelFactory) -> None:
     """No TLS compression is negotiated."""
-    tunnel = start_tunnel(f"127.0.0.1:{free_port()}")  # the handshake precedes the connect
+    tunnel = start_tunnel(refusing_address())  # the handshake precedes the connect
     with tunnel.connect(certs.client_context("1.2")) as sock:
         assert sock.compression() is None

@@ -53,6 +53,7 @@ __all__ = [
     "public_certs",
     "public_dir",
     "read_request",
+    "reserve_port",
     "start_backend",
     "start_run",
     "tunnel",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import trustme
 
-from .conftest import Certs, Launcher, free_port
+from .conftest import Certs, Launcher, reserve_port
 
 
 def test_check_lists_every_certificate_and_route(
@@ -31,7 +31,7 @@ def test_check_lists_every_certificate_and_route(
     config.write_text(
         f"[tunnel]\nworkers = 1\n{root}\n"
         "[backend:api]\nconnect = 127.0.0.1:9001, 127.0.0.1:9002\n\n"
-        f"[front]\naccept = 127.0.0.1:{free_port()}\ncert = {combined}\n"
+        f"[front]\naccept = 127.0.0.1:{reserve_port()}\ncert = {combined}\n"
         f"cert_dir = {directory}\nconnect = 127.0.0.1:8080\n"
         "alpn = h2, http/1.1\nroute = sni:api.example.com=api, alpn:h2=api\n"
     )
@@ -54,14 +54,14 @@ def test_check_reports_unknown_backend_and_key_mismatch(
     config = tmp_path / "bad.ini"
     config.write_text(
         f"[backend:api]\nconnect = 127.0.0.1:9001\n\n"
-        f"[front]\naccept = 127.0.0.1:{free_port()}\ncert = {certs.cert_pem}\n"
+        f"[front]\naccept = 127.0.0.1:{reserve_port()}\ncert = {certs.cert_pem}\n"
         f"key = {certs.key_pem}\nbackend = apj\n"
     )
     result = tunnel.run("check", "-c", str(config))
     assert result.returncode == 2
     assert "did you mean 'api'?" in result.stderr
     config.write_text(
-        f"[front]\naccept = 127.0.0.1:{free_port()}\ncert = {certs.cert_pem}\n"
+        f"[front]\naccept = 127.0.0.1:{reserve_port()}\ncert = {certs.cert_pem}\n"
         f"key = {wrong_key}\nconnect = 127.0.0.1:1\n"
     )
     result = tunnel.run("check", "-c", str(config))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Launcher, alive, free_port, port_accepts, wait_for
+from .conftest import Launcher, alive, port_accepts, reserve_port, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -31,7 +31,7 @@ def curl_k(port: int, *extra: str) -> subprocess.CompletedProcess[str]:
 def test_demo_answers_curl(tunnel: Launcher, home: Path, tmp_path: Path) -> None:
     state = tmp_path / "state"
     tunnel.env["XDG_STATE_HOME"] = str(state)
-    port = free_port()
+    port = reserve_port()
     proc = tunnel.start("demo", "--port", str(port))
     wait_for(f"demo port {port}", lambda: port_accepts(port))
     proc.wait_log(r"tunnel started")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, Backend, Certs, Launcher, alive, free_port, wait_for, write_config
+from .conftest import REPO, Backend, Certs, Launcher, alive, reserve_port, wait_for, write_config
 from .test_reload import fetch
 
 pytestmark = pytest.mark.timeout(90)
@@ -50,7 +50,7 @@ def test_init_script(
     script = CONTRIB / "tunnel.init"
     assert os.access(script, os.X_OK)
     assert subprocess.run([sh, "-n", str(script)], check=False).returncode == 0
-    port, pid_file, log = free_port(), tmp_path / "run" / "t.pid", tmp_path / "t.log"
+    port, pid_file, log = reserve_port(), tmp_path / "run" / "t.pid", tmp_path / "t.log"
     config = write_config(
         tmp_path / "t.ini",
         certs,

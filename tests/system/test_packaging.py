@@ -25,7 +25,7 @@ SHIPPED_DIRS = ["src", "contrib", "docs", "deploy"]
 
 def test_wheel_and_sdist(tmp_path: Path) -> None:
     if importlib.util.find_spec("build") is None:
-        pytest.skip("the 'build' package is not installed (pip install -e '.[test]')")
+        pytest.skip("the 'build' package is not installed (pip install -e '.[dev]')")
     if int(version("setuptools").split(".")[0]) < 68:
         pytest.skip("setuptools >= 68 is needed for a build without isolation")
     tree = tmp_path / "tree"  # a copy, so that the build leaves nothing in the checkout

@@ -17,9 +17,9 @@ from .conftest import (
     Certs,
     Launcher,
     Running,
-    free_port,
     port_accepts,
     read_request,
+    reserve_port,
     start_run,
     wait_for,
     write_certs,
@@ -184,13 +184,12 @@ def test_reload_adds_and_removes_listeners(
 ) -> None:
     running = start_run(tunnel, tmp_path, certs, hello_backend)
     good = running.config.read_text()
-    extra = free_port()
     added = (
         good
         + "\n[more]\n"
         + "\n".join(
             [
-                f"accept = 127.0.0.1:{extra}",
+                "accept = 127.0.0.1:0",  # [web] now names the port it was given
                 f"cert = {certs.cert_pem}",
                 f"key = {certs.key_pem}",
                 f"connect = 127.0.0.1:{hello_backend.port}",
@@ -200,13 +199,14 @@ def test_reload_adds_and_removes_listeners(
     running.config.write_text(added)
     running.proc.signal(signal.SIGHUP)
     running.proc.wait_log(generation_line(2))
+    extra = running.proc.bound_port("more")
     assert fetch(extra, certs.ca_pem)[1].endswith(b"hello from the backend\n")
     assert fetch(running.port, certs.ca_pem)[1].endswith(b"hello from the backend\n")
 
     # Remove [web] (the original listener); its port stops accepting.
     running.config.write_text(
         added.replace("[web]", "[web-gone]").replace(
-            f"accept = 127.0.0.1:{running.port}", f"accept = 127.0.0.1:{free_port()}"
+            f"accept = 127.0.0.1:{running.port}", f"accept = 127.0.0.1:{reserve_port()}"
         )
     )
     running.proc.signal(signal.SIGHUP)

@@ -22,8 +22,8 @@ from .conftest import (
     Certs,
     Launcher,
     Proc,
-    free_port,
     port_accepts,
+    reserve_port,
     wait_for,
     write_config,
 )
@@ -130,7 +130,7 @@ def test_syslog_delivery(
     certs: Certs,
     hello_backend: Backend,
 ) -> None:
-    port = free_port()
+    port = reserve_port()
     with receiver(kind, tmp_path) as sink:
         proc = start(tunnel, tmp_path, certs, port, hello_backend, sink, log_format)
         pri, pid, _ = sink.wait("tunnel started")
@@ -165,7 +165,7 @@ def test_syslog_socket_missing_is_a_config_error(
     config = write_config(
         tmp_path / "tunnel.ini",
         certs,
-        free_port(),
+        reserve_port(),
         9,
         log_target="syslog",
         log_syslog_address=f"unix:{missing}",
