@@ -106,12 +106,14 @@ class BioClient:
 
 
 def s_client_renegotiate(
-    port: int, ca_file: Path, first_line: bytes, sent: Callable[[], object]
+    port: int, ca_file: Path, first_line: bytes, sent: Callable[[], object], reply: bytes = b""
 ) -> str:
     """Drive ``openssl s_client -tls1_2``: send ``first_line``, wait for ``sent()`` to say
-    the backend got it, then ask for a renegotiation ('R') and return s_client's output
-    once it reports the outcome (whether s_client then exits by itself differs between
-    OpenSSL versions, so its exit is not waited for)."""
+    the backend got it (and for s_client to print ``reply``, if the backend answers: data
+    arriving in the middle of the renegotiation would make s_client fail with "unexpected
+    record"), then ask for a renegotiation ('R') and return s_client's output once it
+    reports the outcome (whether s_client then exits by itself differs between OpenSSL
+    versions, so its exit is not waited for)."""
     command = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-tls1_2"]
     command += ["-servername", "localhost", "-CAfile", str(ca_file)]
     proc = subprocess.Popen(
@@ -126,6 +128,8 @@ def s_client_renegotiate(
         proc.stdin.write(first_line)
         proc.stdin.flush()
         sent()
+        if reply:
+            wait_until(lambda: reply in b"".join(chunks), 10, what="s_client printing the reply")
         proc.stdin.write(b"R\n")  # s_client's command letter: renegotiate
         proc.stdin.flush()
         wait_until(

@@ -142,6 +142,7 @@ def test_client_renegotiation_refused(
         lambda: wait_until(
             lambda: backend.wait_connections(1)[0].bytes_received == 6, what="data via s_client"
         ),
+        reply=b"hello\n",  # the echo: it must not arrive during the renegotiation
     )
     assert "RENEGOTIATING" in output
     assert "no renegotiation" in output, output[-2000:]
