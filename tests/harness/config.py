@@ -51,7 +51,7 @@ def write_config(
     ``accept_port`` 0 lets Tunnel choose (see :func:`harness.tunnel.start_run`).
     """
     sections = {
-        "tunnel": process_settings(drain_timeout="20s", **tunnel),
+        "tunnel": process_settings(**({"drain_timeout": "20s"} | tunnel)),
         "web": {
             "accept": accept_address(port=accept_port),
             "cert": certs.cert_pem,
