@@ -44,10 +44,17 @@ class Certs:
         return ctx
 
 
-def write_certs(ca: trustme.CA, directory: Path, **issue: datetime.datetime) -> Certs:
-    """Issue a server certificate (``issue``: e.g. ``not_after``) and write CA, chain and
-    key as ``ca.pem``, ``cert.pem`` and ``key.pem`` (mode 600) in ``directory``."""
-    leaf = ca.issue_cert(*SERVER_NAMES, **issue)
+def write_certs(
+    ca: trustme.CA,
+    directory: Path,
+    *,
+    not_before: datetime.datetime | None = None,
+    not_after: datetime.datetime | None = None,
+) -> Certs:
+    """Issue a server certificate (valid from ``not_before`` to ``not_after`` if given) and
+    write CA, chain and key as ``ca.pem``, ``cert.pem`` and ``key.pem`` (mode 600) in
+    ``directory``."""
+    leaf = ca.issue_cert(*SERVER_NAMES, not_before=not_before, not_after=not_after)
     directory.mkdir(parents=True, exist_ok=True)
     ca_pem, cert_pem, key_pem = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
     ca.cert_pem.write_to_path(str(ca_pem))

@@ -17,7 +17,12 @@ HANDSHAKE = 0x16
 APPLICATION_DATA = 0x17
 
 _reserved: list[socket.socket] = []
-atexit.register(lambda: [sock.close() for sock in _reserved])
+
+
+@atexit.register
+def _release_reserved() -> None:
+    for sock in _reserved:
+        sock.close()
 
 
 def reserve_port(host: str = "127.0.0.1") -> int:
