@@ -62,3 +62,11 @@ def write_config(
     }
     path.write_text(render_config(sections))
     return path
+
+
+def pin_port(path: Path, port: int) -> None:
+    """Rewrite ``accept = 127.0.0.1:0`` in the config file at ``path`` with the ``port``
+    Tunnel bound, so that a test which edits and reloads the file names the address that
+    is actually served (a reload keeps the sockets either way)."""
+    text = path.read_text()
+    path.write_text(text.replace(f"accept = {accept_address()}", f"accept = 127.0.0.1:{port}"))

@@ -1,9 +1,6 @@
 """``tunnel`` child processes: started with their output in files, stopped by PID.
 
-* :class:`TunnelProcess` is one started supervisor: its log, its workers (found through
-  /proc), the addresses it bound (read from its ``listener NAME: ... ->`` log line, so
-  listeners can say port 0), and :meth:`TunnelProcess.stop`, which ends it and every
-  worker it ever had, by PID.
+* :class:`harness.process.TunnelProcess` (re-exported here) is one started process.
 * :class:`Launcher` starts ``python -m tunnel ARGS`` (the system tests' ``tunnel``
   fixture); :func:`start_run` writes a one-listener config and serves it.
 * :class:`TunnelFactory` writes an ini file with short timeouts and starts ``tunnel run``
@@ -12,34 +9,36 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
 import resource
-import signal
-import socket
-import ssl
 import subprocess
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from .certs import Certs
-from .config import accept_address, process_settings, render_config, write_config
-from .net import parse_host_port, port_accepts
-from .procfs import alive, children
-from .waits import DEADLINE, wait_for, wait_until
+from .config import accept_address, pin_port, process_settings, render_config, write_config
+from .net import port_accepts
+from .process import Proc, Supervised, TunnelProcess, spawn
+from .waits import wait_for
+
+__all__ = [
+    "REPO",
+    "SRC",
+    "Launcher",
+    "Proc",
+    "Running",
+    "Supervised",
+    "TunnelFactory",
+    "TunnelProcess",
+    "base_env",
+    "spawn",
+    "start_run",
+]
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 REPO = SRC.parent
-
-# "listener web: 127.0.0.1:41234, [::1]:41234 -> 127.0.0.1:8080" (the supervisor's line)
-_LISTENER_LINE = r"listener {name}: ((?:\S+:\d+)(?:, \S+:\d+)*) -> "
-_ADMIN_LINE = r"admin endpoint: (\S+:\d+)"
 
 
 def base_env(home: Path) -> dict[str, str]:
@@ -49,199 +48,6 @@ def base_env(home: Path) -> dict[str, str]:
     env["PYTHONPATH"] = str(SRC)
     env["PYTHONUNBUFFERED"] = "1"
     return env
-
-
-class TunnelProcess:
-    """One started ``tunnel`` process (usually the supervisor) with its output in files.
-
-    ``grace`` is how long :meth:`stop` lets it drain after the first SIGTERM before the
-    second one (which closes every connection at once).
-    """
-
-    def __init__(
-        self,
-        popen: subprocess.Popen[bytes],
-        out_path: Path,
-        err_path: Path,
-        *,
-        workers: int = 1,
-        grace: float = 0.0,
-    ) -> None:
-        self.popen = popen
-        self.out_path = out_path
-        self.err_path = err_path
-        self.workers = workers
-        self.grace = grace
-        self.known_children: set[int] = set()
-        self.host = "127.0.0.1"
-        self.port = 0
-
-    # -- identity and output --------------------------------------------------------------
-    @property
-    def pid(self) -> int:
-        """The process id."""
-        return self.popen.pid
-
-    @property
-    def proc(self) -> subprocess.Popen[bytes]:
-        """The ``Popen`` object (the name the integration tests use)."""
-        return self.popen
-
-    @property
-    def known_pids(self) -> set[int]:
-        """Every worker pid seen so far (the name the integration tests use)."""
-        return self.known_children
-
-    @property
-    def log_path(self) -> Path:
-        """Where the log (stderr) goes."""
-        return self.err_path
-
-    def stdout(self) -> str:
-        """Everything written to stdout so far."""
-        return self.out_path.read_text(errors="replace")
-
-    def stderr(self) -> str:
-        """Everything written to stderr (the log) so far."""
-        return self.err_path.read_text(errors="replace")
-
-    def log(self) -> str:
-        """Everything the tunnel logged so far."""
-        return self.stderr()
-
-    def conn_lines(self) -> list[str]:
-        """The per-connection summary lines logged so far."""
-        return [line for line in self.log().splitlines() if " conn peer=" in line]
-
-    def wait_log(self, pattern: str, timeout: float = DEADLINE, start: int = 0) -> re.Match[str]:
-        """Wait for a regex to appear in the log (from offset ``start``); return the match.
-        Fails at once if the process exits without logging it."""
-        found: list[re.Match[str]] = []
-
-        def check() -> bool:
-            exited = self.popen.poll() is not None
-            match = re.search(pattern, self.stderr()[start:])
-            if match:
-                found.append(match)
-            elif exited:
-                pytest.fail(f"tunnel exited ({self.popen.returncode}):\n{self.stderr()}")
-            return bool(match)
-
-        wait_for(f"log line {pattern!r}", check, timeout)
-        return found[0]
-
-    # -- what it bound --------------------------------------------------------------------
-    def bound(self, listener: str = "test") -> list[tuple[str, int]]:
-        """The addresses ``listener`` listens on, from its latest start-up/reload log line."""
-        lines = re.findall(_LISTENER_LINE.format(name=re.escape(listener)), self.log())
-        assert lines, f"no listener {listener!r} line in the log:\n{self.log()[-3000:]}"
-        return [parse_host_port(word) for word in lines[-1].split(", ")]
-
-    def bound_port(self, listener: str = "test") -> int:
-        """The port of ``listener``'s first address."""
-        return self.bound(listener)[0][1]
-
-    def admin_port(self) -> int:
-        """The port of the admin endpoint (logged at start)."""
-        return parse_host_port(self.wait_log(_ADMIN_LINE).group(1))[1]
-
-    # -- processes -----------------------------------------------------------------------
-    def worker_pids(self) -> list[int]:
-        """The current worker process ids (children of the supervisor)."""
-        pids = children(self.pid)
-        self.known_children.update(pids)
-        return pids
-
-    def wait_ready(self, timeout: float = 10.0) -> None:
-        """Wait until the supervisor logged its start and every worker serves."""
-
-        def ready() -> bool:
-            if self.popen.poll() is not None:
-                raise AssertionError(f"tunnel exited with {self.popen.returncode}:\n{self.log()}")
-            text = self.log()
-            return (
-                "tunnel started" in text
-                and len(self.worker_pids()) == self.workers
-                and all(f"worker {i} started" in text for i in range(self.workers))
-            )
-
-        wait_until(ready, timeout, what="tunnel start")
-
-    def signal(self, signo: int) -> None:
-        """Send ``signo`` to the supervisor."""
-        self.worker_pids()
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signo)
-
-    def wait(self, timeout: float = DEADLINE) -> int:
-        """Wait for exit; return the exit code."""
-        return self.popen.wait(timeout)
-
-    def stop(self) -> None:
-        """SIGTERM (drain for ``grace`` s), SIGTERM again, then SIGKILL whatever is left of
-        the supervisor and every worker it had, by PID."""
-        self.worker_pids()
-        if self.popen.poll() is None:
-            self.signal(signal.SIGTERM)
-            try:
-                self.popen.wait(self.grace)
-            except subprocess.TimeoutExpired:
-                self.signal(signal.SIGTERM)  # the second one: no drain
-                try:
-                    self.popen.wait(8)
-                except subprocess.TimeoutExpired:
-                    self.popen.kill()
-                    self.popen.wait(5)
-        for pid in self.known_children:
-            if alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-
-    # -- clients -------------------------------------------------------------------------
-    @property
-    def address(self) -> tuple[str, int]:
-        """Where clients connect (the ``test`` listener's first address)."""
-        return (self.host, self.port)
-
-    def connect(self, ctx: ssl.SSLContext, timeout: float = 10.0) -> ssl.SSLSocket:
-        """A TLS client connection (``suppress_ragged_eofs`` off: a bare FIN raises)."""
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        raw = socket.socket(family, socket.SOCK_STREAM)
-        raw.settimeout(timeout)
-        raw.connect(self.address)
-        return ctx.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False)
-
-    def raw(self, timeout: float = 10.0) -> socket.socket:
-        """A plain TCP connection to the listener."""
-        return socket.create_connection(self.address, timeout=timeout)
-
-
-# Kept for the system tests, which call a started process a ``Proc``.
-Proc = TunnelProcess
-
-
-def spawn(
-    command: list[str],
-    out_path: Path,
-    err_path: Path,
-    env: dict[str, str],
-    cwd: Path | None = None,
-    preexec_fn: Callable[[], None] | None = None,
-) -> subprocess.Popen[bytes]:
-    """Start ``command`` with stdin closed and stdout/stderr in files (the same file if
-    both paths are equal)."""
-    with contextlib.ExitStack() as files:
-        out = files.enter_context(out_path.open("wb"))
-        err = out if err_path == out_path else files.enter_context(err_path.open("wb"))
-        return subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-            env=env,
-            cwd=cwd,
-            preexec_fn=preexec_fn,
-        )
 
 
 class Launcher:
@@ -308,9 +114,7 @@ def start_run(
     proc.wait_log(r"tunnel started")
     port = proc.bound_port("web")
     proc.port = port
-    config.write_text(
-        config.read_text().replace(f"accept = {accept_address()}", f"accept = 127.0.0.1:{port}")
-    )
+    pin_port(config, port)
     wait_for(f"port {port} to accept", lambda: port_accepts(port))
     return Running(proc, port, certs, config)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Backend, Certs, Launcher, free_port, port_accepts, wait_for
+from .conftest import Backend, Certs, Launcher, port_accepts, wait_for
 from .test_reload import fetch, generation_line
 
 pytestmark = [
@@ -38,7 +38,7 @@ def write_ini(path: Path, certs: Certs, files: dict[str, Path], backend_port: in
     """A configuration that drops to nobody (and refuses to stay root)."""
     path.write_text(
         "[tunnel]\nworkers = 1\nuser = nobody\nallow_root = no\ndrain_timeout = 5s\n\n"
-        f"[web]\naccept = 127.0.0.1:{free_port()}\ncert = {certs.cert_pem}\n"
+        f"[web]\naccept = 127.0.0.1:0\ncert = {certs.cert_pem}\n"
         f"key = {certs.key_pem}\nconnect = 127.0.0.1:{backend_port}\n"
         + "".join(f"{key} = {value}\n" for key, value in files.items())
         + ("verify = optional\n" if "client_ca" in files else "")
@@ -109,7 +109,8 @@ def test_readable_files_pass_and_a_reload_as_nobody_reads_them(
 
     proc = tunnel.start("run", "-c", str(config))
     proc.wait_log(r"running as uid \d+")
-    port = int(config.read_text().split("accept = 127.0.0.1:")[1].split()[0])
+    proc.wait_log(r"tunnel started")
+    port = proc.bound_port("web")
     wait_for(f"port {port} to accept", lambda: port_accepts(port))
     proc.signal(signal.SIGHUP)  # the key is read again, as nobody, through its group
     proc.wait_log(generation_line(2))

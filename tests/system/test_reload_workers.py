@@ -16,7 +16,7 @@ import pytest
 from tunnel.config import parse_config
 from tunnel.process.listen import SocketPool
 
-from .conftest import Backend, Certs, Launcher, alive, free_port, wait_for
+from .conftest import Backend, Certs, Launcher, alive, wait_for
 from .modes import Service, start_service, stopping_all
 from .test_cli_run import read_all
 from .test_reload import ClientLoop, generation_line
@@ -115,8 +115,7 @@ def test_workers_2_1_2_under_load_lose_nothing(
 
 
 def test_fewer_workers_keep_and_share_the_removed_slots_sockets() -> None:
-    port = free_port()
-    text = f"[web]\naccept = 127.0.0.1:{port}\ncert = c.pem\nconnect = 127.0.0.1:1\n"
+    text = "[web]\naccept = 127.0.0.1:0\ncert = c.pem\nconnect = 127.0.0.1:1\n"
     config = parse_config(text, "/etc/t.ini")
     pool = SocketPool()
     try:

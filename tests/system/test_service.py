@@ -18,8 +18,8 @@ from .conftest import (
     Launcher,
     alive,
     children_of,
-    free_port,
     port_accepts,
+    reserve_port,
     start_run,
     wait_for,
     write_config,
@@ -49,7 +49,7 @@ def stopped_at_end(pid_file: Path) -> Iterator[None]:
 def test_daemon_detaches_and_stops(
     tunnel: Launcher, tmp_path: Path, certs: Certs, hello_backend: Backend
 ) -> None:
-    port, pid_file, log = free_port(), tmp_path / "t.pid", tmp_path / "t.log"
+    port, pid_file, log = reserve_port(), tmp_path / "t.pid", tmp_path / "t.log"
     config = write_config(
         tmp_path / "t.ini",
         certs,
@@ -90,7 +90,7 @@ def test_daemon_start_up_error_reaches_the_terminal(
     # directory that does not exist makes that fail after detaching.
     pid_file = tmp_path / "missing" / "t.pid"
     config = write_config(
-        tmp_path / "t.ini", certs, free_port(), hello_backend.port, pid_file=str(pid_file)
+        tmp_path / "t.ini", certs, reserve_port(), hello_backend.port, pid_file=str(pid_file)
     )
     result = tunnel.run("run", "-c", str(config), "--daemon", timeout=30)
     assert result.returncode == 1
@@ -108,7 +108,7 @@ def test_second_start_refused_and_stale_pid_file_replaced(
     wait_for("the new pid file", lambda: pid_file.read_text() == f"{running.proc.pid}\n")
 
     other = write_config(
-        tmp_path / "other.ini", certs, free_port(), hello_backend.port, pid_file=str(pid_file)
+        tmp_path / "other.ini", certs, reserve_port(), hello_backend.port, pid_file=str(pid_file)
     )
     result = tunnel.run("run", "-c", str(other), timeout=30)
     assert result.returncode == 1
@@ -147,7 +147,7 @@ def test_refuses_to_serve_as_root(
     tunnel: Launcher, tmp_path: Path, certs: Certs, hello_backend: Backend
 ) -> None:
     config = write_config(
-        tmp_path / "t.ini", certs, free_port(), hello_backend.port, allow_root="no"
+        tmp_path / "t.ini", certs, reserve_port(), hello_backend.port, allow_root="no"
     )
     result = tunnel.run("run", "-c", str(config), timeout=30)
     assert result.returncode == 2
@@ -159,7 +159,7 @@ def test_unknown_user_is_a_config_error(
     tunnel: Launcher, tmp_path: Path, certs: Certs, hello_backend: Backend
 ) -> None:
     config = write_config(
-        tmp_path / "t.ini", certs, free_port(), hello_backend.port, user="no-such-user-x"
+        tmp_path / "t.ini", certs, reserve_port(), hello_backend.port, user="no-such-user-x"
     )
     result = tunnel.run("run", "-c", str(config), timeout=30)
     assert result.returncode == 2
@@ -171,7 +171,7 @@ def test_systemd_notify(
     tunnel: Launcher, tmp_path: Path, certs: Certs, hello_backend: Backend, abstract: bool
 ) -> None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    name = f"@tunnel-test-{os.getpid()}-{free_port()}" if abstract else str(tmp_path / "n.sock")
+    name = f"@tunnel-test-{os.getpid()}-{reserve_port()}" if abstract else str(tmp_path / "n.sock")
     sock.bind(b"\0" + name[1:].encode() if abstract else name)
     sock.settimeout(15)
     tunnel.env["NOTIFY_SOCKET"] = name
@@ -208,7 +208,7 @@ os.execv(sys.executable, [sys.executable, "-m", "tunnel", "run", "-c", sys.argv[
 def test_socket_activation(
     tunnel: Launcher, tmp_path: Path, certs: Certs, hello_backend: Backend
 ) -> None:
-    port = free_port()
+    port = reserve_port()
     config = write_config(tmp_path / "t.ini", certs, port, hello_backend.port, workers="2")
     # Start the way systemd would: the socket is bound, and the process exec'd with it.
     script = tmp_path / "activate.py"
