@@ -257,3 +257,22 @@ def spawn(
             cwd=cwd,
             preexec_fn=preexec_fn,
         )
+
+
+def generation_line(n: int) -> str:
+    """The log line (a regex) of a reload whose generation ``n`` serves."""
+    return rf"reload: generation {n} serving"
+
+
+def generation_pids(tunnel: Supervised, generation: int) -> set[int]:
+    """The pids the log says were started for ``generation``."""
+    found = re.findall(
+        rf"worker \d+ started \(pid (\d+)\), generation {generation}\b", tunnel.log()
+    )
+    return {int(pid) for pid in found}
+
+
+def served_by(tunnel: Supervised, pids: set[int], start: int) -> bool:
+    """Whether a connection line from one of ``pids`` was logged after offset ``start``."""
+    lines = re.findall(r"tunnel\[(\d+)\] INFO tunnel\.conn: conn ", tunnel.log()[start:])
+    return any(int(pid) in pids for pid in lines)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 import signal
 import socket
-import ssl
 import subprocess
 import threading
 import time
@@ -15,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from harness.http import slow_handler, start_slow_transfer, tls_client
 
 from .conftest import (
     Backend,
@@ -30,10 +29,6 @@ pytestmark = pytest.mark.timeout(90)
 
 BackendFactory = Callable[[Callable[[socket.socket], None]], Backend]
 
-SLOW_CHUNK = 64 * 1024
-SLOW_CHUNKS = 48  # 3 MiB, sent over about 1.5 s
-SLOW_PAUSE = 0.03
-
 
 def need(tool: str) -> str:
     """The path of a command-line tool, or skip the test."""
@@ -41,61 +36,6 @@ def need(tool: str) -> str:
     if path is None:
         pytest.skip(f"{tool} is not installed")
     return path
-
-
-def slow_body() -> bytes:
-    """The deterministic body the slow backend sends."""
-    return b"".join(
-        hashlib.sha256(i.to_bytes(4, "big")).digest() * (SLOW_CHUNK // 32)
-        for i in range(SLOW_CHUNKS)
-    )
-
-
-def slow_handler(conn: socket.socket) -> None:
-    """Answer a request with a large body, slowly, then close."""
-    read_request(conn)
-    body = slow_body()
-    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
-    for offset in range(0, len(body), SLOW_CHUNK):
-        conn.sendall(body[offset : offset + SLOW_CHUNK])
-        time.sleep(SLOW_PAUSE)  # pacing the transfer, not synchronisation
-
-
-def tls_client(running: Running) -> ssl.SSLSocket:
-    """A verified TLS connection through Tunnel."""
-    ctx = ssl.create_default_context(cafile=str(running.certs.ca_pem))
-    raw = socket.create_connection(("127.0.0.1", running.port), timeout=10)
-    return ctx.wrap_socket(raw, server_hostname="localhost")
-
-
-def read_all(sock: ssl.SSLSocket, first: bytes = b"") -> bytes:
-    """Read until the server closes."""
-    chunks = [first]
-    while chunk := sock.recv(65536):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def start_slow_transfer(running: Running) -> tuple[ssl.SSLSocket, bytes]:
-    """Request the slow body and wait until part of it has arrived."""
-    sock = tls_client(running)
-    sock.sendall(b"GET /slow HTTP/1.1\r\nHost: localhost\r\n\r\n")
-    received = sock.recv(65536)
-    assert received.startswith(b"HTTP/1.1 200 OK")
-    return sock, received
-
-
-def handshake_possible(running: Running) -> bool:
-    """Whether a new client can complete a TLS handshake within a second."""
-    ctx = ssl.create_default_context(cafile=str(running.certs.ca_pem))
-    try:
-        with (
-            socket.create_connection(("127.0.0.1", running.port), timeout=1) as raw,
-            ctx.wrap_socket(raw, server_hostname="localhost"),
-        ):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture

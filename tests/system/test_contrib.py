@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from harness.http import fetch
 
 from .conftest import REPO, Backend, Certs, Launcher, alive, reserve_port, wait_for, write_config
-from .test_reload import fetch
 
 pytestmark = pytest.mark.timeout(90)
 

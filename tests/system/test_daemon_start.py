@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from harness.http import fetch
 
 from .conftest import Backend, Certs, Launcher, write_certs
 from .modes import Service, start_service, stopping_all
-from .test_reload import fetch
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -13,9 +13,10 @@ import signal
 from pathlib import Path
 
 import pytest
+from harness.http import fetch
+from harness.process import generation_line
 
 from .conftest import Backend, Certs, Launcher, port_accepts, wait_for
-from .test_reload import fetch, generation_line
 
 pytestmark = [
     pytest.mark.timeout(60),

@@ -5,12 +5,19 @@ from __future__ import annotations
 import signal
 import socket
 import ssl
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from harness.http import (
+    fetch,
+    read_all,
+    slow_body,
+    slow_handler,
+    start_slow_transfer,
+)
+from harness.process import generation_line
 
 from .conftest import (
     Backend,
@@ -18,108 +25,15 @@ from .conftest import (
     Launcher,
     Running,
     port_accepts,
-    read_request,
     reserve_port,
     start_run,
     wait_for,
     write_certs,
 )
-from .test_cli_run import (
-    SLOW_CHUNK,
-    SLOW_PAUSE,
-    read_all,
-    slow_body,
-    slow_handler,
-    start_slow_transfer,
-)
 
 pytestmark = pytest.mark.timeout(120)
 
 BackendFactory = Callable[[Callable[[socket.socket], None]], Backend]
-
-
-def routing_handler(conn: socket.socket) -> None:
-    """``GET /slow`` gets the slow 3 MiB body; anything else a short hello."""
-    head = read_request(conn)
-    if not head.startswith(b"GET /slow"):
-        body = b"hello from the backend\n"
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-        return
-    body = slow_body()
-    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
-    for offset in range(0, len(body), SLOW_CHUNK):
-        conn.sendall(body[offset : offset + SLOW_CHUNK])
-        time.sleep(SLOW_PAUSE)  # pacing the transfer, not synchronisation
-
-
-def fetch(port: int, ca_pem: Path) -> tuple[bytes, bytes]:
-    """One fresh TLS connection: GET / and return (server certificate DER, response)."""
-    ctx = ssl.create_default_context(cafile=str(ca_pem))
-    with (
-        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
-        ctx.wrap_socket(raw, server_hostname="localhost") as sock,
-    ):
-        sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        der = sock.getpeercert(binary_form=True) or b""
-        return der, read_all(sock)
-
-
-class ClientLoop:
-    """Threads opening connections back to back; counts successes and failures."""
-
-    def __init__(self, running: Running, threads: int = 6) -> None:
-        self.running = running
-        self.ok = 0
-        self.failures: list[str] = []
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
-
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                _, response = fetch(self.running.port, self.running.certs.ca_pem)
-                good = response.endswith(b"hello from the backend\n")
-                problem = "" if good else f"bad response {response[:80]!r}"
-            except OSError as exc:
-                problem = f"{type(exc).__name__}: {exc}"
-            with self.lock:
-                if problem:
-                    self.failures.append(problem)
-                else:
-                    self.ok += 1
-
-    def __enter__(self) -> ClientLoop:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(15)
-
-    def wait_more(self, count: int) -> None:
-        """Wait until ``count`` more connections have succeeded."""
-        target = self.ok + count
-        wait_for(
-            f"{count} more successful connections", lambda: self.ok >= target or bool(self.failures)
-        )
-
-
-def generation_line(n: int) -> str:
-    return rf"reload: generation {n} serving"
-
-
-def start_slow_transfer_at(running: Running, path: str) -> tuple[ssl.SSLSocket, bytes]:
-    """Like start_slow_transfer, for the routing backend's slow path."""
-    ctx = ssl.create_default_context(cafile=str(running.certs.ca_pem))
-    raw = socket.create_connection(("127.0.0.1", running.port), timeout=10)
-    sock = ctx.wrap_socket(raw, server_hostname="localhost")
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
-    received = sock.recv(65536)
-    assert received.startswith(b"HTTP/1.1 200 OK")
-    return sock, received
 
 
 def test_reload_serves_new_certificate_and_keeps_old_connection(

@@ -8,11 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from harness.http import fetch
+from harness.process import generation_pids
 
 from .conftest import Backend, Certs, Launcher, alive
 from .modes import MODES, Service, start_service, stopping_all
-from .test_reload import fetch
-from .test_service_modes import generation_pids
 
 pytestmark = pytest.mark.timeout(90)
 

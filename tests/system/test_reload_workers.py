@@ -12,14 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from harness.http import ClientLoop, read_all
+from harness.process import generation_line
 
 from tunnel.config import parse_config
 from tunnel.process.listen import SocketPool
 
 from .conftest import Backend, Certs, Launcher, alive, wait_for
 from .modes import Service, start_service, stopping_all
-from .test_cli_run import read_all
-from .test_reload import ClientLoop, generation_line
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from harness.http import fetch
 
 from .conftest import (
     Backend,
@@ -24,7 +25,6 @@ from .conftest import (
     wait_for,
     write_config,
 )
-from .test_reload import fetch
 
 pytestmark = pytest.mark.timeout(90)
 

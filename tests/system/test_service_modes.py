@@ -10,19 +10,27 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import signal
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from harness.http import (
+    ClientLoop,
+    fetch,
+    handshake_possible,
+    read_all,
+    routing_handler,
+    slow_body,
+    slow_handler,
+    start_slow_transfer_at,
+)
+from harness.http import start_slow_transfer as start_slow
+from harness.process import generation_line, generation_pids, served_by
 
 from .conftest import Backend, Certs, Launcher, alive, port_accepts, wait_for, write_certs
 from .modes import MODES, Service, start_service, stopping_all
-from .test_cli_run import handshake_possible, read_all, slow_body, slow_handler
-from .test_cli_run import start_slow_transfer as start_slow
-from .test_reload import ClientLoop, fetch, generation_line, routing_handler, start_slow_transfer_at
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -41,20 +49,6 @@ def services() -> Iterator[list[Service]]:
     """Services started by the test; all stopped at teardown, by pid."""
     with stopping_all() as started:
         yield started
-
-
-def generation_pids(service: Service, generation: int) -> set[int]:
-    """The pids the log says were started for ``generation``."""
-    found = re.findall(
-        rf"worker \d+ started \(pid (\d+)\), generation {generation}\b", service.log()
-    )
-    return {int(pid) for pid in found}
-
-
-def served_by(service: Service, pids: set[int], start: int) -> bool:
-    """Whether a connection line from one of ``pids`` was logged after offset ``start``."""
-    lines = re.findall(r"tunnel\[(\d+)\] INFO tunnel\.conn: conn ", service.log()[start:])
-    return any(int(pid) in pids for pid in lines)
 
 
 def test_reloads_under_load_lose_no_connection(
