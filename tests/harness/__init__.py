@@ -8,9 +8,12 @@ Small modules, each about one thing:
 * :mod:`harness.procfs` - /proc figures of a process tree (children, fds, sockets, RSS);
 * :mod:`harness.certs` - trustme CA and server certificates written to a test directory;
 * :mod:`harness.config` - ini text for Tunnel;
+* :mod:`harness.process` - a running supervisor: its log, what it bound, its workers;
 * :mod:`harness.tunnel` - ``tunnel`` child processes, started and stopped by PID;
+* :mod:`harness.service` - the same in the foreground or as a daemon (pid file, log file);
 * :mod:`harness.backends` - plain TCP/Unix backends in threads and their handlers;
 * :mod:`harness.clients` - a byte-exact TLS client over memory BIOs, ``openssl s_client``;
+* :mod:`harness.http` - HTTPS through Tunnel: fetch, a slow backend, a client loop;
 * :mod:`harness.peers` - nginx and HAProxy as PROXY protocol peers;
 * :mod:`harness.fixtures` - the pytest fixtures; each test folder's ``conftest.py``
   imports the ones it uses.
