@@ -155,11 +155,10 @@ def test_a_backend_failing_verification_is_logged_and_counted_before_failover(
     bad_ctx.load_cert_chain(bad_pem)
     bad = start_backend(tls_echo(bad_ctx, []))
     good = start_backend(tls_echo(server_context(certs, "1.3"), []))
-    admin = free_port()
     tunnel = start_tunnel(
         None,
         backend="secure",
-        tunnel={"admin": f"127.0.0.1:{admin}"},
+        tunnel={"admin": "127.0.0.1:0"},
         extra={
             "backend:secure": {
                 "connect": [bad.address, good.address],
@@ -168,6 +167,7 @@ def test_a_backend_failing_verification_is_logged_and_counted_before_failover(
             }
         },
     )
+    admin = tunnel.admin_port()  # admin says port 0
     with tunnel.connect(certs.client_context()) as sock:
         echo_roundtrip(sock, 1000)
         sock.unwrap()

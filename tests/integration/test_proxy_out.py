@@ -18,7 +18,7 @@ from .harness import (
     ConnRecord,
     TunnelFactory,
     TunnelProcess,
-    free_port,
+    refusing_address,
     wait_until,
 )
 from .peers import haproxy_proxy_backend, needs_haproxy, needs_nginx, nginx_proxy_backend
@@ -112,7 +112,7 @@ def test_no_uid_is_logged_when_no_header_was_sent(
     certs: Certs, start_tunnel: TunnelFactory
 ) -> None:
     """Every backend address refused: no PROXY header went out, so no ``uid=``."""
-    tunnel = start_tunnel(f"127.0.0.1:{free_port()}", proxy_protocol="v2", proxy_unique_id="yes")
+    tunnel = start_tunnel(refusing_address(), proxy_protocol="v2", proxy_unique_id="yes")
     with tunnel.connect(certs.client_context()) as sock:
         sock.sendall(b"x")
         with contextlib.suppress(ssl.SSLError, OSError):
