@@ -185,7 +185,7 @@ class TunnelProcess(Supervised):
             text = self.log()
             return (
                 "tunnel started" in text
-                and len(self.worker_pids()) == self.workers
+                and len(self.worker_pids()) >= self.workers  # more: an ACME process
                 and all(f"worker {i} started" in text for i in range(self.workers))
             )
 

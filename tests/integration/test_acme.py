@@ -15,7 +15,15 @@ from typing import Any
 
 import pytest
 
-from .harness import SRC, Certs, TunnelFactory, TunnelProcess, echo_handler, free_port, wait_until
+from .harness import (
+    SRC,
+    Certs,
+    TunnelFactory,
+    TunnelProcess,
+    echo_handler,
+    reserve_port,
+    wait_until,
+)
 from .pebble import Pebble, served_certificate
 
 NAME = "example.test"
@@ -24,7 +32,7 @@ NAME = "example.test"
 @pytest.fixture
 def pebble(certs: Certs, tmp_path: Path) -> Iterator[Pebble]:
     """A Pebble whose validations go to free ports the test's tunnel then listens on."""
-    server = Pebble(tmp_path / "pebble", certs, tls_port=free_port(), http_port=free_port())
+    server = Pebble(tmp_path / "pebble", certs, tls_port=reserve_port(), http_port=reserve_port())
     server.start()
     yield server
     server.stop()
@@ -76,7 +84,7 @@ def test_issuance_then_served_without_restart(
 ) -> None:
     backend = start_backend(echo_handler)
     state = tmp_path / "state"
-    admin = free_port()
+    admin = reserve_port()
     tunnel = acme_tunnel(
         start_tunnel, backend.address, pebble, state, challenge=challenge, admin=admin
     )
@@ -120,7 +128,7 @@ def test_check_says_which_names_are_managed(tmp_path: Path) -> None:
     config = tmp_path / "t.ini"
     config.write_text(
         "[acme]\ndirectory = https://ca.test/dir\nstate_dir = state\n"
-        f"[web]\naccept = 127.0.0.1:{free_port()}\nacme = {NAME}, www.{NAME}\n"
+        f"[web]\naccept = 127.0.0.1:{reserve_port()}\nacme = {NAME}, www.{NAME}\n"
         "connect = 127.0.0.1:8080\n"
     )
     result = run_cli("check", "-c", str(config))
@@ -144,7 +152,7 @@ def served_serial(tunnel: TunnelProcess, pebble: Pebble, roots: str) -> int:
 def short_lived(certs: Certs, tmp_path: Path) -> Iterator[Pebble]:
     """A Pebble issuing certificates valid for 30 seconds."""
     server = Pebble(
-        tmp_path / "pebble", certs, tls_port=free_port(), http_port=free_port(), validity=30
+        tmp_path / "pebble", certs, tls_port=reserve_port(), http_port=reserve_port(), validity=30
     )
     server.start()
     yield server
@@ -211,7 +219,7 @@ def test_a_fleet_sharing_state_dir_orders_once_and_both_serve(
     backend = start_backend(echo_handler)
     state = tmp_path / "state"
     one = acme_tunnel(start_tunnel, backend.address, pebble, state)
-    two = acme_tunnel(start_tunnel, backend.address, pebble, state, accept_port=free_port())
+    two = acme_tunnel(start_tunnel, backend.address, pebble, state, accept_port=reserve_port())
     for tunnel in (one, two):
         wait_until(lambda t=tunnel: "generation 2 serving" in t.log(), 30, 0.05, "certificate")
     logs = one.log() + two.log()
@@ -269,7 +277,7 @@ def test_run_refuses_an_http_port_in_use(tmp_path: Path) -> None:
             "[tunnel]\nallow_root = yes\n"
             f"[acme]\ndirectory = https://ca.test/dir\nstate_dir = state\nchallenge = http-01\n"
             f"http_port = {port}\n"
-            f"[web]\naccept = 127.0.0.1:{free_port()}\nacme = {NAME}\nconnect = 127.0.0.1:8080\n"
+            f"[web]\naccept = 127.0.0.1:{reserve_port()}\nacme = {NAME}\nconnect = 127.0.0.1:8080\n"
         )
         result = run_cli("run", "-c", str(config))
     assert result.returncode == 2
