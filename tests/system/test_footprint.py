@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from .conftest import Backend, Certs, Launcher, free_port, start_run, wait_for
+from .conftest import Backend, Certs, Launcher, start_run, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -28,10 +28,8 @@ def test_supervisor_and_workers_import_only_what_serving_needs(
     dump = tmp_path / "modules"
     dump.mkdir()
     tunnel.env["TUNNEL_DEBUG_MODULES"] = str(dump)
-    admin = free_port()
-    running = start_run(
-        tunnel, tmp_path, certs, hello_backend, workers="2", admin=f"127.0.0.1:{admin}"
-    )
+    running = start_run(tunnel, tmp_path, certs, hello_backend, workers="2", admin="127.0.0.1:0")
+    admin = running.proc.admin_port()  # admin says port 0
     wait_for("3 module lists", lambda: len(list(dump.glob("*.modules"))) == 3)
     roles = sorted(path.name.split("-")[0] for path in dump.glob("*.modules"))
     assert roles == ["supervisor", "worker", "worker"]
