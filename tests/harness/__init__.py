@@ -14,7 +14,10 @@ Small modules, each about one thing:
 * :mod:`harness.backends` - plain TCP/Unix backends in threads and their handlers;
 * :mod:`harness.clients` - a byte-exact TLS client over memory BIOs, ``openssl s_client``;
 * :mod:`harness.http` - HTTPS through Tunnel: fetch, a slow backend, a client loop;
+* :mod:`harness.admin` - the admin endpoint: a path's status and body, /metrics samples;
 * :mod:`harness.peers` - nginx and HAProxy as PROXY protocol peers;
+* :mod:`harness.pebble` - Pebble, a test ACME server, and its DNS;
+* :mod:`harness.pool_peers` - named backends that come and go, a small DNS server;
 * :mod:`harness.fixtures` - the pytest fixtures; each test folder's ``conftest.py``
   imports the ones it uses.
 

@@ -25,7 +25,6 @@ from .harness import (
     TunnelFactory,
     TunnelProcess,
     echo_handler,
-    free_port,
     read_until_closed,
     wait_until,
 )
@@ -114,8 +113,8 @@ def test_deny_ja4_refuses_before_the_handshake(
     backend = start_backend(echo_handler)
     denied_ctx = certs.client_context("1.2")  # its fingerprint differs from a 1.3 client's
     denied = expected_ja4(denied_ctx)
-    admin = free_port()
-    tunnel = start_tunnel(backend.address, deny_ja4=denied, tunnel={"admin": f"127.0.0.1:{admin}"})
+    tunnel = start_tunnel(backend.address, deny_ja4=denied, tunnel={"admin": "127.0.0.1:0"})
+    admin = tunnel.admin_port()  # admin says port 0
     with pytest.raises(ssl.SSLError, match="HANDSHAKE_FAILURE"):
         tunnel.connect(denied_ctx)
     with tunnel.connect(certs.client_context("1.3")) as sock:  # another fingerprint: served

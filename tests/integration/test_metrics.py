@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import signal
 import ssl
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trustme
-from prometheus_client.parser import text_string_to_metric_families
+from harness.admin import get, scrape, value
 
 from .harness import (
     BackendFactory,
@@ -26,28 +24,6 @@ from .harness import (
 )
 
 pytestmark = pytest.mark.timeout(90)
-
-
-def get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as reply:
-            return reply.status, reply.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    status, text = get(port, "/metrics")
-    assert status == 200
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def value(samples: dict[Any, float], name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 @pytest.mark.parametrize("version", ["1.2", "1.3"])

@@ -29,9 +29,9 @@ from .harness import (
     TunnelFactory,
     TunnelProcess,
     echo_handler,
-    free_port,
     read_until_closed,
     recording_handler,
+    reserve_port,
     wait_until,
 )
 from .test_metrics import scrape, value
@@ -51,7 +51,7 @@ def s_server(ca: trustme.CA, directory: Path) -> Iterator[int]:
     """``openssl s_server -rev`` (each line sent back reversed) for NAME; stopped by PID."""
     pem = directory / "backend.pem"
     ca.issue_cert(NAME).private_key_and_cert_chain_pem.write_to_path(str(pem))
-    port = free_port()
+    port = reserve_port()
     log = directory / "s_server.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -216,7 +216,7 @@ def test_slow_hello_times_out_before_any_backend(
 
 
 def test_passthrough_backend_down_is_an_alert_and_a_reason(start_tunnel: TunnelFactory) -> None:
-    dead = free_port()
+    dead = reserve_port()
     tunnel = passthrough_tunnel(start_tunnel, "127.0.0.1:9", dead)
     with socket.create_connection(tunnel.address, timeout=10) as sock:
         sock.sendall(client_hello())

@@ -12,12 +12,12 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
+from harness.admin import get, scrape, value
 
 from tunnel.cli.status import Reply, summarise
 
-from .harness import Certs, TunnelFactory, free_port, wait_until
+from .harness import Certs, TunnelFactory, wait_until
 from .pool_peers import NamedServer, dns_server, who
-from .test_metrics import get, scrape, value
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -120,12 +120,11 @@ def test_active_checks_metrics_status_and_readyz(
     certs: Certs, start_tunnel: TunnelFactory, servers: list[NamedServer]
 ) -> None:
     a, b = named(servers, "a"), named(servers, "b")
-    admin = free_port()
     tunnel = start_tunnel(
         None,
         workers=2,
         backend="pool",
-        tunnel={"admin": f"127.0.0.1:{admin}"},
+        tunnel={"admin": "127.0.0.1:0"},
         extra={
             "backend:pool": {
                 "connect": f"{a.address}, {b.address}",
@@ -134,6 +133,7 @@ def test_active_checks_metrics_status_and_readyz(
             }
         },
     )
+    admin = tunnel.admin_port()  # admin says port 0
 
     def up(server: NamedServer) -> float:
         return value(scrape(admin), "tunnel_backend_up", pool="pool", address=server.address)
@@ -229,11 +229,10 @@ def test_tls_health_check_needs_a_handshake(
     plain = named(servers, "plain")
     secure = NamedServer("secure", tls=server_ctx)
     servers.append(secure)
-    admin = free_port()
-    start_tunnel(
+    tunnel = start_tunnel(
         None,
         backend="pool",
-        tunnel={"admin": f"127.0.0.1:{admin}"},
+        tunnel={"admin": "127.0.0.1:0"},
         extra={
             "backend:pool": {
                 "connect": f"{plain.address}, {secure.address}",
@@ -242,6 +241,7 @@ def test_tls_health_check_needs_a_handshake(
             }
         },
     )
+    admin = tunnel.admin_port()  # admin says port 0
 
     def state() -> tuple[float, float]:
         samples = scrape(admin)

@@ -14,6 +14,7 @@ import ssl
 import time
 
 import pytest
+from harness.admin import scrape, value
 
 from tunnel.wire import proxy_protocol as pp
 
@@ -24,12 +25,10 @@ from .harness import (
     TunnelFactory,
     TunnelProcess,
     echo_handler,
-    free_port,
     read_until_closed,
     recv_exactly,
     wait_until,
 )
-from .test_metrics import scrape, value
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -59,14 +58,14 @@ def served_by(tunnel: TunnelProcess) -> set[str]:
 def test_connection_rate_holds_across_two_workers(
     certs: Certs, start_tunnel: TunnelFactory, start_backend: BackendFactory
 ) -> None:
-    admin = free_port()
     backend = start_backend(echo_handler)
     tunnel = start_tunnel(
         backend.address,
         workers=2,
-        tunnel={"admin": f"127.0.0.1:{admin}"},
+        tunnel={"admin": "127.0.0.1:0"},
         max_connection_rate_per_ip="1/h burst 10",
     )
+    admin = tunnel.admin_port()  # admin says port 0
     ctx = certs.client_context()
     results = [attempt(tunnel, ctx) for _ in range(40)]
     served = sum(result is not None for result in results)

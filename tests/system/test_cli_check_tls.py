@@ -77,8 +77,8 @@ def test_check_shows_each_listeners_key_exchange_groups(
     config = tmp_path / "groups.ini"
     config.write_text(
         f"[tunnel]\nworkers = 1\n{root}\n"
-        f"[openssl]\naccept = 127.0.0.1:{free_port()}\n{cert}\n"
-        f"[narrow]\naccept = 127.0.0.1:{free_port()}\n{cert}curves = P-384:X25519\n"
+        f"[openssl]\naccept = 127.0.0.1:{reserve_port()}\n{cert}\n"
+        f"[narrow]\naccept = 127.0.0.1:{reserve_port()}\n{cert}curves = P-384:X25519\n"
     )
     result = tunnel.run("check", "-c", str(config))
     assert result.returncode == 0, result.stderr
