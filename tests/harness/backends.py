@@ -169,6 +169,14 @@ def on_socket(handler: SocketHandler) -> Handler:
     return serve
 
 
+class SocketBackend(Backend):
+    """A backend whose ``handler(conn)`` gets each connection's socket, closed after the
+    handler returns (the system tests' ``Backend``)."""
+
+    def __init__(self, handler: SocketHandler, backlog: int = 128) -> None:
+        super().__init__(on_socket(handler), backlog=backlog)
+
+
 # Handlers ----------------------------------------------------------------------------
 
 

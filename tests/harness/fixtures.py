@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from .backends import Backend, BackendFactory, SocketHandler, hello_handler, on_socket
+from .backends import Backend, BackendFactory, SocketBackend, SocketHandler, hello_handler
 from .certs import Certs, make_certs, write_certs
 from .tunnel import Launcher, TunnelFactory, base_env
 
@@ -133,7 +133,13 @@ def backend_factory(
 ) -> Callable[[SocketHandler], Backend]:
     """Make backends whose ``handler(conn)`` gets each connection's socket (closed after
     it returns); all are closed at teardown."""
-    return lambda handler: start_backend(on_socket(handler))
+
+    def make(handler: SocketHandler) -> Backend:
+        backend = SocketBackend(handler)
+        start_backend.backends.append(backend)  # closed with the others
+        return backend
+
+    return make
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@ Tests here run ``tunnel`` as a user would (``python -m tunnel ...``) through the
 
 from __future__ import annotations
 
-from harness.backends import Backend, hello_handler, read_request
+from harness.backends import SocketBackend as Backend
+from harness.backends import hello_handler, read_request
 from harness.certs import Certs, write_certs
 from harness.config import write_config
 from harness.fixtures import (

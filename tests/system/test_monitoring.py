@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import trustme
 import yaml
+from harness.http import fetch
 from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import (
@@ -34,13 +35,12 @@ from .conftest import (
     Backend,
     Launcher,
     base_env,
-    free_port,
     hello_handler,
     port_accepts,
+    reserve_port,
     wait_for,
     write_certs,
 )
-from .test_reload import fetch
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -88,7 +88,7 @@ def write_listeners(
         f"[web]\naccept = 127.0.0.1:{ports['web']}\ncert = {cert}\nkey = {key}\n"
         f"connect = 127.0.0.1:{backend}\n\n"
         f"[down]\naccept = 127.0.0.1:{ports['down']}\ncert = {cert}\nkey = {key}\n"
-        f"connect = 127.0.0.1:{free_port()}\nconnect_timeout = 2s\n\n"
+        f"connect = 127.0.0.1:{reserve_port()}\nconnect_timeout = 2s\n\n"
         f"[picky]\naccept = 127.0.0.1:{ports['picky']}\ncert = {cert}\nkey = {key}\n"
         f"connect = 127.0.0.1:{backend}\ndeny_ja4 = {ja4}\n"
     )
@@ -115,9 +115,9 @@ def scraped(tmp_path_factory: pytest.TempPathFactory, ca: trustme.CA) -> Iterato
     backend = Backend(hello_handler)
     try:
         certs = write_certs(ca, tmp / "certs")
-        admin = free_port()
+        admin = reserve_port()
         config = tmp / "tunnel.ini"
-        ports = {"web": free_port(), "down": free_port(), "picky": free_port()}
+        ports = {"web": reserve_port(), "down": reserve_port(), "picky": reserve_port()}
         write_listeners(config, tmp / "certs", backend.port, admin, ports)
         proc = launcher.start("run", "-c", str(config))
         proc.wait_log(r"tunnel started")
