@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from harness.admin import scrape, value
 from prometheus_client.parser import text_string_to_metric_families
 
 from tunnel.wire import proxy_protocol as pp
@@ -28,7 +29,6 @@ from .harness import (
     read_until_closed,
     wait_until,
 )
-from .test_metrics import scrape, value
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -80,14 +80,14 @@ def test_negotiated_group_sent_in_a_tlv(
     from tunnel._native.openssl import set_groups
 
     backend = start_backend(ConnRecord.read_to_end)
-    admin = free_port()
     tunnel = start_tunnel(
         backend.address,
         proxy_protocol="v2",
         proxy_ja4_tlv="0xE1",
         proxy_group_tlv="0xE2",
-        tunnel={"admin": f"127.0.0.1:{admin}"},
+        tunnel={"admin": "127.0.0.1:0"},
     )
+    admin = tunnel.admin_port()  # admin says port 0
     ctx = certs.client_context()
     set_groups(ctx, group)  # the client offers only this group, so it is the negotiated one
     with tunnel.connect(ctx) as sock:

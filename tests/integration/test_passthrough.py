@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import trustme
+from harness.admin import scrape, value
 
 from tunnel.wire import proxy_protocol as pp
 from tunnel.wire.clienthello import ClientHelloReader
@@ -34,7 +35,6 @@ from .harness import (
     reserve_port,
     wait_until,
 )
-from .test_metrics import scrape, value
 
 pytestmark = pytest.mark.timeout(60)
 NAME = "pass.example"
@@ -282,14 +282,14 @@ def test_passthrough_per_ip_cap_and_metrics(
 
     recorder = start_backend(closing_recorder)
     port = int(recorder.address.rsplit(":", 1)[1])
-    admin = free_port()
     tunnel = start_tunnel(
         "127.0.0.1:9",
         route=f"sni:{NAME}=pass",
         max_connections_per_ip=1,
-        tunnel={"admin": f"127.0.0.1:{admin}"},
+        tunnel={"admin": "127.0.0.1:0"},
         extra={"backend:pass": {"connect": f"127.0.0.1:{port}", "passthrough": "yes"}},
     )
+    admin = tunnel.admin_port()  # admin says port 0
     hello = client_hello()
     with socket.create_connection(tunnel.address, timeout=10) as held:
         held.sendall(hello)
