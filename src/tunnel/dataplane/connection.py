@@ -27,7 +27,8 @@ from tunnel.dataplane.limits import PerIPLimits
 from tunnel.dataplane.plain_backend import PlainSide
 from tunnel.dataplane.pool import Member
 from tunnel.dataplane.rates import ListenerRates, RateTable, listener_rates
-from tunnel.dataplane.relay import CLOSED, CONNECTING, TLSSide
+from tunnel.dataplane.relay import TLSSide
+from tunnel.dataplane.relay_end import CLOSED, CONNECTING
 from tunnel.dataplane.summary import client_cn, format_summary, peer_text, tcp_addr, tls_fields
 from tunnel.dataplane.sweep import IdleSweep
 from tunnel.dataplane.targets import PoolSource, Target, any_passthrough, listener_routes

@@ -22,15 +22,15 @@ import asyncio
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from tunnel.dataplane.buffer import get_shared_buffer
 from tunnel.dataplane.buffer import view as _view
 from tunnel.dataplane.hello import ALERT_INTERNAL_ERROR
+from tunnel.dataplane.plain_backend import PlainSide
 from tunnel.dataplane.pool import Member
-from tunnel.dataplane.relay import CLOSED, CONNECTING, LINGER, RELAY
+from tunnel.dataplane.relay_end import CONNECTING, LINGER, RELAY, RelayEnd
 from tunnel.dataplane.summary import format_summary, peer_text, tcp_addr
-from tunnel.dataplane.tls_endpoint import describe
 from tunnel.observe.reasons import CloseReason
 from tunnel.wire import proxy_out
 from tunnel.wire.clienthello import ClientHello
@@ -56,14 +56,13 @@ def hand_over(
     relay.begin()
 
 
-class Passthrough(asyncio.BufferedProtocol):
-    """The client side of a passed-through connection; the backend side is :class:`_Backend`."""
+class Passthrough(RelayEnd, asyncio.BufferedProtocol):
+    """The client side of a passed-through connection; the backend side is a ``PlainSide``."""
 
     __slots__ = (
         "_active",
         "_pending",
         "_quiet",
-        "backend",
         "backend_addr",
         "backend_done",
         "balancer_tlvs",
@@ -78,6 +77,7 @@ class Passthrough(asyncio.BufferedProtocol):
         "member",
         "peer",
         "reason",
+        "sink",
         "sni",
         "started",
         "state",
@@ -102,7 +102,7 @@ class Passthrough(asyncio.BufferedProtocol):
         self.ja4 = ja4
         self._pending = data  # sent to the backend once connected
         self.state = CONNECTING
-        self.backend: asyncio.Transport | None = None
+        self.sink: asyncio.Transport | None = None  # the backend's transport
         self.backend_addr: Any = None
         self.member: Member | None = None  # the pool member connected to (its count)
         self.client_done = self.backend_done = False
@@ -136,10 +136,10 @@ class Passthrough(asyncio.BufferedProtocol):
             begun = time.monotonic()
             try:
                 if addr.kind == "unix":
-                    connecting = loop.create_unix_connection(lambda: _Backend(self), addr.path)
+                    connecting = loop.create_unix_connection(lambda: PlainSide(self), addr.path)
                 else:
                     connecting = loop.create_connection(
-                        lambda: _Backend(self), addr.host, addr.port
+                        lambda: PlainSide(self), addr.host, addr.port
                     )
                 await asyncio.wait_for(connecting, cfg.connect_timeout)
             except TimeoutError:
@@ -178,12 +178,12 @@ class Passthrough(asyncio.BufferedProtocol):
             balancer_tlvs=self.balancer_tlvs,
         )
 
-    def attach(self, backend: asyncio.Transport) -> None:
+    def attach_backend(self, backend: Any, preamble: bytes = b"") -> None:
         """The backend is connected: send the header and the client's bytes, then relay."""
         if self.state != CONNECTING:
             backend.close()
             return
-        self.backend = backend
+        self.sink = backend
         high = self.listener.config.buffer_size
         backend.set_write_buffer_limits(high=high)
         self.transport.set_write_buffer_limits(high=high)
@@ -204,44 +204,15 @@ class Passthrough(asyncio.BufferedProtocol):
         if self.state == RELAY:
             self._active = True
             self.bytes_in += nbytes
-            self.backend.write(bytes(_view[:nbytes]))  # type: ignore[union-attr]  # set in RELAY
+            self.sink.write(bytes(_view[:nbytes]))  # type: ignore[union-attr]  # set in RELAY
         elif self.state == CONNECTING:
             self._pending += _view[:nbytes]
             if len(self._pending) >= self.listener.config.buffer_size:
-                self.transport.pause_reading()  # resumed by attach
+                self.transport.pause_reading()  # resumed by attach_backend
 
     def eof_received(self) -> bool:
-        self.client_done = True
-        if self.backend is not None and not self.backend.is_closing():
-            self.backend.write_eof()
-        if self.backend_done:
-            self._finish()
-        elif self.reason is None:
-            self.set_reason(CloseReason.CLIENT_CLOSED)
+        self._client_finished()
         return True  # keep the transport for the rest of the reply
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if exc is not None and self.reason is None:
-            self.set_reason(CloseReason.CLIENT_ERROR, describe(exc))
-        self.state = CLOSED
-        self.listener.idle_sweep.discard(self)
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
-        backend = self.backend
-        if backend is not None and not backend.is_closing():
-            if exc is None:
-                backend.close()
-            else:
-                backend.abort()
-        self._closed()
-
-    def pause_writing(self) -> None:
-        if self.backend is not None:
-            self.backend.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.backend is not None and not self.backend.is_closing():
-            self.backend.resume_reading()
 
     # -- backend events ---------------------------------------------------------------
     def from_backend(self, nbytes: int) -> None:
@@ -252,40 +223,26 @@ class Passthrough(asyncio.BufferedProtocol):
         self.bytes_out += nbytes
         self.transport.write(bytes(_view[:nbytes]))
 
-    def backend_finished(self) -> None:
-        """The backend sent FIN: pass it on as a FIN."""
-        self.backend_done = True
-        if self.state >= LINGER:
-            return
-        if self.transport.can_write_eof():
-            self.transport.write_eof()
-        if self.client_done:
-            self._finish()
-
-    def backend_lost(self, exc: Exception | None) -> None:
-        """The backend connection is gone."""
-        if self.state >= LINGER:
-            return
-        if exc is not None:
-            self.close_early(CloseReason.BACKEND_ERROR, describe(exc))
-        elif not (self.backend_done and self.client_done):
-            self.close_early(CloseReason.BACKEND_CLOSED)
-
     # -- ending -----------------------------------------------------------------------
-    def set_reason(self, reason: CloseReason, detail: str = "") -> None:
-        """Record why the connection ends (the last word wins)."""
-        self.reason = reason
-        self.detail = detail
-
     def _finish(self) -> None:
         self.set_reason(CloseReason.DONE)
         self._close()
 
+    def _pass_fin(self) -> None:
+        if self.transport.can_write_eof():
+            self.transport.write_eof()  # a FIN, as the backend sent
+
+    def _stop_idle_checks(self) -> None:
+        self.listener.idle_sweep.discard(self)
+
+    def release_buffers(self) -> None:
+        """Nothing to give back: a passed-through connection holds no TLS buffers."""
+
     def _close(self) -> None:
         self.state = LINGER
-        self.listener.idle_sweep.discard(self)
-        if self.backend is not None:
-            self.backend.close()
+        self._stop_idle_checks()
+        if self.sink is not None:
+            self.sink.close()
         self.transport.close()
 
     def close_early(self, reason: CloseReason, detail: str = "") -> None:
@@ -295,21 +252,9 @@ class Passthrough(asyncio.BufferedProtocol):
         self.set_reason(reason, detail)
         self._close()
 
-    def idle_check(self) -> bool:
-        """Called by the listener's sweep; four quiet checks in a row end the connection."""
-        if self.state != RELAY:
-            return False
-        if self._active:
-            self._active = False
-            self._quiet = 0
-            return True
-        self._quiet += 1
-        if self._quiet >= 4:
-            self.close_early(CloseReason.IDLE_TIMEOUT)
-            return False
-        return True
-
-    def _closed(self) -> None:
+    def on_closed(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
         listener = self.listener
         listener.live.discard(self)
         listener.stats.ended(self.reason or CloseReason.CLOSED, self.bytes_in, self.bytes_out)
@@ -339,37 +284,8 @@ class Passthrough(asyncio.BufferedProtocol):
             "in": self.bytes_in,
             "out": self.bytes_out,
             "duration": round(time.monotonic() - self.started, 3),
-            "reason": (self.reason or CloseReason.CLOSED).text(self.detail),
+            "reason": self.reason_text,
         }
         if self.uid:
             fields["uid"] = self.uid.hex()
         return fields
-
-
-class _Backend(asyncio.BufferedProtocol):
-    """The backend side of a passed-through connection: forwards to its :class:`Passthrough`."""
-
-    __slots__ = ("buffer_updated", "client")
-
-    def __init__(self, client: Passthrough) -> None:
-        self.client = client
-        self.buffer_updated = client.from_backend  # type: ignore[method-assign]
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.client.attach(cast(asyncio.Transport, transport))
-
-    get_buffer = get_shared_buffer
-
-    def eof_received(self) -> bool:
-        self.client.backend_finished()
-        return True
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.client.backend_lost(exc)
-
-    def pause_writing(self) -> None:
-        self.client.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.client.state == RELAY:
-            self.client.transport.resume_reading()

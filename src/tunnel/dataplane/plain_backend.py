@@ -1,4 +1,9 @@
-"""The backend side of a relayed connection to a plain (not TLS) backend."""
+"""The backend side of a relayed connection to a plain (not TLS) backend.
+
+The same class serves a terminated connection (:class:`tunnel.dataplane.relay.TLSSide`) and
+a passed-through one (:class:`tunnel.dataplane.passthrough.Passthrough`): both are a
+:class:`tunnel.dataplane.relay_end.RelayEnd`.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,15 @@ import asyncio
 from typing import cast
 
 from tunnel.dataplane.buffer import get_shared_buffer
-from tunnel.dataplane.relay import RELAY, TLSSide
+from tunnel.dataplane.relay_end import RELAY, RelayEnd
 
 
 class PlainSide(asyncio.BufferedProtocol):
-    """Backend side of a relayed connection: forwards everything to its TLSSide."""
+    """Backend side of a relayed connection: forwards everything to its client side."""
 
     __slots__ = ("buffer_updated", "client", "preamble", "transport")
 
-    def __init__(self, client: TLSSide, preamble: bytes = b"") -> None:
+    def __init__(self, client: RelayEnd, preamble: bytes = b"") -> None:
         self.client = client
         self.preamble = preamble
         # uvloop looks ``buffer_updated`` up once, when the transport is made: reading

@@ -15,7 +15,7 @@ import ssl
 from typing import Any, cast
 
 from tunnel.dataplane.connection import ClientConnection
-from tunnel.dataplane.relay import CLOSED, CONNECTING
+from tunnel.dataplane.relay_end import CLOSED, CONNECTING
 
 
 class Plaintext:

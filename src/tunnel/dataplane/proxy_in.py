@@ -25,7 +25,7 @@ from typing import Any
 
 from tunnel.config import IPNetwork
 from tunnel.dataplane.connection import ClientConnection, ListenerRuntime
-from tunnel.dataplane.relay import LINGER
+from tunnel.dataplane.relay_end import LINGER
 from tunnel.observe.reasons import CloseReason
 from tunnel.wire.proxy_protocol import ProxyDecoder, ProxyHeader, ProxyProtocolError
 

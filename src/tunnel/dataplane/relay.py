@@ -48,6 +48,7 @@ from typing import Any, cast
 from tunnel.dataplane.buffer import get_shared_buffer
 from tunnel.dataplane.buffer import view as _view
 from tunnel.dataplane.hello import ClientHelloFirst
+from tunnel.dataplane.relay_end import CONNECTING, HANDSHAKE, LINGER, RELAY, RelayEnd
 from tunnel.dataplane.sides import BackendStream
 from tunnel.dataplane.sweep import IdleSweep
 from tunnel.dataplane.tls_endpoint import TLSEndpoint, describe
@@ -56,8 +57,6 @@ from tunnel.wire.clienthello import ClientHelloReader
 
 LINGER_SECONDS = 2.0
 CLOSE_SECONDS = 30.0
-
-HANDSHAKE, CONNECTING, RELAY, LINGER, CLOSED = range(5)
 
 
 class _NoTimer:
@@ -73,7 +72,7 @@ _NO_TIMER = _NoTimer()
 _FROM_SOCKET: Any = object()  # TLSSide.peer not set: ask the transport
 
 
-class TLSSide(ClientHelloFirst):
+class TLSSide(RelayEnd, ClientHelloFirst):
     """Client side of a relayed connection: TLS termination plus the relay logic."""
 
     __slots__ = (
@@ -139,21 +138,6 @@ class TLSSide(ClientHelloFirst):
     def peer(self, value: Any) -> None:
         self._peer = value
 
-    @property
-    def relaying(self) -> bool:
-        """True while bytes flow both ways (reading from the client may resume)."""
-        return self.state == RELAY
-
-    @property
-    def reason_text(self) -> str:
-        """Why the connection ended, as its log line says it."""
-        return (self.reason or CloseReason.CLOSED).text(self.detail)
-
-    def set_reason(self, reason: CloseReason, detail: str = "") -> None:
-        """Record why the connection ends (the last word wins)."""
-        self.reason = reason
-        self.detail = detail
-
     # -- hooks for subclasses ---------------------------------------------------------
     def on_handshake(self) -> None:
         """Called once the handshake completed; must eventually call ``attach_backend``."""
@@ -203,27 +187,6 @@ class TLSSide(ClientHelloFirst):
             self.set_reason(CloseReason.CLOSED_IN_HANDSHAKE)
         return False
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if exc is not None and self.reason is None:
-            self.set_reason(CloseReason.CLIENT_ERROR, describe(exc))
-        self.state = CLOSED
-        self._stop_idle_checks()
-        backend = self.sink
-        if backend is not None and not backend.is_closing():
-            if exc is None:
-                backend.close()
-            else:
-                backend.abort()
-        self.on_closed()
-
-    def pause_writing(self) -> None:
-        if self.sink is not None:
-            self.sink.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.sink is not None and not self.sink.is_closing():
-            self.sink.resume_reading()
-
     # -- TLS --------------------------------------------------------------------------
     def _handshake(self) -> None:
         if not self._handshake_step():
@@ -241,6 +204,9 @@ class TLSSide(ClientHelloFirst):
         backend = self.sink
         if isinstance(backend, TLSEndpoint):
             backend.release_buffers()
+
+    def _pass_fin(self) -> None:
+        self._close_notify()  # the backend's FIN becomes a close_notify
 
     def _read_ended(self) -> None:
         self._client_finished()
@@ -290,36 +256,6 @@ class TLSSide(ClientHelloFirst):
             error = self._encrypt(data)
             if error is not None:
                 self.close_early(CloseReason.TLS_ERROR, describe(error))
-
-    def backend_finished(self) -> None:
-        """The backend sent FIN: pass it on as close_notify."""
-        if self.backend_done or self.state >= LINGER:
-            return
-        self.backend_done = True
-        self._close_notify()
-        if self.client_done:
-            self._finish()
-
-    def backend_lost(self, exc: Exception | None) -> None:
-        """The backend connection is gone (closed by us, or reset/closed by the backend)."""
-        if self.state >= LINGER:
-            return
-        if exc is not None:
-            self.close_early(CloseReason.BACKEND_ERROR, describe(exc))
-        elif not (self.backend_done and self.client_done):
-            self.close_early(CloseReason.BACKEND_CLOSED)
-
-    def _client_finished(self) -> None:
-        if self.client_done:
-            return
-        self.client_done = True
-        backend = self.sink
-        if backend is not None and backend.can_write_eof() and not backend.is_closing():
-            backend.write_eof()
-        if self.backend_done:
-            self._finish()
-        elif self.reason is None:
-            self.set_reason(CloseReason.CLIENT_CLOSED)
 
     def _finish(self) -> None:
         self.set_reason(CloseReason.DONE)
@@ -375,27 +311,6 @@ class TLSSide(ClientHelloFirst):
         with contextlib.suppress(ssl.SSLError):
             self._tls.do_handshake()
         self.close_early(CloseReason.HANDSHAKE_TIMEOUT)
-
-    def idle_check(self) -> bool:
-        """The check run every quarter of the idle timeout while relaying.
-
-        Data events only set ``_active`` (cheaper than re-arming a timer per chunk); four
-        checks in a row without activity close the connection. Returns False once the
-        connection needs no more checks.
-        """
-        if self.state != RELAY:
-            return False
-        if self._active:
-            self._active = False
-            self._quiet = 0
-        else:
-            self._quiet += 1
-            if self._quiet >= 4:
-                self.close_early(CloseReason.IDLE_TIMEOUT)
-                return False
-            if self._quiet == 1:
-                self.release_buffers()  # went quiet: a burst's big buffers are not needed now
-        return True
 
     def _stop_idle_checks(self) -> None:
         self._sweep.discard(self)
