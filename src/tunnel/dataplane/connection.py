@@ -1,14 +1,14 @@
-"""One client's life: TLS handshake, backend connect with failover, PROXY header, relay, log.
+"""One client's life: TLS handshake, backend connect, PROXY header, relay, log.
 
 The byte pumping itself lives in :mod:`tunnel.dataplane.relay`; this module adds what
-depends on the listener's configuration: which backends to try (:mod:`.targets`) and for
-how long, what to send them first, and what to count and log when the connection ends.
+depends on the listener's configuration: which backends to try (:mod:`.targets`; the
+failover loop over their pool is :mod:`.failover`), what to send them first, and what to
+count and log when the connection ends.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import os
 import ssl
@@ -22,13 +22,14 @@ from tunnel.config import Address, BackendConfig, ListenerConfig
 from tunnel.dataplane import passthrough
 from tunnel.dataplane.backend_tls import TLSBackendSide
 from tunnel.dataplane.backends import Pools
+from tunnel.dataplane.failover import PoolConnect
 from tunnel.dataplane.hello import ALERT_DECODE_ERROR, ALERT_HANDSHAKE_FAILURE
 from tunnel.dataplane.limits import PerIPLimits
 from tunnel.dataplane.plain_backend import PlainSide
 from tunnel.dataplane.pool import Member
 from tunnel.dataplane.rates import ListenerRates, RateTable, listener_rates
 from tunnel.dataplane.relay import TLSSide
-from tunnel.dataplane.relay_end import CLOSED, CONNECTING
+from tunnel.dataplane.relay_end import CLOSED
 from tunnel.dataplane.summary import client_cn, format_summary, peer_text, tcp_addr, tls_fields
 from tunnel.dataplane.sweep import IdleSweep
 from tunnel.dataplane.targets import PoolSource, Target, any_passthrough, listener_routes
@@ -144,7 +145,7 @@ def _proxy_header(conn: ClientConnection, options: ProxyOptions, uid: bytes | No
     )
 
 
-class ClientConnection(TLSSide):
+class ClientConnection(PoolConnect, TLSSide):
     """A client connection of a listener."""
 
     __slots__ = (
@@ -300,7 +301,6 @@ class ClientConnection(TLSSide):
         target = self.listener.routes.choose(
             getattr(sslobj, "sni", None), sslobj.selected_alpn_protocol()
         )
-        cfg = target.backend
         preamble = b""
         options = target.proxy
         uid = None
@@ -308,63 +308,12 @@ class ClientConnection(TLSSide):
             if options.unique_id:
                 uid = os.urandom(UNIQUE_ID_BYTES)
             preamble = _proxy_header(self, options, uid)
-        loop = self.listener.loop
-        pool = target.pool
-        members = pool.candidates(time.monotonic())  # empty: an SRV name without answers
-        failures = [] if members else [f"backend {pool.name} has no address (DNS)"]
-        for member in members:
-            addr = self.backend_addr = member.address
-            last = member is members[-1]
-            stats = self.listener.backend_stats(addr)
-            begun = time.monotonic()
-            # A plain timer rather than asyncio.timeout(): same effect, a fraction of
-            # the cost (no current_task/get_running_loop lookups) on every connection.
-            self.connect_expired = False
-            timer = loop.call_later(cfg.connect_timeout, self._connect_timed_out)
-            try:
-                await self._connect_one(target, addr, preamble, uid)
-                stats.connected(time.monotonic() - begun)
-                pool.succeeded(member)
-                member.active += 1
-                self.member = member
-                self.task = None  # done: a finished Task kept for the connection's life is ~0.7 KiB
-                return
-            except asyncio.CancelledError:
-                task = self.task
-                if not self.connect_expired or task is None or task.uncancel():
-                    raise  # cancelled from outside (the client left, or shutdown)
-                failures.append(f"{addr}: connect timed out")
-                stats.failed("timeout")
-            except ssl.SSLError as exc:
-                failures.append(self._backend_tls_failed(addr, exc, last))
-                stats.failed("tls")
-            except OSError as exc:
-                failures.append(f"{addr}: {exc.strerror or exc}")
-                stats.failed(_failure_kind(exc))
-            finally:
-                timer.cancel()
-            pool.failed(member, time.monotonic(), failures[-1])
-            if self.state != CONNECTING:
-                return  # the client went away meanwhile
-        self.close_early(CloseReason.BACKEND_UNREACHABLE, "; ".join(failures))
-
-    def _connect_timed_out(self) -> None:
-        self.connect_expired = True
-        if self.task is not None:
-            self.task.cancel()
-
-    def _backend_tls_failed(self, addr: Address, exc: ssl.SSLError, last: bool) -> str:
-        """Log a backend that failed its TLS handshake (failover would hide it otherwise)."""
-        why = exc.verify_message if isinstance(exc, ssl.SSLCertVerificationError) else None
-        why = why or describe(exc)
-        log.warning(
-            "[%s] backend %s: TLS handshake failed: %s%s",
-            self.listener.name,
-            addr,
-            why,
-            "" if last else "; trying the next address",
+        await self._connect_pool(
+            target, partial(self._connect_one, target, preamble=preamble, uid=uid)
         )
-        return f"{addr}: TLS handshake failed: {why}"
+
+    def _unreachable(self, detail: str) -> None:
+        self.close_early(CloseReason.BACKEND_UNREACHABLE, detail)
 
     async def _connect_one(
         self, target: Target, addr: Address, preamble: bytes, uid: bytes | None
@@ -450,11 +399,3 @@ class ClientConnection(TLSSide):
         if self.uid is not None:
             fields["uid"] = self.uid.hex()
         return fields
-
-
-def _failure_kind(exc: OSError) -> str:
-    if isinstance(exc, ConnectionRefusedError):
-        return "refused"
-    if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
-        return "unreachable"
-    return "error"

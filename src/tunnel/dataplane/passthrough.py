@@ -24,8 +24,10 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
+from tunnel.config import Address
 from tunnel.dataplane.buffer import get_shared_buffer
 from tunnel.dataplane.buffer import view as _view
+from tunnel.dataplane.failover import PoolConnect
 from tunnel.dataplane.hello import ALERT_INTERNAL_ERROR
 from tunnel.dataplane.plain_backend import PlainSide
 from tunnel.dataplane.pool import Member
@@ -56,7 +58,7 @@ def hand_over(
     relay.begin()
 
 
-class Passthrough(RelayEnd, asyncio.BufferedProtocol):
+class Passthrough(PoolConnect, RelayEnd, asyncio.BufferedProtocol):
     """The client side of a passed-through connection; the backend side is a ``PlainSide``."""
 
     __slots__ = (
@@ -69,6 +71,7 @@ class Passthrough(RelayEnd, asyncio.BufferedProtocol):
         "bytes_in",
         "bytes_out",
         "client_done",
+        "connect_expired",
         "detail",
         "ip",
         "ja4",
@@ -110,6 +113,7 @@ class Passthrough(RelayEnd, asyncio.BufferedProtocol):
         self.reason: CloseReason | None = None
         self.detail = ""
         self.task: asyncio.Task[None] | None = None
+        self.connect_expired = False
         self.uid: bytes | None = None
         self._active = False
         self._quiet = 0
@@ -125,41 +129,18 @@ class Passthrough(RelayEnd, asyncio.BufferedProtocol):
 
     # -- connecting -------------------------------------------------------------------
     async def _connect(self) -> None:
-        cfg = self.target.backend
+        await self._connect_pool(self.target, self._connect_one)  # as terminated ones do
+
+    async def _connect_one(self, addr: Address) -> None:
         loop = self.listener.loop
-        pool = self.target.pool
-        members = pool.candidates(time.monotonic())  # as for terminated connections
-        failures = [] if members else [f"backend {pool.name} has no address (DNS)"]
-        for member in members:
-            addr = self.backend_addr = member.address
-            stats = self.listener.backend_stats(addr)
-            begun = time.monotonic()
-            try:
-                if addr.kind == "unix":
-                    connecting = loop.create_unix_connection(lambda: PlainSide(self), addr.path)
-                else:
-                    connecting = loop.create_connection(
-                        lambda: PlainSide(self), addr.host, addr.port
-                    )
-                await asyncio.wait_for(connecting, cfg.connect_timeout)
-            except TimeoutError:
-                failures.append(f"{addr}: connect timed out")
-                stats.failed("timeout")
-            except OSError as exc:
-                failures.append(f"{addr}: {exc.strerror or exc}")
-                stats.failed("refused" if isinstance(exc, ConnectionRefusedError) else "error")
-            else:
-                stats.connected(time.monotonic() - begun)
-                pool.succeeded(member)
-                member.active += 1
-                self.member = member
-                self.task = None
-                return
-            pool.failed(member, time.monotonic(), failures[-1])
-            if self.state != CONNECTING:
-                return  # the client went away meanwhile
+        if addr.kind == "unix":
+            await loop.create_unix_connection(lambda: PlainSide(self), addr.path)
+        else:
+            await loop.create_connection(lambda: PlainSide(self), addr.host, addr.port)
+
+    def _unreachable(self, detail: str) -> None:
         self.transport.write(ALERT_INTERNAL_ERROR)  # the client awaits a ServerHello
-        self.close_early(CloseReason.BACKEND_UNREACHABLE, "; ".join(failures))
+        self.close_early(CloseReason.BACKEND_UNREACHABLE, detail)
 
     def _preamble(self) -> bytes:
         options = self.target.proxy
