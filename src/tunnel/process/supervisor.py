@@ -24,6 +24,9 @@ addresses, see :mod:`tunnel.process.listen`), and only then is the old generatio
 (SIGTERM: stop accepting, finish open connections up to its ``drain_timeout``). A new
 generation has new TLS contexts and therefore new session-ticket keys, unless the
 listener's keys come from a ``ticket_key_file``.
+
+The reload transaction lives in :mod:`tunnel.process.reload`; forking, reaping and
+restarting workers (with back-off) in :mod:`tunnel.process.workers`.
 """
 
 from __future__ import annotations
@@ -36,21 +39,20 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tunnel._native.prctl import die_with_parent
-from tunnel.config import Address, Config, load_config
+from tunnel.config import Address, Config
 from tunnel.dataplane.rates import RateTable
-from tunnel.dataplane.worker import run_worker
 from tunnel.errors import ConfigError, ConfigErrors, TunnelError
 from tunnel.observe.collector import Observer
 from tunnel.observe.log import reopen_logs
 from tunnel.observe.modules import report_modules
-from tunnel.process.generation import apply_logging, build_contexts, destination, worker_count
-from tunnel.process.listen import SocketPool, bound_address, close_foreign
+from tunnel.process.generation import build_contexts, worker_count
+from tunnel.process.listen import SocketPool
+from tunnel.process.reload import Reloads, runner_for
 from tunnel.process.reload_status import ReloadTracker
 from tunnel.process.watch import CertWatch
+from tunnel.process.workers import Hook, WorkerSlot
 from tunnel.tls.bundle import TLSBundle
 
 if TYPE_CHECKING:
@@ -59,8 +61,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("tunnel.supervisor")
 
 _SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD}
-_STABLE_SECONDS = 10.0
-_MAX_BACKOFF = 30.0
 _POLL_SECONDS = 0.2
 
 
@@ -74,19 +74,6 @@ def _admin_error(config: Config, exc: OSError) -> ConfigError:
     )
 
 
-def runner_for(config: Config) -> AcmeRunner | None:
-    """The ACME process handle, or None (see :func:`tunnel.process.acme_runner.runner_for`).
-
-    The ACME code (and ``cryptography``, ``http.server``) is imported only with an
-    ``[acme]`` section: without one, serving processes never carry it.
-    """
-    if config.acme is None:
-        return None
-    from tunnel.process import acme_runner
-
-    return acme_runner.runner_for(config)
-
-
 def raise_fd_limit() -> None:
     """Raise the soft open-files limit to the hard one (each connection needs two fds)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -95,21 +82,7 @@ def raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-@dataclass(slots=True)
-class WorkerSlot:
-    """One worker position: its process and restart bookkeeping."""
-
-    index: int
-    pid: int = 0
-    started: float = 0.0
-    failures: int = 0
-    restart_at: float | None = None
-
-
-Hook = Callable[[], None]
-
-
-class Supervisor:
+class Supervisor(Reloads):
     """Owns the listening sockets and the worker processes.
 
     ``log_level`` is the command line's override of ``log_level`` (kept across reloads).
@@ -173,54 +146,6 @@ class Supervisor:
         if self.acme is not None:
             self.after_fork.append(self.acme.close_in_worker)
 
-    def _in_other_child(self) -> None:
-        """In a child that is not a worker (the ACME process): drop the supervisor's fds."""
-        for hook in self.after_fork:
-            hook()
-        self.observer.in_child()
-        self.pool.close_all()
-
-    def _spawn(self, slot: WorkerSlot) -> None:
-        report = self.observer.pair(slot.index)
-        pid = os.fork()
-        if pid == 0:  # the worker
-            code = 1
-            try:
-                # Until the worker's own handler exists, a forwarded SIGUSR1 must not kill it.
-                signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-                signal.pthread_sigmask(signal.SIG_SETMASK, set())
-                die_with_parent()
-                for hook in self.after_fork:
-                    hook()
-                self.observer.in_child()
-                close_foreign(self.pool, self.config, slot.index, self.workers)
-                mine = self.pool.for_worker(self.config, slot.index, self.workers)
-                code = run_worker(self.config, self.contexts, mine, report, self.rates)
-            except BaseException:
-                log.exception("worker %d failed", slot.index)
-            finally:
-                logging.shutdown()
-                os._exit(code)
-        report.close()
-        slot.pid = pid
-        slot.started = time.monotonic()
-        slot.restart_at = None
-        log.info("worker %d started (pid %d), generation %d", slot.index, pid, self.generation)
-
-    def _log_listeners(self) -> None:
-        # The addresses actually bound: where ``accept`` says port 0, this line is the
-        # one place that tells which port the kernel chose.
-        for listener in self.config.listeners:
-            log.info(
-                "listener %s: %s -> %s",
-                listener.name,
-                ", ".join(str(bound_address(self.pool.bound[a][0])) for a in listener.accept),
-                destination(listener),
-            )
-        admin = self.observer.admin
-        if admin is not None:
-            log.info("admin endpoint: %s", bound_address(admin.listener))
-
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT and every worker has drained; return the exit code."""
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
@@ -280,9 +205,7 @@ class Supervisor:
                 self.reload()
             elif self.watch.due(now):
                 self._watch_poll()
-            for slot in self.slots:
-                if not slot.pid and slot.restart_at is not None and now >= slot.restart_at:
-                    self._spawn(slot)
+            self._restart_due(now)
             if self.acme is not None:
                 self.acme.poll(now, self._in_other_child)
                 self.observer.acme = self.acme.facts
@@ -329,150 +252,6 @@ class Supervisor:
         # too, new connections are refused at once (a balancer fails over) instead
         # of waiting in a backlog nobody accepts from.
         self.pool.close_all()
-
-    # -- reload -----------------------------------------------------------------------
-    def reload(self) -> bool:
-        """Re-read the configuration and certificates; switch generations if all is well.
-
-        A transaction: the new TLS contexts are built and the new sockets bound first; on
-        any error the running generation keeps serving and the error is logged.
-        """
-        self.tracker.begin()
-        path = self.config.path
-        if path.startswith("<"):
-            log.warning("reload: %s has no configuration file to re-read; ignored", path)
-            self.tracker.failed(f"{path} has no configuration file to re-read")
-            return False
-        self.notify(
-            f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}"
-        )
-        log.info("reload: reading %s", path)
-        try:
-            config = load_config(path)
-            workers = worker_count(config)
-            planned = self.pool.plan(config, workers)
-        except ConfigErrors as exc:
-            return self._reload_failed([str(e) for e in exc.errors])
-        except (TunnelError, OSError) as exc:
-            return self._reload_failed([str(exc)])
-        try:
-            # Last: the new generation's contexts (ticket key stores carried over).
-            contexts = build_contexts(config, self.contexts)
-        except (ConfigErrors, TunnelError, OSError) as exc:
-            self.pool.discard(planned)
-            errors = exc.errors if isinstance(exc, ConfigErrors) else [exc]
-            return self._reload_failed([str(e) for e in errors])
-        old_pids = [slot.pid for slot in self.slots if slot.pid]
-        kill_at = time.monotonic() + self.config.tunnel.drain_timeout + 5.0
-        apply_logging(self.config, config, self.log_level)
-        self.pool.commit(planned)
-        self.config, self.contexts, self.workers = config, contexts, workers
-        self.generation += 1
-        for slot in self.slots:
-            self.observer.exited(slot.index, restarting=False)  # keep its counters
-        self.observer.reconfigure(config, workers)
-        self.slots = [WorkerSlot(i) for i in range(workers)]
-        self._log_listeners()
-        # The new generation starts before the old one stops accepting; the sockets of
-        # unchanged addresses are the same, so a connection arriving in between waits
-        # in the backlog for whichever worker accepts first.
-        for slot in self.slots:
-            self._spawn(slot)
-        for pid in old_pids:
-            self.retired[pid] = kill_at
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        self.watch.reset(self.config)
-        if self.acme is not None:
-            self.acme.reconfigure(config, self._in_other_child)
-        else:
-            self._first_acme(config)
-        log.info(
-            "reload: generation %d serving with %d worker(s); %d old worker(s) draining",
-            self.generation,
-            workers,
-            len(old_pids),
-        )
-        self.notify(f"READY=1\nSTATUS=serving, generation {self.generation}")
-        self.observer.reloads["ok"] += 1
-        self.tracker.forked(self.generation)
-        return True
-
-    def _first_acme(self, config: Config) -> None:
-        """A reload that brings the first acme names: start the ACME process now."""
-        try:
-            self.acme = runner_for(config)
-        except ConfigErrors as exc:
-            log.error("reload: %s; restart Tunnel once it is fixed", exc.errors[0])
-            return
-        if self.acme is not None:
-            self.after_fork.append(self.acme.close_in_worker)
-            self.acme.start(self._in_other_child)
-
-    def _reload_failed(self, problems: list[str]) -> bool:
-        self.observer.reloads["failed"] += 1
-        for problem in problems:
-            log.error("reload failed: %s", problem)
-        log.error("reload failed: still serving the previous configuration")
-        self.tracker.failed("\n".join([*problems, "still serving the previous configuration"]))
-        self.notify(f"READY=1\nSTATUS=reload failed: {problems[0]}")
-        return False
-
-    def _watch_poll(self) -> None:
-        moved = self.watch.poll()
-        if moved:
-            log.info("watch: %s changed; reloading", ", ".join(moved))
-            self.reload()
-
-    # -- workers ----------------------------------------------------------------------
-    def _kill_all(self, signo: int, *, retired: bool = False) -> None:
-        pids = [slot.pid for slot in self.slots if slot.pid]
-        if retired:
-            pids += list(self.retired)
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signo)
-
-    def _kill_overdue(self, now: float) -> None:
-        for pid, deadline in self.retired.items():
-            if now > deadline:
-                log.warning("old worker (pid %d) did not drain in time: killing it", pid)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-
-    def _reap(self) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            if self.acme is not None and self.acme.reaped(pid, stopping=self.stopping):
-                continue
-            if self.retired.pop(pid, None) is not None:
-                log.info("old worker (pid %d) finished draining", pid)
-                continue
-            for slot in self.slots:
-                if slot.pid == pid:
-                    self._worker_exited(slot, status)
-
-    def _worker_exited(self, slot: WorkerSlot, status: int) -> None:
-        pid, slot.pid = slot.pid, 0
-        self.observer.exited(slot.index, restarting=not self.stopping)
-        if self.stopping:
-            return
-        how = (
-            f"killed by signal {os.WTERMSIG(status)}"
-            if os.WIFSIGNALED(status)
-            else f"exited with status {os.waitstatus_to_exitcode(status)}"
-        )
-        lived = time.monotonic() - slot.started
-        slot.failures = 0 if lived > _STABLE_SECONDS else slot.failures + 1
-        delay = min(_MAX_BACKOFF, 0.1 * (2**slot.failures)) if slot.failures else 0.0
-        slot.restart_at = time.monotonic() + delay
-        log.error("worker %d (pid %d) %s; restarting in %.1fs", slot.index, pid, how, delay)
-        self.tracker.worker_died(slot.index, how)
 
 
 def run(config: Config, *, log_level: str | None = None) -> int:
