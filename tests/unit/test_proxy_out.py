@@ -7,7 +7,7 @@ import ssl
 import pytest
 import trustme
 
-from tunnel.tls.contexts import client_cert
+from tunnel.tls.clients import client_cert
 from tunnel.wire import proxy_protocol as pp
 from tunnel.wire.proxy_out import ClientCert, ProxyOptions, TLSFacts, build_header
 

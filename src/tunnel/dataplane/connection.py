@@ -37,7 +37,8 @@ from tunnel.dataplane.tls_endpoint import describe, handshake_failure
 from tunnel.observe.metrics import BackendStats, ListenerStats
 from tunnel.observe.reasons import CloseReason, HandshakeFailure
 from tunnel.tls.acme import ACME_TLS_1
-from tunnel.tls.contexts import client_cert, sni_refused
+from tunnel.tls.clients import client_cert
+from tunnel.tls.contexts import sni_refused
 from tunnel.tls.identity import AllowListCheck
 from tunnel.wire import proxy_out
 from tunnel.wire.clienthello import ClientHello, ClientHelloError

@@ -1,5 +1,8 @@
 """TLS contexts from listener configuration; the only code that reads key and cert files.
 
+Client-certificate settings (client_ca, crl, verify, allow-lists) and what a client's
+certificate says live in :mod:`tunnel.tls.clients`.
+
 Defaults follow Mozilla's "intermediate" profile: TLS 1.2 and 1.3 only, ECDHE key exchange
 with AEAD ciphers only, server cipher preference for TLS 1.2, no compression and no
 client-initiated renegotiation. Contexts are built in the supervisor before workers fork,
@@ -14,17 +17,17 @@ import os
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from tunnel._native import openssl as _openssl
 from tunnel.config import ListenerConfig
 from tunnel.config.routing import NameTable, build_name_table
 from tunnel.errors import TLSSetupError
 from tunnel.tls.certs import CertFile, CertGroup, group_certificates, listener_cert_files
-from tunnel.tls.identity import AllowListCheck, AllowLists
+from tunnel.tls.clients import allow_list_check, client_auth
+from tunnel.tls.identity import AllowListCheck
 from tunnel.tls.tickets import TicketKeyError, TicketKeys
-from tunnel.tls.x509_compat import first_pem_certificate, key_algorithm, not_after
-from tunnel.wire.proxy_out import ClientCert
+from tunnel.tls.x509_compat import first_pem_certificate, not_after
 
 log = logging.getLogger("tunnel.tls")
 
@@ -153,7 +156,7 @@ def _settings_context(
     _apply_openssl(ctx, listener, file)
     if listener.alpn:
         ctx.set_alpn_protocols(list(listener.alpn))
-    _client_auth(ctx, listener, file, check)
+    client_auth(ctx, listener, file, check)
     if listener.keylog_file is not None:
         _keylog(ctx, listener, file)
     if listener.ticket_key_file is not None:
@@ -161,60 +164,8 @@ def _settings_context(
     return ctx
 
 
-_VERIFY_MODES = {
-    "none": ssl.CERT_NONE,
-    "optional": ssl.CERT_OPTIONAL,
-    "required": ssl.CERT_REQUIRED,
-}
 _keylog_warned: set[str] = set()
 TicketStores = dict[str, TicketKeys]  # by file path: one store per ticket key file
-
-
-def _allow_list_check(listener: ListenerConfig) -> AllowListCheck | None:
-    """The listener's allow-list check, if it has allow-lists (shared by its contexts)."""
-    allow = AllowLists(
-        frozenset(listener.allow_cn), frozenset(listener.allow_dns), frozenset(listener.allow_uri)
-    )
-    if listener.verify == "none" or not listener.client_ca or not allow:
-        return None
-    return AllowListCheck(allow)
-
-
-def _client_auth(
-    ctx: ssl.SSLContext, listener: ListenerConfig, file: str, check: AllowListCheck | None
-) -> None:
-    """client_ca, verify, crl and allow-lists (every context of a listener gets them)."""
-    if listener.verify == "none" or not listener.client_ca:
-        return
-    paths = [("client_ca", p) for p in listener.client_ca] + [("crl", p) for p in listener.crl]
-    for key, path in paths:
-        try:
-            ctx.load_verify_locations(cafile=path)
-        except (OSError, ssl.SSLError) as exc:
-            raise _setup_error(
-                file,
-                listener.name,
-                key,
-                f"{path}: cannot load ({getattr(exc, 'strerror', None) or exc})",
-                "give a readable PEM file",
-            ) from None
-    preload_x509()
-    if listener.crl:
-        ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
-    ctx.verify_mode = _VERIFY_MODES[listener.verify]
-    if check is not None:
-        _openssl.set_leaf_check(ctx, check)
-
-
-def preload_x509() -> None:
-    """Import ``cryptography.x509`` now, for a listener that takes client certificates.
-
-    Workers parse client certificates with it (allow-lists, PROXY v2 certificate TLVs).
-    Serving processes import it only when a listener asks for client certificates, and
-    then here, in the supervisor before the fork, so every worker shares its pages rather
-    than importing a private copy at its first client certificate.
-    """
-    import cryptography.x509  # noqa: F401
 
 
 def _keylog(ctx: ssl.SSLContext, listener: ListenerConfig, file: str) -> None:
@@ -284,7 +235,7 @@ def build_server_tls(
     Ticket key stores are taken from (and added to) ``tickets``.
     """
     tickets = {} if tickets is None else tickets
-    check = _allow_list_check(listener)
+    check = allow_list_check(listener)
     if listener.client:
         # Client mode: clients connect in plaintext; the context is never used.
         ctx = _settings_context(listener, file, check, tickets)
@@ -371,46 +322,3 @@ def describe_certificates(listener: ListenerConfig) -> list[CertInfo]:
             CertInfo(path, cert.subject.rfc4514_string(), names, key_type, not_after(cert))
         )
     return infos
-
-
-def client_cert(sslobj: ssl.SSLObject, *, der: bool = False) -> ClientCert | None:
-    """What the client's certificate says for a PROXY v2 header; None without one.
-
-    ``getpeercert()`` only returns the parsed certificate when the context verifies
-    peers (mTLS). OpenSSL fails the handshake on a certificate that does not verify, so
-    one that is present here has verify result 0. The DER form (parsed once per
-    connection by ``cryptography``) supplies the signature and key algorithm names.
-    """
-    try:
-        raw = sslobj.getpeercert(binary_form=True)
-    except ValueError:  # handshake not done
-        return None
-    if not raw:
-        return None
-    parsed = sslobj.getpeercert() or {}
-    subject = cast(tuple[tuple[tuple[str, str], ...], ...], parsed.get("subject", ()))
-    cn = None
-    for rdn in subject:
-        for name, value in rdn:
-            if name == "commonName":
-                cn = value
-    sig_alg = key_alg = None
-    from cryptography import x509  # only with client certificates: see preload_x509
-
-    try:
-        cert = x509.load_der_x509_certificate(raw)
-        sig_alg = cert.signature_algorithm_oid._name
-        key_alg = key_algorithm(cert)
-        if cn is None:
-            names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-            cn = str(names[0].value) if names else None
-    except ValueError:
-        pass  # OpenSSL accepted what cryptography cannot parse: send what we know
-    return ClientCert(
-        cn=cn,
-        sig_alg=sig_alg,
-        key_alg=key_alg,
-        verify=0,
-        this_connection=not sslobj.session_reused,
-        der=raw if der else None,
-    )

@@ -33,7 +33,7 @@ class AllowLists:
 
 def identity_from_der(der: bytes) -> ClientIdentity:
     """Subject CN and DNS/URI SANs of a DER certificate (ValueError if it is not one)."""
-    # Imported here: only listeners with allow-lists need it (see contexts.preload_x509).
+    # Imported here: only listeners with allow-lists need it (see clients.preload_x509).
     from cryptography import x509
     from cryptography.x509.oid import NameOID
 
