@@ -41,8 +41,45 @@ def _lock(fd: int) -> bool:
     return True
 
 
-class PidFile:
+class OwnedFile:
+    """A file the supervisor holds open: dropped by forked children, removed at exit if ours.
+
+    ``inode`` tells "still ours" from a file someone put in its place meanwhile. Shared by
+    the pid file and the reload status file (:mod:`tunnel.process.reload_status`).
+    """
+
+    what = "file"  # for the log line
+    path: str
+    fd: int | None
+    inode: int
+
+    def close_in_child(self) -> None:
+        """In a forked worker: drop the copy of the descriptor (for the pid file: the lock
+        must die with the supervisor, not with its last worker). Does nothing once closed."""
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = None
+
+    def remove(self) -> None:
+        """Delete the file if it is still ours; close it (releasing a lock on it)."""
+        if self.fd is None:
+            return
+        try:
+            if os.stat(self.path).st_ino == self.inode:
+                os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # e.g. a directory the dropped-to user may not write
+            log.warning("cannot remove the %s %s: %s", self.what, self.path, exc.strerror)
+        os.close(self.fd)
+        self.fd = None
+
+
+class PidFile(OwnedFile):
     """``claim()`` before serving (refuses if locked), ``write()`` once the final pid is known."""
+
+    what = "pid file"
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -93,25 +130,3 @@ class PidFile:
         if self._claim_fd is not None:
             os.close(self._claim_fd)
             self._claim_fd = None
-
-    def close_in_child(self) -> None:
-        """In a forked worker: drop the copy of the locked descriptor (the lock must die
-        with the supervisor, not with its last worker). Does nothing once it is closed."""
-        if self.fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self.fd)
-            self.fd = None
-
-    def remove(self) -> None:
-        """Delete the file if it is still ours; release the lock."""
-        if self.fd is None:
-            return
-        try:
-            if os.stat(self.path).st_ino == self.inode:
-                os.unlink(self.path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:  # e.g. a directory the dropped-to user may not write
-            log.warning("cannot remove the pid file %s: %s", self.path, exc.strerror)
-        os.close(self.fd)
-        self.fd = None

@@ -17,7 +17,6 @@ that catches it half-written (no final newline yet) reads again.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from tunnel.errors import TunnelError
+from tunnel.process.pidfile import OwnedFile
 
 log = logging.getLogger("tunnel.supervisor")
 
@@ -115,8 +115,10 @@ class ReloadTracker:
             )
 
 
-class StatusFile:
+class StatusFile(OwnedFile):
     """The supervisor's end: the file, kept open, rewritten in place."""
+
+    what = "reload status file"
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -133,23 +135,6 @@ class StatusFile:
             os.pwrite(self.fd, data, 0)
         except OSError as exc:
             log.warning("cannot write the reload status to %s: %s", self.path, exc.strerror)
-
-    def close_in_child(self) -> None:
-        """In a forked worker: drop the copy of the descriptor."""
-        if self.fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self.fd)
-            self.fd = None
-
-    def remove(self) -> None:
-        """Delete the file if it is still ours, and close it."""
-        if self.fd is None:
-            return
-        with contextlib.suppress(OSError):
-            if os.stat(self.path).st_ino == self.inode:
-                os.unlink(self.path)
-        os.close(self.fd)
-        self.fd = None
 
 
 def read_status(path: str, attempts: int = 20) -> ReloadStatus | None:
