@@ -96,17 +96,14 @@ class PerIPLimits:
         total = sum(window.values())
         if not total:
             return
-        top = ", ".join(f"{ip} ({n})" for ip, n in window.most_common(_TOP))
-        more = f" and {len(window) - _TOP} other address(es)" if len(window) > _TOP else ""
         log.warning(
             "listener %s: refused %d connection(s) over the per-IP limits"
-            " (max_connections_per_ip %s, max_handshakes_per_ip %s) from %s%s",
+            " (max_connections_per_ip %s, max_handshakes_per_ip %s) from %s",
             self.listener,
             total,
             self.max_connections or "off",
             self.max_handshakes or "off",
-            top,
-            more,
+            top_sources(window),
         )
 
     def close(self) -> None:
@@ -124,3 +121,10 @@ def _decrement(counts: dict[str, int], ip: str) -> None:
         counts[ip] = n
     else:
         counts.pop(ip, None)
+
+
+def top_sources(window: Counter[str]) -> str:
+    """The addresses refused most in ``window``, for a summary line (pure)."""
+    top = ", ".join(f"{ip} ({n})" for ip, n in window.most_common(_TOP))
+    more = f" and {len(window) - _TOP} other address(es)" if len(window) > _TOP else ""
+    return top + more

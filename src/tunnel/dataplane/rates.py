@@ -35,6 +35,7 @@ import time
 from collections import Counter
 
 from tunnel.config import ListenerConfig, Rate
+from tunnel.dataplane.limits import REPORT_INTERVAL, top_sources
 from tunnel.observe.metrics import ListenerStats
 
 log = logging.getLogger("tunnel.limits")
@@ -43,8 +44,6 @@ SLOT = struct.Struct("=Qddd")  # key, stamp (monotonic seconds), connection toke
 GROUP_SLOTS = 8
 GROUP_BYTES = SLOT.size * GROUP_SLOTS
 GROUPS = 8192  # 65536 slots: 2 MiB, mapped once for the instance
-REPORT_INTERVAL = 1.0  # seconds between two summary lines about refusals
-_TOP = 3
 
 
 class Verdict(enum.Enum):
@@ -263,17 +262,14 @@ class ListenerRates:
         total = sum(window.values())
         if not total:
             return
-        top = ", ".join(f"{ip} ({n})" for ip, n in window.most_common(_TOP))
-        more = f" and {len(window) - _TOP} other address(es)" if len(window) > _TOP else ""
         log.warning(
             "listener %s: refused %d connection(s) over the per-IP rates"
-            " (max_connection_rate_per_ip %s, max_handshake_rate_per_ip %s) from %s%s",
+            " (max_connection_rate_per_ip %s, max_handshake_rate_per_ip %s) from %s",
             self.listener,
             total,
             self.conn_rate or "off",
             self.hs_rate or "off",
-            top,
-            more,
+            top_sources(window),
         )
 
     def close(self) -> None:
