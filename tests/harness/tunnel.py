@@ -50,6 +50,17 @@ def base_env(home: Path) -> dict[str, str]:
     return env
 
 
+def tunnel_env() -> dict[str, str]:
+    """The environment of a tunnel child: ours, its ``src`` first, and the library in
+    ``TUNNEL_TEST_LD_PRELOAD`` preloaded into the tunnel only (CI's AddressSanitizer run:
+    curl, openssl and the tests themselves stay uninstrumented)."""
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    preload = os.environ.get("TUNNEL_TEST_LD_PRELOAD")
+    if preload:
+        env["LD_PRELOAD"] = preload
+    return env
+
+
 class Launcher:
     """Starts ``python -m tunnel ...`` processes and remembers them for teardown."""
 
@@ -175,7 +186,7 @@ class TunnelFactory:
             [sys.executable, "-m", "tunnel", "run", "-c", str(config_path)],
             log_path,
             log_path,
-            {**os.environ, "PYTHONPATH": str(SRC)},
+            tunnel_env(),
             preexec_fn=None if nofile is None else (lambda: _limit_files(nofile)),
         )
         proc = TunnelProcess(popen, log_path, log_path, workers=workers, grace=8.0)

@@ -329,3 +329,43 @@ def test_curl_cert(
     assert ok.stdout == b"ok", ok.stderr
     denied = subprocess.run(base, capture_output=True, timeout=30, check=False)
     assert denied.returncode != 0
+
+
+def test_proxy_v2_carries_the_client_certificate(
+    certs: Certs, clients: Clients, start_tunnel: TunnelFactory, start_backend: BackendFactory
+) -> None:
+    """The SSL TLV says a certificate came with this connection and names its CN; the DER
+    goes in the configured TLV type."""
+    from tunnel.wire import proxy_protocol as pp
+
+    from .harness import ConnRecord
+
+    def recorder(record: ConnRecord) -> None:
+        record.read_to_end()
+
+    backend = start_backend(recorder)
+    tunnel = start_tunnel(
+        backend.address,
+        client_ca=str(clients.ca_file),
+        verify="required",
+        proxy_protocol="v2",
+        proxy_cert_tlv="0xE0",
+    )
+    ctx = certs.client_context("1.3")
+    ctx.load_cert_chain(*clients.alice)
+    with tunnel.connect(ctx) as sock:
+        sock.sendall(b"payload")
+        (record,) = backend.wait_connections(1)
+        wait_until(lambda: record.received.endswith(b"payload"), what="payload at the backend")
+    decoder = pp.ProxyDecoder(max_size=8192)
+    header = decoder.feed(bytes(record.received))
+    assert isinstance(header, pp.ProxyHeader)
+    info = header.ssl_info()
+    assert info is not None and info.cert_conn and info.verify == 0
+    assert info.cn == "alice"
+    der = x509.load_pem_x509_certificate(clients.alice[0].read_bytes()).public_bytes(
+        serialization.Encoding.DER
+    )
+    assert header.tlv(0xE0) == der
+    wait_until(lambda: tunnel.conn_lines(), what="summary line")
+    assert " client=alice " in tunnel.conn_lines()[0]

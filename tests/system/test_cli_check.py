@@ -203,3 +203,24 @@ def test_console_script_installed(home: Path) -> None:
         timeout=30,
     )
     assert bad.returncode == 2
+
+
+def test_check_names_each_listeners_data_plane(
+    tunnel: Launcher, certs: Certs, tmp_path: Path
+) -> None:
+    """The compiled plane serves a plain listener; one needing a Python-only feature says
+    which feature keeps it on the Python plane."""
+    plain = write_config(tmp_path / "plain.ini", certs, free_port(), 8080)
+    result = tunnel.run("check", "-c", str(plain))
+    assert result.returncode == 0, result.stderr
+    forced = os.environ.get("TUNNEL_DATAPLANE", "").lower() != "compiled"
+    if forced:
+        assert "data plane: python (TUNNEL_DATAPLANE=compiled not set)" in result.stdout
+    else:
+        assert "data plane: compiled" in result.stdout
+    client = tmp_path / "client.ini"
+    client.write_text(plain.read_text() + f"keylog_file = {tmp_path / 'keys.log'}\n")
+    result = tunnel.run("check", "-c", str(client))
+    assert result.returncode == 0, result.stderr
+    if not forced:
+        assert "data plane: python (needs keylog_file)" in result.stdout

@@ -141,6 +141,11 @@ def _ssl_offset() -> int | None:
     return None
 
 
+def group_display_name(openssl_name: str) -> str:
+    """A group as the ``curves`` key writes it (X25519, P-256, ...), from OpenSSL's name."""
+    return _GROUP_NAMES.get(openssl_name, openssl_name)
+
+
 def negotiated_group(sslobj: ssl.SSLObject) -> str | None:
     """The key exchange group of a completed handshake (``SSL_get_negotiated_group``).
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from tunnel import __version__
 from tunnel.config import (
     Address,
+    BackendConfig,
     Config,
     ConfigValueError,
     ListenerConfig,
@@ -28,6 +29,7 @@ from tunnel.config import (
     missing_inputs,
     parse_address,
 )
+from tunnel.dataplane import fastplane
 from tunnel.dataplane.accept import fd_capped
 from tunnel.errors import ConfigError, ConfigErrors, TunnelError
 from tunnel.observe.log import setup_from_settings, setup_logging
@@ -217,6 +219,11 @@ def _describe_all(config: Config) -> dict[str, list[CertInfo]]:
     return described
 
 
+def _plane_line(listener: ListenerConfig, backends: dict[str, BackendConfig]) -> str:
+    plane, why = fastplane.choose(listener, backends)
+    return f"    data plane: {plane}" + (f" ({why})" if why else "")
+
+
 def _listener_summary(listener: ListenerConfig) -> list[str]:
     accept = ", ".join(str(a) for a in listener.accept)
     lines = [
@@ -276,6 +283,7 @@ def _summary(config: Config, certs: dict[str, list[CertInfo]]) -> tuple[list[str
         lines += _listener_summary(listener)
         if listener.acme and config.acme is not None:
             lines.append(f"    {acme_listener_line(listener.acme, config.acme)}")
+        lines.append(_plane_line(listener, {b.name: b for b in config.backends}))
         for info in certs.get(listener.name, []):
             lines.append(_cert_line(info, now))
             managed = set(info.names) == set(listener.acme)  # renewed by Tunnel itself

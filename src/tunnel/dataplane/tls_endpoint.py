@@ -228,3 +228,8 @@ _FAILURE_BY_CODE = {code: failure for failure, codes in _FAILURES.items() for co
 def handshake_failure(exc: ssl.SSLError) -> HandshakeFailure:
     """The metric label of a failed handshake, from OpenSSL's reason code."""
     return _FAILURE_BY_CODE.get(str(exc.reason), HandshakeFailure.OTHER)
+
+
+def failure_by_code(code: str) -> HandshakeFailure:
+    """The metric label for OpenSSL reason code ``code`` (``NO_SHARED_CIPHER``), as above."""
+    return _FAILURE_BY_CODE.get(code, HandshakeFailure.OTHER)

@@ -23,9 +23,11 @@ import uvloop
 
 from tunnel._native import malloc as _malloc
 from tunnel.config import Config, TunnelSettings
+from tunnel.dataplane import fastplane
 from tunnel.dataplane.accept import AcceptGate, fd_capped
 from tunnel.dataplane.backends import Pools
 from tunnel.dataplane.connection import ClientConnection, ListenerRuntime
+from tunnel.dataplane.fastplane import PYTHON, CompiledPlane
 from tunnel.dataplane.passthrough import Passthrough
 from tunnel.dataplane.plain_client import PlainClientConnection
 from tunnel.dataplane.proxy_in import ProxiedConnection
@@ -77,9 +79,13 @@ class Worker:
             )
         self.count = 0
         self.runtimes: list[ListenerRuntime] = []
+        backends = {backend.name: backend for backend in config.backends}
+        # Which data plane serves each listener, and why (tunnel.dataplane.fastplane).
+        self.planes = {lc.name: fastplane.choose(lc, backends) for lc in config.listeners}
+        self.compiled: CompiledPlane | None = None
         self.gate = AcceptGate(
             self.max_connections,
-            {lc.name: lc.max_connections for lc in config.listeners},
+            {lc.name: lc.max_connections for lc in config.listeners if self._on_python(lc.name)},
             sockets,
             {},
             {lc.name: lc.backlog for lc in config.listeners},
@@ -88,6 +94,31 @@ class Worker:
         self.hurry = False
         self._stop = asyncio.Event()
         self._stop_now = asyncio.Event()
+
+    def _on_python(self, name: str) -> bool:
+        return self.planes[name][0] == PYTHON
+
+    def _live(self) -> int:
+        return self.count + (self.compiled.live if self.compiled is not None else 0)
+
+    def _serve_compiled(self, runtime: ListenerRuntime) -> None:
+        """Hand ``runtime`` to the compiled plane; on refusal the Python plane serves it."""
+        module, _ = fastplane.load()
+        assert module is not None
+        try:
+            if self.compiled is None:
+                backends = {backend.name: backend for backend in self.config.backends}
+                self.compiled = CompiledPlane(module, self.max_connections, self, backends)
+            self.compiled.add(runtime, self.sockets[runtime.name])
+        except (OSError, RuntimeError, TypeError, ValueError) as exc:
+            self.planes[runtime.name] = (PYTHON, f"the compiled plane refused it: {exc}")
+            self.gate.limits[runtime.name] = runtime.config.max_connections
+            self.gate.counts[runtime.name] = 0
+
+    def compiled_closed(self) -> None:
+        """A connection of the compiled plane ended (the plane keeps its own counts)."""
+        if self.stopping and self._live() == 0:
+            self._stop_now.set()
 
     # -- accept control (called by connections) ---------------------------------------
     def opened(self, listener: str) -> None:
@@ -99,7 +130,7 @@ class Worker:
         """A connection ended; resume accepting below the limits."""
         self.count -= 1
         self.gate.closed(listener)
-        if self.stopping and self.count == 0:
+        if self.stopping and self._live() == 0:
             self._stop_now.set()
 
     def _on_signal(self) -> None:
@@ -133,9 +164,15 @@ class Worker:
             if listener.client:
                 runtime.conn_class = PlainClientConnection
             self.runtimes.append(runtime)
+            if not self._on_python(listener.name):
+                self._serve_compiled(runtime)
+            plane, why = self.planes[listener.name]
+            log.info("listener %s: %s data plane%s", listener.name, plane, f" ({why})" * bool(why))
         self.gate.factories = {r.name: r.protocol_factory for r in self.runtimes}
         await self.pools.start()  # first DNS answers (bounded) before the first client
         await self.gate.start()
+        if self.compiled is not None:
+            self.compiled.start()
         tickets = self.contexts.tickets
         refresher = loop.create_task(self._refresh_ticket_keys()) if tickets else None
         self._report_tick()
@@ -156,6 +193,8 @@ class Worker:
         """Send one statistics snapshot to the supervisor; drop it if the pipe is full."""
         if self.report is None:
             return
+        if self.compiled is not None:
+            self.compiled.sync_stats()
         snap = metrics.snapshot({r.name: r.stats for r in self.runtimes}, self.backends)
         now = time.monotonic()
         snap["pools"] = self.pools.snapshot(now)
@@ -198,27 +237,34 @@ class Worker:
         self.stopping = True
         self.send_report()
         self.gate.stop()
+        if self.compiled is not None:
+            self.compiled.stop_accepting()
         for socks in self.sockets.values():
             for sock in socks:
                 sock.close()
         timeout = self.config.tunnel.drain_timeout
-        live = self.count
+        live = self._live()
         if live:
             log.info("draining %d connection(s) for up to %.0fs", live, timeout)
-            if self.count:
+            if self._live():
                 try:
                     async with asyncio.timeout(timeout):
                         await self._stop_now.wait()
                 except TimeoutError:
                     pass
+        compiled = self.compiled
         if self.hurry:
             for conn in self.live_connections():
                 conn.set_reason(CloseReason.SHUTDOWN)
                 conn.transport.abort()
+            if compiled is not None:
+                compiled.close_all(hurry=True)
             return
         for conn in self.live_connections():
             conn.close_early(CloseReason.SHUTDOWN)
-        if self.count:
+        if compiled is not None:
+            compiled.close_all(hurry=False)
+        if self._live():
             self._stop_now.clear()
             try:
                 async with asyncio.timeout(2.0):
@@ -226,6 +272,8 @@ class Worker:
             except TimeoutError:
                 for conn in self.live_connections():
                     conn.transport.abort()
+                if compiled is not None:
+                    compiled.close_all(hurry=True)
 
 
 def run_worker(

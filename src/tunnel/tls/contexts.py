@@ -261,28 +261,42 @@ def build_server_tls(
     return ServerTLS(default, tuple(contexts), tuple(groups), table, check)
 
 
-def make_sni_callback(
-    table: NameTable[ssl.SSLContext], default: ssl.SSLContext, *, strict: bool
-) -> Callable[[Any, str | None, ssl.SSLContext], int | None]:
-    """The SNI callback: remember the name, switch to its group's context (or refuse it)."""
-    lookup = table.lookup
-    refuse = ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME if strict else None
+class SNISelector:
+    """The SNI callback: remember the name, switch to its group's context (or refuse it).
 
-    def callback(sslobj: Any, name: str | None, _ctx: ssl.SSLContext) -> int | None:
+    A class rather than a closure so that the compiled data plane can read the table and
+    do the same selection in C (tunnel.dataplane.fastplane).
+    """
+
+    __slots__ = ("_lookup", "_refuse", "default", "strict", "table")
+
+    def __init__(self, table: NameTable[ssl.SSLContext], default: ssl.SSLContext, strict: bool):
+        self.table = table
+        self.default = default
+        self.strict = strict
+        self._lookup = table.lookup
+        self._refuse = ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME if strict else None
+
+    def __call__(self, sslobj: Any, name: str | None, _ctx: ssl.SSLContext) -> int | None:
         # The SSLObject has no __slots__: remember the client's server name on it.
         sslobj.sni = name
         if name is None:
             return None
-        chosen = lookup(name)
+        chosen = self._lookup(name)
         if chosen is None:
-            if refuse is not None:
+            if self._refuse is not None:
                 sslobj.sni_refused = True  # see sni_refused()
-            return refuse
-        if chosen is not default:
+            return self._refuse
+        if chosen is not self.default:
             sslobj.context = chosen
         return None
 
-    return callback
+
+def make_sni_callback(
+    table: NameTable[ssl.SSLContext], default: ssl.SSLContext, *, strict: bool
+) -> Callable[[Any, str | None, ssl.SSLContext], int | None]:
+    """The SNI callback of a listener's default context (see :class:`SNISelector`)."""
+    return SNISelector(table, default, strict)
 
 
 def sni_refused(sslobj: ssl.SSLObject) -> bool:

@@ -1,0 +1,201 @@
+/* The compiled data plane: accept -> TLS handshake -> backend connect -> relay -> close.
+ *
+ * Theory of operation (the Python side is tunnel/dataplane/fastplane.py):
+ *  - A Plane owns an epoll set and a timerfd. The worker's asyncio loop watches the epoll
+ *    fd as one reader and calls Plane.run_once(), which runs one batch of events in C.
+ *  - Per connection Python is called twice: on_handshake(...) once the TLS handshake is
+ *    done (it returns the backend addresses, the bytes to send first, the connect timeout,
+ *    or a refusal text), and on_close(...) with the summary (log line and metrics).
+ *  - TLS runs on the sockets directly (SSL_set_fd), from the SSL_CTX that Python built
+ *    (certificates, ALPN, ciphers, ticket keys stay configured in one place). SNI selection
+ *    is done here from a table of SSL_CTXs Python passes in.
+ *  - Epoll is level-triggered; the interest of each socket is recomputed from the state
+ *    after every event (want()), which is where back-pressure lives: a side is only read
+ *    while the other side has nothing pending. Pending data is bounded by buffer_size.
+ *  - Deadlines live in lists ordered by deadline (each list has one fixed duration, or is
+ *    kept ordered by insertion from the tail); the timerfd is armed for the earliest.
+ *  - A connection closed during a batch is only freed at the end of the batch, so a later
+ *    event of the same batch never touches freed memory.
+ *  - No length read from the network is trusted: every copy is bounded by the buffer it
+ *    goes into (the scratch buffer, or a pending buffer allocated for exactly that size).
+ */
+#ifndef TUNNEL_FASTPLANE_H
+#define TUNNEL_FASTPLANE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SCRATCH_SIZE (256 * 1024)
+#define MAX_EVENTS 256
+#define ACCEPT_BATCH 64
+#define BACKEND_READS 8
+#define LINGER_SECONDS 2.0
+#define CLOSE_SECONDS 30.0
+#define RESUME_FRACTION 0.9
+#define AWAITING 1e300 /* the "deadline" of a connection waiting for Plane.decide() */
+
+enum { K_LISTEN = 1, K_CONN = 2, K_TIMER = 3 };
+enum { S_HANDSHAKE, S_CONNECTING, S_RELAY, S_LINGER, S_CLOSING, S_CLOSED };
+
+typedef struct conn conn;
+typedef struct listener listener;
+typedef struct plane plane;
+
+typedef struct {
+    conn *head, *tail;
+} tlist;
+
+typedef struct {
+    int kind; /* K_LISTEN: first field, read through the epoll data pointer */
+    int fd;
+    int polled;
+    listener *l;
+} lsock;
+
+typedef struct {
+    char *name;
+    SSL_CTX *ctx;
+} sni_entry;
+
+struct listener {
+    plane *p;
+    int lid;
+    int nsocks;
+    lsock *socks;
+    SSL_CTX *ctx;
+    sni_entry *exact, *wild;
+    Py_ssize_t nexact, nwild;
+    int strict, need_local, full;
+    int verify; /* client certificates are asked for: on_handshake gets the DER, on_rejected */
+    int per_ip; /* per-IP limits: on_accept admits (or refuses) each new connection */
+    double hs_timeout, idle_timeout;
+    size_t cap;
+    long max_conns, count, accepted;
+    tlist hs_list, idle_list;
+};
+
+typedef struct {
+    struct sockaddr_storage sa;
+    socklen_t len;
+} target;
+
+typedef union {
+    struct sockaddr sa;
+    struct sockaddr_in in4;
+    struct sockaddr_in6 in6;
+} peer_addr;
+
+struct conn {
+    int kind; /* K_CONN */
+    int state;
+    listener *l;
+    unsigned long long id;
+    int cfd, bfd;
+    SSL *ssl;
+    uint32_t cmask, bmask;
+    unsigned client_done : 1, backend_done : 1, fatal : 1, hs_want_write : 1,
+        rd_want_write : 1, shut_pending : 1, bmask_set : 1, sni_refused : 1;
+    char *c2b; /* plaintext not yet written to the backend */
+    size_t c2b_len, c2b_off;
+    char *b2c; /* a blocked SSL_write, retried with the same bytes */
+    size_t b2c_len;
+    unsigned long long bytes_in, bytes_out;
+    double started, deadline, attempt_start, connect_timeout;
+    conn *tprev, *tnext;
+    tlist *tl;
+    conn *prev, *next; /* every live connection of the plane */
+    peer_addr peer;
+    socklen_t peerlen;
+    target *targets;
+    int ntargets, cur, backend_index;
+    PyObject *attempts; /* list of (index, errno | 0 ok | -1 timeout, seconds) */
+    PyObject *reason;
+};
+
+struct plane {
+    PyObject_HEAD
+    int epfd, tfd;
+    int tkind; /* K_TIMER: &tkind is the timerfd's epoll data */
+    PyObject *on_handshake, *on_close, *on_notice, *on_rejected, *on_accept;
+    listener **ls;
+    int nls;
+    long max_total, total;
+    int full, starved, stopped;
+    unsigned long long next_id;
+    conn *live, *dead;
+    PyObject *connected; /* [(lid, id, attempts)] of connections that reached a backend */
+    tlist connect_list, linger_list;
+    tlist awaiting; /* connections whose backend addresses Python is still resolving */
+    double now, armed;
+};
+
+extern int conn_index; /* SSL ex_data index of the connection (for the SNI callback) */
+extern char *scratch; /* one read buffer for every connection (SCRATCH_SIZE) */
+extern PyObject *R_DONE, *R_CLIENT_CLOSED, *R_IDLE, *R_HS_TIMEOUT, *R_HS_EOF, *R_UNREACHABLE,
+    *R_BACKEND_CLOSED;
+
+/* Functions shared between the files of the extension (all hidden: -fvisibility=hidden). */
+double mono(void);
+void tl_remove(conn *c);
+void tl_insert(tlist *tl, conn *c, double deadline);
+void set_reason(conn *c, PyObject *reason);
+void set_reason_static(conn *c, PyObject *reason);
+PyObject *errno_text(const char *prefix, int err);
+PyObject *ssl_error_text(const char *prefix);
+int sock_error(int fd);
+void ep_set(plane *p, int fd, uint32_t *cur, int *registered, uint32_t want, uint64_t tag);
+void want(plane *p, conn *c);
+void listener_poll(listener *l, int on);
+void gate_apply(plane *p);
+void notice(plane *p, const char *what, listener *l, long limit);
+void gate_opened(plane *p, listener *l);
+void gate_closed(plane *p, listener *l);
+PyObject *addr_tuple(const struct sockaddr *sa);
+PyObject *tls_facts(conn *c);
+void conn_close(plane *p, conn *c);
+void free_dead(plane *p);
+void close_backend(conn *c);
+void close_early(plane *p, conn *c, PyObject *reason);
+void client_lost(plane *p, conn *c, int err);
+void finish(plane *p, conn *c);
+void send_close_notify(conn *c);
+void backend_finished(plane *p, conn *c);
+void client_finished(plane *p, conn *c);
+int send_backend(plane *p, conn *c, const char *data, size_t n);
+void flush_c2b(plane *p, conn *c);
+void pump_c2b(plane *p, conn *c);
+int ssl_send(plane *p, conn *c, const char *data, size_t n);
+void flush_b2c(plane *p, conn *c);
+void pump_b2c(plane *p, conn *c);
+void add_attempt(plane *p, conn *c, int result);
+void start_relay(plane *p, conn *c);
+void try_connect(plane *p, conn *c);
+void connect_result(plane *p, conn *c, int err);
+int take_decision(plane *p, conn *c, PyObject *d);
+void apply_decision(plane *p, conn *c, PyObject *d);
+void handshake_done(plane *p, conn *c);
+void do_handshake(plane *p, conn *c);
+int sni_callback(SSL *s, int *alert, void *arg);
+void do_accept(plane *p, lsock *s);
+void on_client(plane *p, conn *c, uint32_t ev);
+void on_backend(plane *p, conn *c, uint32_t ev);
+void expire(plane *p, tlist *tl);
+void arm_timer(plane *p);
+void run_timers(plane *p);
+
+#endif

@@ -1,0 +1,380 @@
+/* Compiled data plane: TLS handshake, SNI selection, accept, events, timers. */
+#include "fastplane.h"
+
+/* ------------------------------------------------------------------ handshake */
+
+/* The client's certificate (DER), where the listener asks for one; else None. */
+static PyObject *peer_cert(conn *c) {
+    X509 *cert = c->l->verify ? SSL_get0_peer_certificate(c->ssl) : NULL;
+    int len = cert ? i2d_X509(cert, NULL) : -1;
+    if (len <= 0)
+        Py_RETURN_NONE;
+    PyObject *der = PyBytes_FromStringAndSize(NULL, len);
+    if (!der)
+        return NULL;
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(der);
+    if (i2d_X509(cert, &out) != len) { /* never trust a second answer blindly */
+        Py_DECREF(der);
+        Py_RETURN_NONE;
+    }
+    return der;
+}
+
+/* Why a client certificate was refused (allow-lists, CA, CRL), asked of Python at once:
+ * the allow-list check records its reason for the handshake that just failed. NULL: it
+ * was not about the client certificate. */
+static PyObject *rejected_reason(plane *p, conn *c, unsigned long code) {
+    long result = X509_V_OK;
+    if (ERR_GET_REASON(code) == SSL_R_CERTIFICATE_VERIFY_FAILED)
+        result = SSL_get_verify_result(c->ssl);
+    PyObject *why = PyObject_CallFunction(p->on_rejected, "iKls", c->l->lid, c->id, result,
+                                          X509_verify_cert_error_string(result));
+    if (!why) {
+        PyErr_WriteUnraisable(p->on_rejected);
+        return NULL;
+    }
+    PyObject *text = NULL;
+    if (PyUnicode_Check(why)) {
+        text = PyUnicode_FromFormat("handshake failed: %U", why);
+        ERR_clear_error();
+    }
+    Py_DECREF(why);
+    if (!text)
+        PyErr_Clear();
+    return text;
+}
+
+void handshake_done(plane *p, conn *c) {
+    c->state = S_CONNECTING;
+    tl_remove(c);
+    PyObject *local = Py_None;
+    Py_INCREF(local);
+    if (c->l->need_local) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof ss;
+        if (getsockname(c->cfd, (struct sockaddr *)&ss, &len) == 0) {
+            Py_DECREF(local);
+            local = addr_tuple((struct sockaddr *)&ss);
+        }
+    }
+    PyObject *facts = tls_facts(c);
+    PyObject *peer = addr_tuple(&c->peer.sa);
+    PyObject *cert = peer_cert(c);
+    PyObject *d = NULL;
+    if (facts && peer && local && cert)
+        d = PyObject_CallFunction(p->on_handshake, "iKOOOdO", c->l->lid, c->id, facts, peer,
+                                  local, p->now - c->started, cert);
+    Py_XDECREF(cert);
+    Py_XDECREF(facts);
+    Py_XDECREF(peer);
+    Py_XDECREF(local);
+    apply_decision(p, c, d);
+    Py_XDECREF(d);
+}
+
+void do_handshake(plane *p, conn *c) {
+    ERR_clear_error();
+    errno = 0;
+    int r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+        handshake_done(p, c);
+        return;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        c->hs_want_write = e == SSL_ERROR_WANT_WRITE;
+        return;
+    }
+    c->fatal = 1;
+    int err = errno;
+    unsigned long code = ERR_peek_error();
+    if (e == SSL_ERROR_SSL && ERR_GET_REASON(code) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+        ERR_clear_error();
+        set_reason_static(c, R_HS_EOF);
+        conn_close(p, c);
+    } else if (c->sni_refused) {
+        ERR_clear_error();
+        close_early(p, c, PyUnicode_FromString("handshake failed: unknown server name"));
+    } else if (code) {
+        PyObject *why = c->l->verify ? rejected_reason(p, c, code) : NULL;
+        close_early(p, c, why ? why : ssl_error_text("handshake failed: "));
+    } else if (err) {
+        client_lost(p, c, err);
+    } else {
+        set_reason_static(c, R_HS_EOF);
+        conn_close(p, c);
+    }
+}
+
+int sni_callback(SSL *s, int *alert, void *arg) {
+    listener *l = arg;
+    const char *name = SSL_get_servername(s, TLSEXT_NAMETYPE_host_name);
+    if (!name || !l)
+        return SSL_TLSEXT_ERR_OK;
+    char norm[256];
+    size_t n = strlen(name);
+    SSL_CTX *chosen = NULL;
+    if (n > 0 && n < sizeof norm) {
+        for (size_t i = 0; i < n; i++) {
+            char ch = name[i];
+            norm[i] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
+        }
+        if (norm[n - 1] == '.')
+            n--;
+        norm[n] = 0;
+        for (Py_ssize_t i = 0; i < l->nexact && !chosen; i++)
+            if (strcmp(l->exact[i].name, norm) == 0)
+                chosen = l->exact[i].ctx;
+        const char *dot = strchr(norm, '.');
+        if (!chosen && dot && dot != norm && dot[1])
+            for (Py_ssize_t i = 0; i < l->nwild && !chosen; i++)
+                if (strcmp(l->wild[i].name, dot + 1) == 0)
+                    chosen = l->wild[i].ctx;
+    }
+    if (!chosen) {
+        if (l->strict) {
+            conn *c = SSL_get_ex_data(s, conn_index);
+            if (c)
+                c->sni_refused = 1; /* the close reason says so (unknown_sni) */
+            *alert = SSL_AD_UNRECOGNIZED_NAME;
+            return SSL_TLSEXT_ERR_ALERT_FATAL;
+        }
+        return SSL_TLSEXT_ERR_OK;
+    }
+    if (chosen != l->ctx && !SSL_set_SSL_CTX(s, chosen)) {
+        *alert = SSL_AD_INTERNAL_ERROR;
+        return SSL_TLSEXT_ERR_ALERT_FATAL;
+    }
+    return SSL_TLSEXT_ERR_OK;
+}
+
+/* ------------------------------------------------------------------ events */
+
+/* The per-IP limits (Python's PerIPLimits): may this connection from ``sa`` be served? */
+static int admitted(plane *p, listener *l, unsigned long long id, const struct sockaddr *sa) {
+    PyObject *peer = addr_tuple(sa);
+    PyObject *ok = peer ? PyObject_CallFunction(p->on_accept, "iKO", l->lid, id, peer) : NULL;
+    Py_XDECREF(peer);
+    if (!ok) {
+        PyErr_WriteUnraisable(p->on_accept);
+        return 1; /* a broken limit must not lock every client out */
+    }
+    int yes = PyObject_IsTrue(ok);
+    Py_DECREF(ok);
+    if (yes < 0)
+        PyErr_Clear();
+    return yes != 0;
+}
+
+void do_accept(plane *p, lsock *s) {
+    listener *l = s->l;
+    for (int i = 0; i < ACCEPT_BATCH && s->polled; i++) {
+        peer_addr peer;
+        memset(&peer, 0, sizeof peer);
+        socklen_t plen = sizeof peer;
+        int fd = accept4(s->fd, &peer.sa, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                p->starved = 1; /* resumed when a connection ends */
+                gate_apply(p);
+            }
+            return;
+        }
+        unsigned long long id = ++p->next_id;
+        if (l->per_ip && !admitted(p, l, id, &peer.sa)) {
+            close(fd); /* refused before any TLS byte, as the Python plane does */
+            continue;
+        }
+        conn *c = calloc(1, sizeof *c);
+        SSL *ssl = c ? SSL_new(l->ctx) : NULL;
+        if (!ssl || !SSL_set_fd(ssl, fd)) {
+            ERR_clear_error();
+            SSL_free(ssl);
+            free(c);
+            close(fd);
+            continue;
+        }
+        SSL_set_accept_state(ssl);
+        SSL_set_ex_data(ssl, conn_index, c);
+        SSL_set_mode(ssl, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+        SSL_set_read_ahead(ssl, 1);
+        if (peer.sa.sa_family != AF_UNIX) {
+            int one = 1;
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        }
+        c->kind = K_CONN;
+        c->state = S_HANDSHAKE;
+        c->l = l;
+        c->id = id;
+        c->cfd = fd;
+        c->bfd = -1;
+        c->ssl = ssl;
+        c->backend_index = -1;
+        c->started = p->now;
+        c->peer = peer;
+        c->peerlen = plen;
+        c->next = p->live;
+        if (p->live)
+            p->live->prev = c;
+        p->live = c;
+        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = (uint64_t)(uintptr_t)c};
+        epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev);
+        c->cmask = EPOLLIN;
+        tl_insert(&l->hs_list, c, p->now + l->hs_timeout);
+        gate_opened(p, l);
+    }
+}
+
+void on_client(plane *p, conn *c, uint32_t ev) {
+    int errors = ev & EPOLLERR;
+    int hup_unwanted = (ev & EPOLLHUP) && !(c->cmask & EPOLLIN);
+    switch (c->state) {
+    case S_HANDSHAKE:
+        do_handshake(p, c);
+        break;
+    case S_CONNECTING:
+        if (errors || (ev & EPOLLHUP))
+            client_lost(p, c, sock_error(c->cfd));
+        break;
+    case S_RELAY:
+        if (errors || hup_unwanted) {
+            client_lost(p, c, sock_error(c->cfd));
+            break;
+        }
+        if (ev & EPOLLOUT) {
+            if (c->rd_want_write)
+                pump_c2b(p, c);
+            if (c->state == S_RELAY)
+                flush_b2c(p, c);
+        }
+        if (c->state == S_RELAY && (ev & (EPOLLIN | EPOLLHUP)) && (c->cmask & EPOLLIN))
+            pump_c2b(p, c);
+        break;
+    case S_LINGER:
+        for (int i = 0; i < BACKEND_READS; i++) { /* bounded: a greedy client gets a turn */
+            ssize_t n = recv(c->cfd, scratch, SCRATCH_SIZE, 0);
+            if (n > 0)
+                continue;
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
+                conn_close(p, c);
+            break;
+        }
+        break;
+    case S_CLOSING:
+        if (errors || (ev & EPOLLHUP))
+            conn_close(p, c);
+        else
+            flush_b2c(p, c);
+        break;
+    }
+    if (c->state != S_CLOSED)
+        want(p, c);
+}
+
+void on_backend(plane *p, conn *c, uint32_t ev) {
+    if (c->state == S_CONNECTING) {
+        connect_result(p, c, sock_error(c->bfd));
+    } else if (c->state == S_RELAY) {
+        if ((ev & EPOLLERR) || ((ev & EPOLLHUP) && !(c->bmask & EPOLLIN))) {
+            int err = sock_error(c->bfd);
+            close_early(p, c, err ? errno_text("backend error: ", err) : (Py_INCREF(R_BACKEND_CLOSED), R_BACKEND_CLOSED));
+        } else {
+            if ((ev & EPOLLOUT) && c->c2b_len)
+                flush_c2b(p, c);
+            if (c->state == S_RELAY && (ev & (EPOLLIN | EPOLLHUP)) && (c->bmask & EPOLLIN))
+                pump_b2c(p, c);
+        }
+    }
+    if (c->state != S_CLOSED)
+        want(p, c);
+}
+
+/* Show OpenSSL an end of input mid-handshake: it answers with the alert a client whose
+ * input stopped gets (decode_error), written to the socket before our FIN. */
+static void handshake_eof(conn *c) {
+    BIO *eof = BIO_new(BIO_s_mem());
+    if (eof) {
+        BIO_set_mem_eof_return(eof, 0);
+        SSL_set0_rbio(c->ssl, eof); /* the socket BIO stays as the write side */
+        ERR_clear_error();
+        SSL_do_handshake(c->ssl);
+    }
+    ERR_clear_error();
+    c->fatal = 1;
+}
+
+void expire(plane *p, tlist *tl) {
+    while (tl->head && tl->head->deadline <= p->now) {
+        conn *c = tl->head;
+        tl_remove(c);
+        switch (c->state) {
+        case S_HANDSHAKE:
+            set_reason_static(c, R_HS_TIMEOUT);
+            if (c->hs_want_write) {
+                conn_close(p, c); /* our flight is not even read: an alert would wait too */
+                break;
+            }
+            handshake_eof(c);
+            close_early(p, c, NULL);
+            break;
+        case S_CONNECTING:
+            add_attempt(p, c, -1);
+            close_backend(c);
+            c->cur++;
+            try_connect(p, c);
+            break;
+        case S_RELAY:
+            close_early(p, c, (Py_INCREF(R_IDLE), R_IDLE));
+            break;
+        default:
+            conn_close(p, c);
+        }
+        if (c->state != S_CLOSED)
+            want(p, c);
+    }
+}
+
+void arm_timer(plane *p) {
+    double next = 0;
+    tlist *lists[2] = {&p->connect_list, &p->linger_list};
+    for (int i = 0; i < 2; i++)
+        if (lists[i]->head && (!next || lists[i]->head->deadline < next))
+            next = lists[i]->head->deadline;
+    for (int i = 0; i < p->nls; i++) {
+        tlist *two[2] = {&p->ls[i]->hs_list, &p->ls[i]->idle_list};
+        for (int j = 0; j < 2; j++)
+            if (two[j]->head && (!next || two[j]->head->deadline < next))
+                next = two[j]->head->deadline;
+    }
+    /* Activity only moves deadlines later: a timer armed for an earlier moment is kept (it
+     * fires, finds nothing due, and is armed again then), so that a request costs no
+     * timerfd_settime. */
+    if (!next || (p->armed > 0 && p->armed <= next))
+        return;
+    p->armed = next;
+    struct itimerspec its = {0};
+    if (next) {
+        next += 0.001; /* never a zero value, which would disarm */
+        its.it_value.tv_sec = (time_t)next;
+        its.it_value.tv_nsec = (long)((next - (double)(time_t)next) * 1e9);
+    }
+    timerfd_settime(p->tfd, TFD_TIMER_ABSTIME, &its, NULL);
+}
+
+void run_timers(plane *p) {
+    uint64_t ticks;
+    if (read(p->tfd, &ticks, sizeof ticks) < 0) {
+        /* not expired yet: nothing to consume */
+    }
+    p->armed = -1;
+    expire(p, &p->connect_list);
+    expire(p, &p->linger_list);
+    for (int i = 0; i < p->nls; i++) {
+        expire(p, &p->ls[i]->hs_list);
+        expire(p, &p->ls[i]->idle_list);
+    }
+}

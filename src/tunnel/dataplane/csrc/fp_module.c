@@ -1,0 +1,391 @@
+/* Compiled data plane: the Python type Plane and the module. See fastplane.h. */
+#include "fastplane.h"
+
+char *scratch;
+int conn_index = -1;
+PyObject *R_DONE, *R_CLIENT_CLOSED, *R_IDLE, *R_HS_TIMEOUT, *R_HS_EOF, *R_UNREACHABLE,
+    *R_BACKEND_CLOSED;
+
+/* ------------------------------------------------------------------ Python type */
+
+static PyObject *Plane_run_once(plane *p, PyObject *Py_UNUSED(ignored)) {
+    struct epoll_event evs[MAX_EVENTS];
+    int n = epoll_wait(p->epfd, evs, MAX_EVENTS, 0);
+    p->now = mono();
+    int timers = 0;
+    for (int i = 0; i < n; i++) {
+        uintptr_t tag = (uintptr_t)evs[i].data.u64;
+        int side = (int)(tag & 1);
+        void *obj = (void *)(tag & ~(uintptr_t)1);
+        int kind = *(int *)obj;
+        if (kind == K_CONN) {
+            conn *c = obj;
+            if (c->state == S_CLOSED)
+                continue;
+            if (side)
+                on_backend(p, c, evs[i].events);
+            else
+                on_client(p, c, evs[i].events);
+        } else if (kind == K_LISTEN) {
+            do_accept(p, obj);
+        } else {
+            timers = 1;
+        }
+    }
+    if (timers || (p->armed > 0 && p->armed <= p->now))
+        run_timers(p);
+    arm_timer(p);
+    free_dead(p);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Plane_fileno(plane *p, PyObject *Py_UNUSED(ignored)) {
+    return PyLong_FromLong(p->epfd);
+}
+
+static int sni_table(PyObject *list, sni_entry **out, Py_ssize_t *count) {
+    if (!PyList_Check(list)) {
+        PyErr_SetString(PyExc_TypeError, "SNI table: list of (name, SSL_CTX pointer)");
+        return -1;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(list);
+    *out = calloc((size_t)n + 1, sizeof(sni_entry));
+    if (!*out) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const char *name;
+        unsigned long long ptr;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(list, i), "sK", &name, &ptr))
+            return -1;
+        (*out)[i].name = strdup(name);
+        (*out)[i].ctx = (SSL_CTX *)(uintptr_t)ptr;
+        if (!(*out)[i].name) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        *count = i + 1;
+    }
+    return 0;
+}
+
+/* add_listener(lid, fds, ctx_ptr, exact, wildcard, strict, handshake_timeout,
+ *              idle_timeout, buffer_size, max_connections, need_local, verify, per_ip) */
+static PyObject *Plane_add_listener(plane *p, PyObject *args) {
+    int lid, strict, need_local, verify, per_ip;
+    PyObject *fds, *exact, *wild;
+    unsigned long long ctx;
+    double hs, idle;
+    Py_ssize_t cap;
+    long maxc;
+    if (!PyArg_ParseTuple(args, "iO!KOOpddnlppp", &lid, &PyList_Type, &fds, &ctx, &exact, &wild,
+                          &strict, &hs, &idle, &cap, &maxc, &need_local, &verify, &per_ip))
+        return NULL;
+    listener *l = calloc(1, sizeof *l);
+    listener **grown = l ? realloc(p->ls, sizeof(listener *) * (size_t)(p->nls + 1)) : NULL;
+    if (!grown) {
+        free(l);
+        return PyErr_NoMemory();
+    }
+    p->ls = grown;
+    p->ls[p->nls++] = l; /* owned by the plane from here on, also on errors below */
+    l->p = p;
+    l->lid = lid;
+    l->ctx = (SSL_CTX *)(uintptr_t)ctx;
+    l->strict = strict;
+    l->need_local = need_local;
+    l->verify = verify;
+    l->per_ip = per_ip;
+    l->hs_timeout = hs;
+    l->idle_timeout = idle;
+    l->cap = (size_t)(cap < 1024 ? 1024 : (cap > SCRATCH_SIZE ? SCRATCH_SIZE : cap));
+    l->max_conns = maxc;
+    if (sni_table(exact, &l->exact, &l->nexact) < 0 || sni_table(wild, &l->wild, &l->nwild) < 0)
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(fds);
+    l->socks = calloc((size_t)n + 1, sizeof(lsock));
+    if (!l->socks)
+        return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int fd = (int)PyLong_AsLong(PyList_GET_ITEM(fds, i));
+        if (fd < 0 && PyErr_Occurred())
+            return NULL;
+        l->socks[i] = (lsock){.kind = K_LISTEN, .fd = fd, .polled = 0, .l = l};
+        l->nsocks = (int)i + 1;
+    }
+    SSL_CTX_set_tlsext_servername_callback(l->ctx, sni_callback);
+    SSL_CTX_set_tlsext_servername_arg(l->ctx, l);
+    gate_apply(p);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Plane_stop_accepting(plane *p, PyObject *Py_UNUSED(ignored)) {
+    p->stopped = 1;
+    for (int i = 0; i < p->nls; i++) {
+        listener *l = p->ls[i];
+        listener_poll(l, 0);
+        for (int j = 0; j < l->nsocks; j++) {
+            if (l->socks[j].fd >= 0)
+                close(l->socks[j].fd);
+            l->socks[j].fd = -1;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+/* close_all(hurry): drain's end. Not hurried: close_notify, FIN, linger; hurried: close. */
+static PyObject *Plane_close_all(plane *p, PyObject *arg) {
+    int hurry = PyObject_IsTrue(arg);
+    p->now = mono();
+    PyObject *reason = PyUnicode_InternFromString("shutdown");
+    if (!reason)
+        return NULL;
+    conn *c = p->live;
+    while (c) {
+        conn *next = c->next;
+        if (hurry || c->state >= S_LINGER) {
+            set_reason_static(c, reason);
+            conn_close(p, c);
+        } else {
+            Py_INCREF(reason);
+            close_early(p, c, reason);
+            if (c->state != S_CLOSED)
+                want(p, c);
+        }
+        c = next;
+    }
+    Py_DECREF(reason);
+    arm_timer(p);
+    free_dead(p);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Plane_counts(plane *p, PyObject *arg) {
+    long lid = PyLong_AsLong(arg);
+    for (int i = 0; i < p->nls; i++)
+        if (p->ls[i]->lid == lid)
+            return Py_BuildValue("(ll)", p->ls[i]->accepted, p->ls[i]->count);
+    if (PyErr_Occurred())
+        return NULL;
+    return Py_BuildValue("(ii)", 0, 0);
+}
+
+/* decide(id, decision): the decision for a connection on_handshake answered None for;
+ * ignored when that connection is gone meanwhile. */
+static PyObject *Plane_decide(plane *p, PyObject *args) {
+    unsigned long long id;
+    PyObject *d;
+    if (!PyArg_ParseTuple(args, "KO", &id, &d))
+        return NULL;
+    if (d == Py_None) {
+        PyErr_SetString(PyExc_ValueError, "decide() needs a decision, not None");
+        return NULL;
+    }
+    p->now = mono();
+    for (conn *c = p->awaiting.head; c; c = c->tnext) {
+        if (c->id != id)
+            continue;
+        tl_remove(c);
+        apply_decision(p, c, d);
+        if (c->state != S_CLOSED)
+            want(p, c);
+        break;
+    }
+    arm_timer(p);
+    free_dead(p);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Plane_take_connected(plane *p, PyObject *Py_UNUSED(ignored)) {
+    if (PyList_GET_SIZE(p->connected) == 0)
+        Py_RETURN_NONE;
+    PyObject *fresh = PyList_New(0);
+    if (!fresh)
+        return NULL;
+    PyObject *taken = p->connected;
+    p->connected = fresh;
+    return taken;
+}
+
+static PyObject *Plane_live(plane *p, void *Py_UNUSED(closure)) {
+    return PyLong_FromLong(p->total);
+}
+
+static PyObject *Plane_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    static char *names[] = {"on_handshake", "on_close",  "on_notice",       "on_rejected",
+                            "on_accept",    "max_connections", NULL};
+    PyObject *hs, *cl, *no, *rj, *ac;
+    long maxc;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOl", names, &hs, &cl, &no, &rj, &ac, &maxc))
+        return NULL;
+    plane *p = (plane *)type->tp_alloc(type, 0);
+    if (!p)
+        return NULL;
+    p->epfd = p->tfd = -1;
+    p->tkind = K_TIMER;
+    p->max_total = maxc;
+    Py_INCREF(hs);
+    Py_INCREF(cl);
+    Py_INCREF(no);
+    p->on_handshake = hs;
+    p->on_close = cl;
+    p->on_notice = no;
+    Py_INCREF(rj);
+    p->on_rejected = rj;
+    Py_INCREF(ac);
+    p->on_accept = ac;
+    p->connected = PyList_New(0);
+    if (!p->connected) {
+        Py_DECREF(p);
+        return NULL;
+    }
+    p->epfd = epoll_create1(EPOLL_CLOEXEC);
+    p->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = (uint64_t)(uintptr_t)&p->tkind};
+    if (p->epfd < 0 || p->tfd < 0 || epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->tfd, &ev) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        Py_DECREF(p);
+        return NULL;
+    }
+    return (PyObject *)p;
+}
+
+static void Plane_dealloc(plane *p) {
+    while (p->live) {
+        conn *c = p->live;
+        set_reason_static(c, R_DONE);
+        conn_close(p, c);
+    }
+    free_dead(p);
+    for (int i = 0; i < p->nls; i++) {
+        listener *l = p->ls[i];
+        if (l->ctx)
+            SSL_CTX_set_tlsext_servername_arg(l->ctx, NULL); /* no dangling listener */
+        for (int j = 0; j < l->nsocks; j++)
+            if (l->socks[j].fd >= 0)
+                close(l->socks[j].fd);
+        for (Py_ssize_t j = 0; l->exact && j < l->nexact; j++)
+            free(l->exact[j].name);
+        for (Py_ssize_t j = 0; l->wild && j < l->nwild; j++)
+            free(l->wild[j].name);
+        free(l->exact);
+        free(l->wild);
+        free(l->socks);
+        free(l);
+    }
+    free(p->ls);
+    if (p->epfd >= 0)
+        close(p->epfd);
+    if (p->tfd >= 0)
+        close(p->tfd);
+    Py_XDECREF(p->on_handshake);
+    Py_XDECREF(p->on_close);
+    Py_XDECREF(p->on_notice);
+    Py_XDECREF(p->on_rejected);
+    Py_XDECREF(p->on_accept);
+    Py_XDECREF(p->connected);
+    Py_TYPE(p)->tp_free((PyObject *)p);
+}
+
+static PyMethodDef plane_methods[] = {
+    {"run_once", (PyCFunction)Plane_run_once, METH_NOARGS, "Run one batch of events."},
+    {"fileno", (PyCFunction)Plane_fileno, METH_NOARGS, "The epoll fd to watch."},
+    {"add_listener", (PyCFunction)Plane_add_listener, METH_VARARGS, "Serve a listener."},
+    {"stop_accepting", (PyCFunction)Plane_stop_accepting, METH_NOARGS, "Stop accepting."},
+    {"close_all", (PyCFunction)Plane_close_all, METH_O, "Close every connection."},
+    {"decide", (PyCFunction)Plane_decide, METH_VARARGS, "A deferred handshake decision."},
+    {"take_connected", (PyCFunction)Plane_take_connected, METH_NOARGS, "Connect results."},
+    {"counts", (PyCFunction)Plane_counts, METH_O, "(accepted, active) of a listener."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef plane_getset[] = {
+    {"live", (getter)Plane_live, NULL, "Open connections.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject PlaneType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "tunnel.dataplane._fastplane.Plane",
+    .tp_basicsize = sizeof(plane),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The compiled data plane of one worker.",
+    .tp_new = Plane_new,
+    .tp_dealloc = (destructor)Plane_dealloc,
+    .tp_methods = plane_methods,
+    .tp_getset = plane_getset,
+};
+
+/* ------------------------------------------------------------------ module */
+
+/* The SSL_CTX* of an ssl.SSLContext: the first field after the object header in CPython's
+ * PySSLContext. Verified: OpenSSL must report the options Python reports for it. */
+static PyObject *ctx_pointer(PyObject *Py_UNUSED(m), PyObject *ctx) {
+    const char *tname = Py_TYPE(ctx)->tp_name;
+    PyTypeObject *t = Py_TYPE(ctx);
+    int ok = 0;
+    for (; t; t = t->tp_base)
+        if (strcmp(t->tp_name, "_ssl._SSLContext") == 0)
+            ok = 1;
+    if (!ok || (size_t)Py_TYPE(ctx)->tp_basicsize < sizeof(PyObject) + sizeof(void *))
+        return PyErr_Format(PyExc_TypeError, "not an ssl.SSLContext: %s", tname);
+    SSL_CTX *ptr = *(SSL_CTX **)((char *)ctx + sizeof(PyObject));
+    if (!ptr)
+        return PyErr_Format(PyExc_RuntimeError, "no SSL_CTX in the SSLContext");
+    PyObject *opts = PyObject_GetAttrString(ctx, "options");
+    if (!opts)
+        return NULL;
+    unsigned long long want = PyLong_AsUnsignedLongLong(opts);
+    Py_DECREF(opts);
+    if (PyErr_Occurred())
+        return NULL;
+    if ((unsigned long long)SSL_CTX_get_options(ptr) != want)
+        return PyErr_Format(PyExc_RuntimeError, "SSL_CTX layout check failed");
+    return PyLong_FromUnsignedLongLong((unsigned long long)(uintptr_t)ptr);
+}
+
+static PyObject *openssl_version(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a)) {
+    return PyLong_FromUnsignedLong(OpenSSL_version_num());
+}
+
+static PyMethodDef module_methods[] = {
+    {"ctx_pointer", ctx_pointer, METH_O, "The verified SSL_CTX* of an ssl.SSLContext."},
+    {"openssl_version", openssl_version, METH_NOARGS, "OpenSSL_version_num() of our libssl."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef moduledef = {
+    PyModuleDef_HEAD_INIT, "_fastplane", "The compiled data plane.", -1, module_methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__fastplane(void) {
+    if (PyType_Ready(&PlaneType) < 0)
+        return NULL;
+    conn_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    if (conn_index < 0)
+        return PyErr_Format(PyExc_RuntimeError, "no SSL ex_data index");
+    scratch = malloc(SCRATCH_SIZE);
+    if (!scratch)
+        return PyErr_NoMemory();
+    if (!(R_DONE = PyUnicode_InternFromString("done")) ||
+        !(R_CLIENT_CLOSED = PyUnicode_InternFromString("client closed")) ||
+        !(R_IDLE = PyUnicode_InternFromString("idle timeout")) ||
+        !(R_HS_TIMEOUT = PyUnicode_InternFromString("handshake timeout")) ||
+        !(R_HS_EOF = PyUnicode_InternFromString("client closed during handshake")) ||
+        !(R_UNREACHABLE = PyUnicode_InternFromString("backend unreachable")) ||
+        !(R_BACKEND_CLOSED = PyUnicode_InternFromString("backend closed")))
+        return NULL;
+    PyObject *m = PyModule_Create(&moduledef);
+    if (!m)
+        return NULL;
+    Py_INCREF(&PlaneType);
+    if (PyModule_AddObject(m, "Plane", (PyObject *)&PlaneType) < 0) {
+        Py_DECREF(&PlaneType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

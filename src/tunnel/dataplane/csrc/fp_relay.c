@@ -1,0 +1,380 @@
+/* Compiled data plane: the relay both ways, and the backend connect. See fastplane.h. */
+#include "fastplane.h"
+
+/* ------------------------------------------------------------------ relay */
+
+
+void send_close_notify(conn *c) {
+    ERR_clear_error();
+    int r = SSL_shutdown(c->ssl);
+    c->shut_pending = 0;
+    if (r < 0 && SSL_get_error(c->ssl, r) == SSL_ERROR_WANT_WRITE)
+        c->shut_pending = 1;
+    ERR_clear_error();
+}
+
+void backend_finished(plane *p, conn *c) {
+    c->backend_done = 1;
+    send_close_notify(c);
+    if (c->client_done)
+        finish(p, c);
+}
+
+void client_finished(plane *p, conn *c) {
+    c->client_done = 1;
+    if (c->c2b_len == 0 && c->bfd >= 0)
+        shutdown(c->bfd, SHUT_WR);
+    if (c->backend_done)
+        finish(p, c);
+    else if (!c->reason)
+        set_reason_static(c, R_CLIENT_CLOSED);
+}
+
+/* Write plaintext to the backend; keep what it does not take (bounded by the chunk). */
+int send_backend(plane *p, conn *c, const char *data, size_t n) {
+    ssize_t w = send(c->bfd, data, n, MSG_NOSIGNAL);
+    if (w < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            close_early(p, c, errno_text("backend error: ", errno));
+            return 0;
+        }
+        w = 0;
+    }
+    if ((size_t)w < n) {
+        size_t rest = n - (size_t)w;
+        c->c2b = malloc(rest);
+        if (!c->c2b) {
+            close_early(p, c, PyUnicode_FromString("out of memory"));
+            return 0;
+        }
+        memcpy(c->c2b, data + w, rest);
+        c->c2b_len = rest;
+        c->c2b_off = 0;
+    }
+    return 1;
+}
+
+void flush_c2b(plane *p, conn *c) {
+    while (c->c2b_len) {
+        ssize_t w = send(c->bfd, c->c2b + c->c2b_off, c->c2b_len, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return;
+            close_early(p, c, errno_text("backend error: ", errno));
+            return;
+        }
+        c->c2b_off += (size_t)w;
+        c->c2b_len -= (size_t)w;
+    }
+    free(c->c2b);
+    c->c2b = NULL;
+    c->c2b_off = 0;
+    if (c->client_done)
+        shutdown(c->bfd, SHUT_WR);
+    else
+        pump_c2b(p, c); /* OpenSSL may hold decrypted input that no epoll event announces */
+}
+
+/* Decrypt what the client sent and pass it on, until OpenSSL wants more input or the
+ * backend stops taking it. */
+void pump_c2b(plane *p, conn *c) {
+    size_t cap = c->l->cap;
+    if (c->c2b_len || c->client_done || c->state != S_RELAY)
+        return; /* resumed by flush_c2b once the backend took the rest */
+    c->rd_want_write = 0;
+    for (;;) {
+        size_t len = 0;
+        int end = 0, sslerr = 0, err = 0;
+        while (len < cap) {
+            ERR_clear_error();
+            errno = 0;
+            int n = SSL_read(c->ssl, scratch + len, (int)(cap - len));
+            if (n > 0) {
+                len += (size_t)n;
+                if (!SSL_has_pending(c->ssl))
+                    break; /* epoll says when the kernel has more: no read for EAGAIN */
+                continue;
+            }
+            int e = SSL_get_error(c->ssl, n);
+            if (e == SSL_ERROR_WANT_READ)
+                break;
+            if (e == SSL_ERROR_WANT_WRITE) {
+                c->rd_want_write = 1;
+                break;
+            }
+            if (e == SSL_ERROR_ZERO_RETURN) {
+                end = 1;
+                break;
+            }
+            err = errno;
+            sslerr = e == SSL_ERROR_SSL || ERR_peek_error() != 0;
+            end = 2;
+            break;
+        }
+        if (len) {
+            c->bytes_in += len;
+            tl_insert(&c->l->idle_list, c, p->now + c->l->idle_timeout);
+            if (!send_backend(p, c, scratch, len))
+                return;
+        }
+        if (end == 1) {
+            ERR_clear_error();
+            client_finished(p, c);
+            return;
+        }
+        if (end == 2) {
+            c->fatal = 1;
+            if (sslerr)
+                close_early(p, c, ssl_error_text("TLS error from client: "));
+            else if (err)
+                client_lost(p, c, err);
+            else {
+                ERR_clear_error();
+                client_finished(p, c); /* a bare FIN */
+            }
+            return;
+        }
+        if (len < cap || c->c2b_len || c->rd_want_write)
+            return;
+    }
+}
+
+/* Encrypt to the client; a blocked SSL_write keeps its bytes for the retry. */
+int ssl_send(plane *p, conn *c, const char *data, size_t n) {
+    ERR_clear_error();
+    errno = 0;
+    int r = SSL_write(c->ssl, data, (int)n);
+    if (r > 0)
+        return 1;
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
+        if (data != c->b2c) {
+            c->b2c = malloc(n);
+            if (!c->b2c) {
+                close_early(p, c, PyUnicode_FromString("out of memory"));
+                return 0;
+            }
+            memcpy(c->b2c, data, n);
+            c->b2c_len = n;
+        }
+        return 0;
+    }
+    c->fatal = 1;
+    if (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {
+        client_lost(p, c, errno ? errno : EPIPE);
+        return 0;
+    }
+    close_early(p, c, ssl_error_text("TLS error: "));
+    return 0;
+}
+
+void flush_b2c(plane *p, conn *c) {
+    if (c->b2c_len) {
+        if (!ssl_send(p, c, c->b2c, c->b2c_len))
+            return;
+        free(c->b2c);
+        c->b2c = NULL;
+        c->b2c_len = 0;
+    }
+    if (c->shut_pending) {
+        send_close_notify(c);
+        if (!c->shut_pending && c->state == S_CLOSING)
+            conn_close(p, c);
+    }
+}
+
+void pump_b2c(plane *p, conn *c) {
+    size_t cap = c->l->cap;
+    for (int i = 0; i < BACKEND_READS; i++) {
+        ssize_t n = recv(c->bfd, scratch, cap, 0);
+        if (n > 0) {
+            c->bytes_out += (size_t)n;
+            tl_insert(&c->l->idle_list, c, p->now + c->l->idle_timeout);
+            if (!ssl_send(p, c, scratch, (size_t)n) || (size_t)n < cap)
+                return;
+            continue;
+        }
+        if (n == 0) {
+            backend_finished(p, c);
+            return;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            close_early(p, c, errno_text("backend error: ", errno));
+        return;
+    }
+}
+
+/* ------------------------------------------------------------------ backend connect */
+
+void add_attempt(plane *p, conn *c, int result) {
+    if (!c->attempts && !(c->attempts = PyList_New(0)))
+        goto fail;
+    PyObject *item = Py_BuildValue("(iid)", c->cur, result, p->now - c->attempt_start);
+    if (!item || PyList_Append(c->attempts, item) < 0) {
+        Py_XDECREF(item);
+        goto fail;
+    }
+    Py_DECREF(item);
+    return;
+fail:
+    PyErr_Clear();
+}
+
+void start_relay(plane *p, conn *c) {
+    tl_remove(c);
+    free(c->targets);
+    c->targets = NULL;
+    c->backend_index = c->cur;
+    c->state = S_RELAY;
+    if (c->attempts) { /* Python counts them at its next look (metrics while still open) */
+        PyObject *item = Py_BuildValue("(iKO)", c->l->lid, c->id, c->attempts);
+        if (!item || PyList_Append(p->connected, item) < 0)
+            PyErr_Clear();
+        Py_XDECREF(item);
+        Py_CLEAR(c->attempts);
+    }
+    SSL_set_options(c->ssl, SSL_OP_IGNORE_UNEXPECTED_EOF); /* a bare FIN ends like close_notify */
+    tl_insert(&c->l->idle_list, c, p->now + c->l->idle_timeout);
+    if (c->c2b_len)
+        flush_c2b(p, c); /* the preamble (PROXY header) first; then the client's input */
+    else
+        pump_c2b(p, c);
+}
+
+void try_connect(plane *p, conn *c) {
+    for (; c->cur < c->ntargets; c->cur++) {
+        target *t = &c->targets[c->cur];
+        c->attempt_start = p->now;
+        int fd = socket(t->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            add_attempt(p, c, errno);
+            continue;
+        }
+        if (t->sa.ss_family != AF_UNIX) {
+            int one = 1;
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        }
+        if (connect(fd, (struct sockaddr *)&t->sa, t->len) == 0 || errno == EINPROGRESS) {
+            c->bfd = fd;
+            c->bmask_set = 0;
+            tl_insert(&p->connect_list, c, p->now + c->connect_timeout);
+            return;
+        }
+        add_attempt(p, c, errno);
+        close(fd);
+    }
+    if (c->attempts) { /* the pool's passive health learns of them before the next client */
+        PyObject *item = Py_BuildValue("(iKO)", c->l->lid, c->id, c->attempts);
+        if (!item || PyList_Append(p->connected, item) < 0)
+            PyErr_Clear();
+        Py_XDECREF(item);
+    }
+    Py_INCREF(R_UNREACHABLE);
+    close_early(p, c, R_UNREACHABLE); /* Python adds why, from the attempts */
+}
+
+void connect_result(plane *p, conn *c, int err) {
+    add_attempt(p, c, err);
+    if (!err) {
+        start_relay(p, c);
+        return;
+    }
+    close_backend(c);
+    c->cur++;
+    try_connect(p, c);
+}
+
+/* What Python decided: (addresses, preamble, connect timeout), a refusal text, or None:
+ * decided later (names to resolve), by Plane.decide(). */
+int take_decision(plane *p, conn *c, PyObject *d) {
+    if (d == Py_None) {
+        tl_insert(&p->awaiting, c, AWAITING); /* no deadline: Python bounds the resolution */
+        return 0;
+    }
+    if (PyUnicode_Check(d)) {
+        Py_INCREF(d);
+        close_early(p, c, d);
+        return 0;
+    }
+    PyObject *addrs;
+    const char *pre;
+    Py_ssize_t prelen;
+    double timeout;
+    if (!PyArg_ParseTuple(d, "O!y#d", &PyTuple_Type, &addrs, &pre, &prelen, &timeout))
+        return -1;
+    Py_ssize_t n = PyTuple_GET_SIZE(addrs);
+    if (n < 1 || n > 64) {
+        PyErr_SetString(PyExc_ValueError, "1 to 64 backend addresses expected");
+        return -1;
+    }
+    c->targets = calloc((size_t)n, sizeof(target));
+    if (!c->targets) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int family, port;
+        const char *host;
+        target *t = &c->targets[i];
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(addrs, i), "isi", &family, &host, &port))
+            return -1;
+        if (family == AF_UNIX) {
+            struct sockaddr_un *u = (struct sockaddr_un *)&t->sa;
+            size_t hl = strlen(host);
+            if (hl >= sizeof u->sun_path) {
+                PyErr_SetString(PyExc_ValueError, "unix socket path too long");
+                return -1;
+            }
+            u->sun_family = AF_UNIX;
+            memcpy(u->sun_path, host, hl + 1);
+            t->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + hl + 1);
+        } else if (family == AF_INET) {
+            struct sockaddr_in *a = (struct sockaddr_in *)&t->sa;
+            a->sin_family = AF_INET;
+            a->sin_port = htons((uint16_t)port);
+            if (inet_pton(AF_INET, host, &a->sin_addr) != 1)
+                goto bad;
+            t->len = sizeof *a;
+        } else if (family == AF_INET6) {
+            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&t->sa;
+            a->sin6_family = AF_INET6;
+            a->sin6_port = htons((uint16_t)port);
+            if (inet_pton(AF_INET6, host, &a->sin6_addr) != 1)
+                goto bad;
+            t->len = sizeof *a;
+        } else {
+            goto bad;
+        }
+        continue;
+    bad:
+        PyErr_Format(PyExc_ValueError, "not a numeric address: %s", host);
+        return -1;
+    }
+    c->ntargets = (int)n;
+    c->connect_timeout = timeout;
+    if (prelen > 0) {
+        if (!(c->c2b = malloc((size_t)prelen))) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        memcpy(c->c2b, pre, (size_t)prelen);
+        c->c2b_len = (size_t)prelen;
+    }
+    c->state = S_CONNECTING;
+    try_connect(p, c);
+    return 0;
+}
+
+/* take_decision, and on a bad decision (an exception): the traceback, and a clean close. */
+void apply_decision(plane *p, conn *c, PyObject *d) {
+    if (!d || take_decision(p, c, d) < 0) {
+        PyErr_WriteUnraisable(p->on_handshake);
+        free(c->targets);
+        c->targets = NULL;
+        close_early(p, c, PyUnicode_FromString("internal error (see the traceback)"));
+    }
+}

@@ -1,0 +1,576 @@
+"""The compiled data plane's Python side: which listeners it serves, and its two calls.
+
+The extension (``_fastplane``, C sources in ``csrc/``) runs accept, TLS handshake, backend
+connect, relay, half-close, timeouts and linger in C, on its own epoll set that the worker's
+loop watches as one reader. Python is called twice per connection:
+:meth:`CompiledPlane._on_handshake` (route, PROXY header, addresses to try) and
+:meth:`CompiledPlane._on_close` (metrics and the log line, the same as the Python plane's).
+
+A listener is served by the compiled plane when the extension is built and loads with the
+same OpenSSL as the ``ssl`` module, ``TUNNEL_DATAPLANE`` is not ``python``, and the
+listener needs nothing the compiled plane does not have yet (:func:`unsupported`);
+otherwise the Python plane serves it, and ``tunnel check`` and the worker's start-up log
+say which plane serves each listener and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import errno
+import logging
+import os
+import socket
+import ssl
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from types import ModuleType
+from typing import Any
+
+from tunnel._native.openssl import group_display_name
+from tunnel.config import Address, BackendConfig, ListenerConfig
+from tunnel.config.routing import NameTable
+from tunnel.dataplane.connection import UNIQUE_ID_BYTES, ListenerRuntime
+from tunnel.dataplane.pool import Member
+from tunnel.dataplane.summary import format_summary, peer_text
+from tunnel.dataplane.targets import Target
+from tunnel.dataplane.tls_endpoint import failure_by_code
+from tunnel.observe.reasons import CloseReason, HandshakeFailure
+from tunnel.tls.contexts import SNISelector
+from tunnel.wire import proxy_out
+from tunnel.wire.proxy_out import ClientCert
+
+log = logging.getLogger("tunnel.conn")
+wlog = logging.getLogger("tunnel.worker")
+
+ENV = "TUNNEL_DATAPLANE"
+UNKNOWN_NAME = "unknown server name"  # the detail C gives when sni_strict refused the name
+COMPILED, PYTHON = "compiled", "python"
+# Off by default until the compiled plane has what main gained since (JA4 and the key
+# exchange group in the log line, pools' balancing in C, ...): TUNNEL_DATAPLANE=compiled.
+DEFAULT = PYTHON
+
+# SNI, ALPN, TLS version, cipher, resumed, key exchange group (OpenSSL's name)
+Facts = tuple[str | None, str | None, str | None, str | None, bool, str | None]
+SockAddr = tuple[int, str, int]
+MAX_ADDRESSES = 64  # the C side takes at most this many addresses per connection
+
+
+@dataclass(slots=True)
+class _Pending:
+    """What Python remembers of a connection between its handshake and its close."""
+
+    target: Target
+    uid: bytes | None
+    origins: tuple[Address, ...]  # the configured address behind each address tried
+    members: tuple[Member, ...] = ()  # the pool member behind each address tried
+    member: Member | None = None  # the one connected to (its active count)
+    counted: bool = False  # its connect attempts went into the statistics and the pool
+    failures: list[str] = field(default_factory=list)  # names that did not resolve
+    client: str | None = None  # the client certificate's subject CN (mTLS listeners)
+    task: asyncio.Task[None] | None = None  # resolving backend host names
+
+
+@cache
+def load() -> tuple[ModuleType | None, str]:
+    """The extension module, or None and why it is not used."""
+    raw = os.environ.get(ENV, "").strip().lower()
+    if (raw or DEFAULT) != COMPILED:
+        return None, f"{ENV}={raw}" if raw else f"{ENV}=compiled not set"
+    try:
+        from tunnel.dataplane import _fastplane  # type: ignore[attr-defined]
+    except ImportError as exc:
+        return None, f"the compiled data plane is not built ({exc})"
+    module: ModuleType = _fastplane
+    if module.openssl_version() != ssl.OPENSSL_VERSION_NUMBER:
+        return None, "the compiled data plane was built against another OpenSSL than ssl's"
+    probe = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    probe.options |= ssl.OP_NO_TICKET | ssl.OP_NO_COMPRESSION
+    try:
+        module.ctx_pointer(probe)
+    except (TypeError, RuntimeError) as exc:
+        return None, f"ssl.SSLContext layout not as expected ({exc})"
+    return module, ""
+
+
+def _numeric(addr: Address) -> bool:
+    if addr.kind == "unix":
+        return True
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in addr.host else socket.AF_INET, addr.host)
+    except OSError:
+        return False
+    return True
+
+
+def _backends_of(
+    listener: ListenerConfig, backends: Mapping[str, BackendConfig]
+) -> list[BackendConfig]:
+    names = {route.target for route in listener.routes}
+    if listener.backend is not None:
+        names.add(listener.backend)
+    used = [backends[name] for name in sorted(names) if name in backends]
+    if listener.backend is None:
+        used.append(BackendConfig(listener.name, listener.connect))
+    return used
+
+
+def unsupported(listener: ListenerConfig, backends: Mapping[str, BackendConfig]) -> str | None:
+    """Why the compiled plane cannot serve ``listener`` yet (None: it can)."""
+    if listener.client:
+        return "client mode"
+    if listener.proxy_from:
+        return "PROXY protocol from load balancers (proxy_from)"
+    if listener.keylog_file is not None:
+        return "keylog_file"
+    if listener.acme:
+        return "acme (TLS-ALPN-01 challenges are answered in the handshake)"
+    if listener.deny_ja4:
+        return "deny_ja4 (the ClientHello is read before OpenSSL)"
+    if listener.max_connection_rate_per_ip or listener.max_handshake_rate_per_ip:
+        return "per-IP rates"
+    used = _backends_of(listener, backends)
+    if any(backend.tls for backend in used):
+        return "TLS to backends"
+    if any(backend.passthrough for backend in used):
+        return "passthrough backends"
+    return None
+
+
+def choose(listener: ListenerConfig, backends: Mapping[str, BackendConfig]) -> tuple[str, str]:
+    """``(plane, why)`` for one listener: ``compiled`` or ``python``, and the reason."""
+    module, why = load()
+    if module is None:
+        return PYTHON, why
+    missing = unsupported(listener, backends)
+    if missing is not None:
+        return PYTHON, f"needs {missing}"
+    return COMPILED, ""
+
+
+def _sockaddr(addr: Address) -> tuple[int, str, int]:
+    if addr.kind == "unix":
+        return (socket.AF_UNIX, addr.path, 0)
+    family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
+    return (int(family), addr.host, addr.port)
+
+
+def _failure_kind(code: int) -> str:
+    if code == errno.ECONNREFUSED:
+        return "refused"
+    if code in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+        return "unreachable"
+    return "error"
+
+
+class CompiledPlane:
+    """One worker's compiled data plane and the listeners it serves."""
+
+    def __init__(
+        self,
+        module: ModuleType,
+        max_connections: int,
+        worker: Any,
+        backends: Mapping[str, BackendConfig],
+    ) -> None:
+        self.worker = worker  # told when a connection ends (drain) and asked nothing else
+        self.plane: Any = module.Plane(
+            self._on_handshake,
+            self._on_close,
+            self._on_notice,
+            self._on_rejected,
+            self._on_accept,
+            max_connections,
+        )
+        self._module = module
+        self._backends = backends
+        self.runtimes: dict[int, ListenerRuntime] = {}
+        self._pending: dict[int, _Pending] = {}
+        self._rejected: set[int] = set()  # connections whose client certificate was refused
+        # Connections of listeners with per-IP limits: id -> [address, handshake done].
+        self._ips: dict[int, list[Any]] = {}
+
+    @property
+    def live(self) -> int:
+        """Open connections on the compiled plane."""
+        return int(self.plane.live)
+
+    def add(self, runtime: ListenerRuntime, socks: Sequence[socket.socket]) -> None:
+        """Serve ``runtime``'s listener from its sockets; raise OSError/RuntimeError if not."""
+        ctx = runtime.ctx
+        pointer = self._module.ctx_pointer
+        selector = ctx.sni_callback
+        table: NameTable[ssl.SSLContext] = NameTable()
+        strict = False
+        if isinstance(selector, SNISelector):
+            table, strict = selector.table, selector.strict
+        elif selector is not None:
+            raise RuntimeError("the context has an SNI callback the compiled plane cannot run")
+        exact = [(name, pointer(value)) for name, value in table.exact.items()]
+        wild = [(name, pointer(value)) for name, value in table.wildcard.items()]
+        cfg = runtime.config
+        used = _backends_of(cfg, self._backends)
+        need_local = cfg.proxy_protocol != "off" or any(
+            backend.proxy_protocol != "off" for backend in used
+        )
+        lid = len(self.runtimes)
+        ctx_ptr = pointer(ctx)
+        fds = []
+        try:
+            for sock in socks:
+                fd = os.dup(sock.fileno())
+                fds.append(fd)
+                os.set_blocking(fd, False)
+        except OSError:
+            for fd in fds:
+                os.close(fd)
+            raise
+        self.runtimes[lid] = runtime
+        self.plane.add_listener(
+            lid,
+            fds,
+            ctx_ptr,
+            exact,
+            wild,
+            strict,
+            cfg.handshake_timeout,
+            cfg.idle_timeout,
+            cfg.buffer_size,
+            cfg.max_connections,
+            need_local,
+            cfg.verify != "none",
+            runtime.per_ip is not None,
+        )
+
+    def start(self) -> None:
+        """Let the worker's event loop run the plane's events."""
+        loop = next(iter(self.runtimes.values())).loop
+        loop.add_reader(self.plane.fileno(), self.plane.run_once)
+
+    def stop_accepting(self) -> None:
+        """Drain: accept no more (the worker's listening sockets stay open elsewhere)."""
+        self.plane.stop_accepting()
+
+    def close_all(self, hurry: bool) -> None:
+        """End every connection: with close_notify and linger, or at once if ``hurry``."""
+        self.plane.close_all(hurry)
+
+    def close(self) -> None:
+        """Stop watching the plane's events."""
+        if self.runtimes:
+            loop = next(iter(self.runtimes.values())).loop
+            loop.remove_reader(self.plane.fileno())
+
+    def sync_stats(self) -> None:
+        """Copy the accepted/active counters kept in C into the listeners' statistics."""
+        self._count_connects()
+        for lid, runtime in self.runtimes.items():
+            runtime.stats.accepted, runtime.stats.active = self.plane.counts(lid)
+
+    def _count_connects(self) -> None:
+        """Backend statistics of the connections that reached their backend since last time."""
+        batch = self.plane.take_connected()
+        for lid, cid, attempts in batch or ():
+            entry = self._pending.get(cid)
+            if entry is not None and not entry.counted:
+                _count_attempts(self.runtimes[lid], entry, attempts)
+                entry.counted = True
+
+    # -- the calls from C -------------------------------------------------------------
+    def _on_handshake(
+        self,
+        lid: int,
+        cid: int,
+        facts: Facts,
+        peer: tuple[str, int] | None,
+        local: tuple[str, int] | None,
+        seconds: float,
+        cert: bytes | None,
+    ) -> tuple[tuple[SockAddr, ...], bytes, float] | str | None:
+        runtime = self.runtimes[lid]
+        self._count_connects()  # the pools' passive health before this connection's order
+        if runtime.per_ip is not None:
+            self._handshake_ended(runtime, cid)
+        sni, alpn, version, cipher, resumed, group = facts
+        runtime.stats.groups[group_display_name(group) if group else "-"] += 1
+        identity = certificate_facts(cert, resumed) if cert else None
+        runtime.stats.handshake_ok(seconds, version or "-", cipher or "-", alpn or "-")
+        target = runtime.routes.choose(sni, alpn)
+        uid = None
+        preamble = b""
+        options = target.proxy
+        if options is not None:
+            if options.unique_id:
+                uid = os.urandom(UNIQUE_ID_BYTES)
+            tls = (
+                proxy_out.TLSFacts()
+                if options.version == "v1"
+                else proxy_out.TLSFacts(
+                    version=version,
+                    cipher=cipher,
+                    alpn=alpn,
+                    sni=sni,
+                    group=group_display_name(group) if group else None,
+                )
+            )
+            client_cert = None
+            if identity is not None and options.version != "v1":
+                client_cert = dataclasses.replace(
+                    identity[1], der=cert if options.cert_tlv else None
+                )
+            preamble = proxy_out.build_header(
+                options, peer, local, tls, cert=client_cert, unique_id=uid
+            )
+        members = tuple(target.pool.candidates(time.monotonic()))
+        origins = tuple(member.address for member in members)
+        entry = self._pending[cid] = _Pending(target, uid, origins, members)
+        if identity is not None:
+            entry.client = identity[0]
+        if not members:
+            return f"backend unreachable: backend {target.pool.name} has no address (DNS)"
+        addrs = tuple(_sockaddr(a) for a in origins) if all(map(_numeric, origins)) else None
+        if addrs is None:  # answered later, by plane.decide()
+            entry.task = runtime.loop.create_task(self._resolve(cid, runtime, entry, preamble))
+            return None
+        return addrs, preamble, target.backend.connect_timeout
+
+    async def _resolve(
+        self, cid: int, runtime: ListenerRuntime, entry: _Pending, preamble: bytes
+    ) -> None:
+        """Resolve the target's host names (each under the connect timeout), then decide."""
+        backend = entry.target.backend
+        addrs: list[SockAddr] = []
+        origins: list[Address] = []
+        members: list[Member] = []
+        for member in entry.members:
+            addr = member.address
+            if _numeric(addr):
+                addrs.append(_sockaddr(addr))
+                origins.append(addr)
+                members.append(member)
+                continue
+            try:
+                async with asyncio.timeout(backend.connect_timeout):
+                    infos = await runtime.loop.getaddrinfo(
+                        addr.host, addr.port, type=socket.SOCK_STREAM
+                    )
+            except TimeoutError:
+                entry.failures.append(f"{addr}: connect timed out")
+                runtime.backend_stats(addr).failed("timeout")
+                continue
+            except OSError as exc:
+                entry.failures.append(f"{addr}: {exc.strerror or exc}")
+                runtime.backend_stats(addr).failed("error")
+                continue
+            for family, _type, _proto, _name, sockaddr in infos:
+                if family in (socket.AF_INET, socket.AF_INET6):
+                    addrs.append((int(family), str(sockaddr[0]), int(sockaddr[1])))
+                    origins.append(addr)
+                    members.append(member)
+        entry.task = None
+        entry.origins = tuple(origins[:MAX_ADDRESSES])
+        entry.members = tuple(members[:MAX_ADDRESSES])
+        if addrs:
+            self.plane.decide(
+                cid, (tuple(addrs[:MAX_ADDRESSES]), preamble, backend.connect_timeout)
+            )
+        else:
+            self.plane.decide(cid, "backend unreachable: " + "; ".join(entry.failures))
+
+    def _on_close(
+        self,
+        lid: int,
+        cid: int,
+        reason: str,
+        peer: tuple[str, int] | None,
+        facts: Facts,
+        bytes_in: int,
+        bytes_out: int,
+        duration: float,
+        backend_index: int,
+        attempts: list[tuple[int, int, float]] | None,
+    ) -> None:
+        runtime = self.runtimes[lid]
+        if runtime.per_ip is not None:
+            self._connection_ended(runtime, cid)
+        self._count_connects()
+        entry = self._pending.pop(cid, None)
+        backend: Address | None = None
+        uid = client = None
+        if entry is not None:
+            uid, client = entry.uid, entry.client
+            if entry.task is not None:
+                entry.task.cancel()  # the client left while the names were resolved
+            if entry.member is not None:
+                entry.member.active -= 1  # least-connections
+            if attempts:
+                failures = (
+                    _failure_texts(entry, attempts)
+                    if entry.counted
+                    else _count_attempts(runtime, entry, attempts)
+                )
+                backend = entry.origins[attempts[-1][0]]
+                if reason == "backend unreachable":
+                    reason = "backend unreachable: " + "; ".join(entry.failures + failures)
+            if backend_index >= 0:
+                backend = entry.origins[backend_index]
+            elif backend is None and entry.failures:
+                backend = entry.target.backend.connect[-1]
+        kind, failure = self._close_reason(cid, reason)
+        runtime.stats.ended(kind, bytes_in, bytes_out, failure)
+        self.worker.compiled_closed()
+        if not log.isEnabledFor(logging.INFO):
+            return
+        sni, alpn, version, cipher, resumed, group = facts
+        fields: dict[str, str | int | float] = {
+            "peer": peer_text(peer),
+            "listener": runtime.name,
+            "sni": sni or "-",
+            "alpn": alpn or "-",
+            "tls": version or "-",
+            "cipher": cipher or "-",
+            "resumed": "yes" if resumed else "no",
+            "group": group_display_name(group) if group else "-",
+            "ja4": "-",  # not read by the compiled plane yet
+        }
+        if runtime.config.verify != "none":
+            fields["client"] = client or "-"  # only where client certificates are asked
+        fields |= {
+            "backend": str(backend or "-"),
+            "in": bytes_in,
+            "out": bytes_out,
+            "duration": round(duration, 3),
+            "reason": reason,
+        }
+        if uid and backend_index >= 0:  # only once the header went to a backend
+            fields["uid"] = uid.hex()
+        log.info("%s", format_summary(fields), extra={"conn": fields})
+
+    def _on_accept(self, lid: int, cid: int, peer: tuple[str, int] | None) -> bool:
+        """The per-IP limits: count the new connection, or refuse it (False)."""
+        runtime = self.runtimes[lid]
+        limits = runtime.per_ip
+        if limits is None or peer is None:
+            return True  # not an IP peer: nothing to count
+        if limits.admit(peer[0]):
+            self._ips[cid] = [peer[0], False]
+            return True
+        runtime.stats.ip_refused += 1
+        return False
+
+    def _handshake_ended(self, runtime: ListenerRuntime, cid: int) -> None:
+        entry = self._ips.get(cid)
+        if entry is not None and not entry[1] and runtime.per_ip is not None:
+            entry[1] = True
+            runtime.per_ip.handshake_ended(entry[0])
+
+    def _connection_ended(self, runtime: ListenerRuntime, cid: int) -> None:
+        self._handshake_ended(runtime, cid)  # if it never completed
+        entry = self._ips.pop(cid, None)
+        if entry is not None and runtime.per_ip is not None:
+            runtime.per_ip.connection_ended(entry[0])
+
+    def _on_rejected(self, lid: int, cid: int, result: int, text: str) -> str | None:
+        """Why a handshake of a listener that asks for client certificates failed, if it
+        was the certificate: an allow-list reason, or the verification error."""
+        runtime = self.runtimes[lid]
+        check = runtime.allow_check
+        reason = check.take() if check is not None else None
+        if reason is None and result != 0:
+            reason = f"client certificate: {text}"
+        if reason is not None:
+            runtime.stats.clients_rejected += 1
+            self._rejected.add(cid)
+        return reason
+
+    def _close_reason(self, cid: int, text: str) -> tuple[CloseReason, HandshakeFailure | None]:
+        """The metric labels of a close reason text from C (``handshake failed: ...``)."""
+        head, _, detail = text.partition(": ")
+        try:
+            reason = CloseReason(head)
+        except ValueError:
+            reason = CloseReason.CLOSED  # "internal error (see the traceback)"
+        rejected = cid in self._rejected
+        if rejected:
+            self._rejected.discard(cid)
+        if reason is not CloseReason.HANDSHAKE_FAILED:
+            return reason, None
+        if rejected:
+            return reason, HandshakeFailure.BAD_CLIENT_CERT
+        if detail == UNKNOWN_NAME:
+            return reason, HandshakeFailure.UNKNOWN_SNI
+        return reason, failure_by_code(detail.upper().replace(" ", "_"))
+
+    def _on_notice(self, what: str, lid: int, limit: int) -> None:
+        if what == "worker_full":
+            wlog.warning("max_connections (%d) reached: not accepting until connections end", limit)
+        else:
+            wlog.warning(
+                "listener %s: max_connections (%d) reached: not accepting until connections end",
+                self.runtimes[lid].name,
+                limit,
+            )
+
+
+def _count_attempts(
+    runtime: ListenerRuntime, entry: _Pending, attempts: list[tuple[int, int, float]]
+) -> list[str]:
+    """Backend statistics and the pool's passive health from the connect attempts (seen
+    at the next close or statistics report, not at once); the failures, for a reason."""
+    failures = []
+    pool = entry.target.pool
+    now = time.monotonic()
+    for index, result, seconds in attempts:
+        addr = entry.origins[index]
+        member = entry.members[index]
+        stats = runtime.backend_stats(addr)
+        if result == 0:
+            stats.connected(seconds)
+            pool.succeeded(member)
+            member.active += 1
+            entry.member = member
+            continue
+        if result < 0:
+            stats.failed("timeout")
+            failures.append(f"{addr}: connect timed out")
+        else:
+            stats.failed(_failure_kind(result))
+            failures.append(f"{addr}: {os.strerror(result)}")
+        pool.failed(member, now, failures[-1])
+    return failures
+
+
+def certificate_facts(der: bytes, resumed: bool) -> tuple[str | None, ClientCert] | None:
+    """The subject CN (first, as the log line shows it) and the PROXY v2 facts of a client
+    certificate that OpenSSL verified; None if ``cryptography`` cannot parse it."""
+    from cryptography import x509
+
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        names = [
+            str(a.value) for a in cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+        ]
+        sig_alg = cert.signature_algorithm_oid._name
+        key_alg = cert.public_key_algorithm_oid._name
+    except ValueError:
+        return None
+    facts = ClientCert(
+        cn=names[-1] if names else None,
+        sig_alg=sig_alg,
+        key_alg=key_alg,
+        verify=0,  # OpenSSL fails the handshake on a certificate that does not verify
+        this_connection=not resumed,
+        der=None,
+    )
+    return (names[0] if names else None), facts
+
+
+def _failure_texts(entry: _Pending, attempts: list[tuple[int, int, float]]) -> list[str]:
+    """The failed attempts as a close reason names them (already counted)."""
+    return [
+        f"{entry.origins[i]}: " + ("connect timed out" if r < 0 else os.strerror(r))
+        for i, r, _ in attempts
+        if r != 0
+    ]

@@ -1,0 +1,98 @@
+"""Which data plane serves a listener: the compiled one where it can, said in the log.
+
+The compiled plane is opt-in for now (``TUNNEL_DATAPLANE=compiled``; built by
+``pip install``). CI runs the integration and adversarial suites on both planes; these tests
+make sure the compiled run really exercised the compiled plane instead of silently falling
+back, and that the default run is the Python plane.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from .harness import BackendFactory, Certs, TunnelFactory, echo_handler, wait_until
+
+pytestmark = pytest.mark.timeout(30)
+
+FORCED_PYTHON = os.environ.get("TUNNEL_DATAPLANE", "").lower() != "compiled"
+PYTHON_WHY = "TUNNEL_DATAPLANE=compiled not set"
+
+
+def test_the_compiled_plane_serves_a_plain_listener(
+    certs: Certs, start_tunnel: TunnelFactory, start_backend: BackendFactory
+) -> None:
+    """Fails when the extension is missing or refused (build it: pip install -e .)."""
+    backend = start_backend(echo_handler)
+    tunnel = start_tunnel(backend.address)
+    expected = (
+        f"listener test: python data plane ({PYTHON_WHY})"
+        if FORCED_PYTHON
+        else "listener test: compiled data plane"
+    )
+    wait_until(lambda: "data plane" in tunnel.log(), what="the data plane line")
+    assert expected in tunnel.log()
+    with tunnel.connect(certs.client_context()) as sock:
+        sock.sendall(b"ping")
+        assert sock.recv(4) == b"ping"
+    wait_until(lambda: "reason=" in tunnel.log(), what="the summary line")
+
+
+def test_mtls_listeners_are_compiled(
+    certs: Certs, start_tunnel: TunnelFactory, start_backend: BackendFactory
+) -> None:
+    """Client certificates (verify, allow-lists, CRLs) are checked by OpenSSL on the
+    compiled plane; tests/integration/test_mtls.py runs them there."""
+    backend = start_backend(echo_handler)
+    tunnel = start_tunnel(backend.address, client_ca=str(certs.cert_path), verify="optional")
+    wait_until(lambda: "data plane" in tunnel.log(), what="the data plane line")
+    if not FORCED_PYTHON:
+        assert "listener test: compiled data plane" in tunnel.log()
+
+
+def test_a_listener_with_an_unsupported_feature_falls_back(
+    certs: Certs, start_tunnel: TunnelFactory, start_backend: BackendFactory, tmp_path: Path
+) -> None:
+    """keylog_file is not compiled yet: that listener says so and still serves."""
+    backend = start_backend(echo_handler)
+    tunnel = start_tunnel(backend.address, keylog_file=str(tmp_path / "keys.log"))
+    wait_until(lambda: "data plane" in tunnel.log(), what="the data plane line")
+    if FORCED_PYTHON:
+        assert f"listener test: python data plane ({PYTHON_WHY})" in tunnel.log()
+    else:
+        assert "listener test: python data plane (needs keylog_file)" in tunnel.log()
+    with tunnel.connect(certs.client_context()) as sock:
+        sock.sendall(b"pong")
+        assert sock.recv(4) == b"pong"
+
+
+def test_a_backend_named_by_host_name(
+    certs: Certs, start_tunnel: TunnelFactory, start_backend: BackendFactory
+) -> None:
+    """``localhost`` is resolved without blocking the worker; every address is tried."""
+    backend = start_backend(echo_handler)
+    port = backend.address.rsplit(":", 1)[1]
+    tunnel = start_tunnel(f"localhost:{port}")
+    wait_until(lambda: "data plane" in tunnel.log(), what="the data plane line")
+    if not FORCED_PYTHON:
+        assert "listener test: compiled data plane" in tunnel.log()
+    for _ in range(3):
+        with tunnel.connect(certs.client_context()) as sock:
+            sock.sendall(b"name")
+            assert sock.recv(4) == b"name"
+    wait_until(lambda: tunnel.log().count("reason=") >= 3, what="three summary lines")
+    assert f"backend=localhost:{port}" in tunnel.log()
+
+
+def test_a_backend_name_that_does_not_resolve(certs: Certs, start_tunnel: TunnelFactory) -> None:
+    """The client gets a clean close; the reason names the address that failed."""
+    tunnel = start_tunnel("no-such-host.invalid:80")
+    with tunnel.connect(certs.client_context()) as sock:
+        assert sock.recv(10) == b""  # close_notify, no data
+    line = wait_until(
+        lambda: next((ln for ln in tunnel.log().splitlines() if "reason=" in ln), None),
+        what="the summary line",
+    )
+    assert 'reason="backend unreachable: no-such-host.invalid:80: ' in line

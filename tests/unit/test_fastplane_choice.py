@@ -1,0 +1,81 @@
+"""Which listeners the compiled data plane serves, and the reason given for the others."""
+
+from __future__ import annotations
+
+import dataclasses
+import ssl
+
+import pytest
+
+from tunnel.config import Address, BackendConfig, ListenerConfig
+from tunnel.config.routing import Route
+from tunnel.dataplane import fastplane
+
+PLAIN = ListenerConfig(
+    name="web",
+    accept=(Address("tcp", "127.0.0.1", 8443),),
+    cert=("server.pem",),
+    key=None,
+    connect=(Address("tcp", "127.0.0.1", 8080), Address("unix", path="/run/app.sock")),
+)
+
+
+def test_a_plain_listener_is_compiled() -> None:
+    assert fastplane.unsupported(PLAIN, {}) is None
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"client": True}, "client mode"),
+        ({"keylog_file": "/tmp/keys"}, "keylog_file"),
+        ({"acme": ("www.example.com",)}, "acme"),
+    ],
+)
+def test_features_not_compiled_yet_fall_back(change: dict[str, object], why: str) -> None:
+    listener = dataclasses.replace(PLAIN, **change)  # type: ignore[arg-type]
+    reason = fastplane.unsupported(listener, {})
+    assert reason is not None and reason.startswith(why)
+
+
+def test_backend_host_names_are_compiled() -> None:
+    """They are resolved by the event loop, then the C side connects (fastplane._resolve)."""
+    listener = dataclasses.replace(PLAIN, connect=(Address("tcp", "backend.example", 80),))
+    assert fastplane.unsupported(listener, {}) is None
+
+
+def test_proxy_from_falls_back() -> None:
+    import ipaddress
+
+    listener = dataclasses.replace(PLAIN, proxy_from=(ipaddress.ip_network("10.0.0.0/8"),))
+    assert fastplane.unsupported(listener, {}) == "PROXY protocol from load balancers (proxy_from)"
+
+
+def test_a_routed_tls_backend_falls_back() -> None:
+    backends = {
+        "api": BackendConfig("api", (Address("tcp", "10.0.0.1", 443),), tls=True),
+    }
+    listener = dataclasses.replace(PLAIN, routes=(Route("sni", "api.example.com", "api"),))
+    assert fastplane.unsupported(listener, backends) == "TLS to backends"
+
+
+def test_the_python_plane_is_the_default_for_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(fastplane.ENV, raising=False)
+    fastplane.load.cache_clear()
+    try:
+        assert fastplane.choose(PLAIN, {}) == ("python", "TUNNEL_DATAPLANE=compiled not set")
+        monkeypatch.setenv(fastplane.ENV, "python")
+        fastplane.load.cache_clear()
+        assert fastplane.choose(PLAIN, {}) == ("python", "TUNNEL_DATAPLANE=python")
+    finally:
+        fastplane.load.cache_clear()
+
+
+def test_the_layout_check_accepts_real_contexts_and_refuses_others() -> None:
+    """Needs the extension built (pip install -e ., or python setup.py build_ext --inplace)."""
+    from tunnel.dataplane import _fastplane as module  # type: ignore[attr-defined]
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    assert module.ctx_pointer(ctx) > 0
+    with pytest.raises(TypeError):
+        module.ctx_pointer(object())
