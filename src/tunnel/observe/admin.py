@@ -6,8 +6,9 @@ The supervisor runs one single-threaded loop (signals, worker reports, this endp
 nothing here may block it: sockets are non-blocking, each client gets a deadline
 (:data:`CLIENT_SECONDS`) to send its request and take the reply, requests are capped at
 :data:`MAX_REQUEST` bytes, and at most :data:`MAX_CLIENTS` are served at once (more are
-closed on accept). The protocol is minimal HTTP/1.0: one GET per connection, then close.
-What to answer comes from a callback, so this module knows nothing of metrics.
+closed on accept). The protocol is minimal HTTP/1.0: one GET or HEAD per connection, then
+close; requests are parsed by :mod:`tunnel.wire.http1`. What to answer comes from a
+callback, so this module knows nothing of metrics.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tunnel.config import Address
+from tunnel.wire.http1 import HTTPError, Request, RequestParser, error_response, response
 
 CLIENT_SECONDS = 5.0
 MAX_REQUEST = 8192
@@ -25,40 +27,26 @@ MAX_CLIENTS = 32
 
 Response = tuple[int, str, bytes]  # status, content type, body
 Handler = Callable[[str], Response]
-
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
-_REASONS[503] = "Service Unavailable"
+VERSION = "HTTP/1.0"
 
 
 @dataclass(slots=True)
 class _Client:
     sock: socket.socket
     deadline: float
-    inbuf: bytearray = field(default_factory=bytearray)
+    parser: RequestParser = field(default_factory=lambda: RequestParser(MAX_REQUEST, 0))
     outbuf: bytes = b""
     sent: int = 0
 
 
-def parse_request(data: bytes) -> tuple[str, str] | None:
-    """``(method, path)`` of the request line, or None when it is malformed."""
-    line = data.split(b"\r\n", 1)[0].split(b"\n", 1)[0]
-    parts = line.split()
-    if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
-        return None
-    try:
-        return parts[0].decode("ascii"), parts[1].decode("ascii").split("?", 1)[0]
-    except UnicodeDecodeError:
-        return None
-
-
-def http_response(status: int, content_type: str, body: bytes) -> bytes:
-    """An HTTP/1.0 response with ``Connection: close``."""
-    head = (
-        f"HTTP/1.0 {status} {_REASONS.get(status, 'Error')}\r\n"
-        f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
-        "Connection: close\r\n\r\n"
-    )
-    return head.encode("ascii") + body
+def answer(request: Request, handler: Handler) -> bytes:
+    """The response to one parsed request: ``handler`` serves GET, and HEAD without body."""
+    if request.method not in ("GET", "HEAD"):
+        return response(
+            405, b"only GET and HEAD\n", version=VERSION, headers=[("Allow", "GET, HEAD")]
+        )
+    status, content_type, body = handler(request.path)
+    return response(status, body, content_type=content_type, method=request.method, version=VERSION)
 
 
 class AdminServer:
@@ -101,12 +89,20 @@ class AdminServer:
         except OSError:
             self._drop(client)
             return
-        client.inbuf += data
-        if b"\r\n\r\n" in client.inbuf or b"\n\n" in client.inbuf or not data:
-            self._answer(client)
-        elif len(client.inbuf) > MAX_REQUEST:
-            client.outbuf = http_response(400, "text/plain", b"request too large\n")
-            self.writable(sock)
+        try:
+            client.parser.feed(data)
+            request = client.parser.next_request()
+            if request is None and not data:
+                client.parser.finish()  # 400 if the peer cut a request off
+                self._drop(client)  # closed before sending anything
+                return
+        except HTTPError as exc:
+            client.outbuf = error_response(exc, version=VERSION)
+        else:
+            if request is None:
+                return  # wait for the rest
+            client.outbuf = answer(request, self.handler)
+        self.writable(sock)
 
     def writable(self, sock: socket.socket) -> None:
         """``sock`` (one of :meth:`writers`) is writable."""
@@ -148,19 +144,6 @@ class AdminServer:
                 continue
             sock.setblocking(False)
             self.clients[sock.fileno()] = _Client(sock, time.monotonic() + CLIENT_SECONDS)
-
-    def _answer(self, client: _Client) -> None:
-        request = parse_request(bytes(client.inbuf))
-        if request is None:
-            status, ctype, body = 400, "text/plain", b"bad request\n"
-        elif request[0] not in ("GET", "HEAD"):
-            status, ctype, body = 405, "text/plain", b"only GET\n"
-        else:
-            status, ctype, body = self.handler(request[1])
-            if request[0] == "HEAD":
-                body = b""
-        client.outbuf = http_response(status, ctype, body)
-        self.writable(client.sock)
 
     def _drop(self, client: _Client) -> None:
         self.clients.pop(client.sock.fileno(), None)
