@@ -133,7 +133,9 @@ def _unix_reachable(path: str) -> OSError | None:
     return error
 
 
-def _syslog_handler(facility: str, address: str | tuple[str, int]) -> logging.Handler:
+def _syslog_handler(
+    facility: str, address: str | tuple[str, int], append_nul: bool
+) -> logging.Handler:
     import logging.handlers  # see _facility_number
 
     number = _facility_number(facility)
@@ -154,6 +156,9 @@ def _syslog_handler(facility: str, address: str | tuple[str, int]) -> logging.Ha
         if problem is not None:
             raise problem
         handler = logging.handlers.SysLogHandler(address=address, facility=number)
+    # The stdlib ends every datagram with a NUL (an old syslogd habit); RFC 3164/5424
+    # receivers show it as a stray character, so it is only sent when asked for.
+    handler.append_nul = append_nul
     handler.setFormatter(logging.Formatter(SYSLOG_FORMAT))
     return handler
 
@@ -177,11 +182,14 @@ def setup_logging(
     log_file: str | None = None,
     log_format: str = "text",
     syslog_address: str | tuple[str, int] = DEV_LOG,
+    *,
+    syslog_nul: bool = False,
 ) -> None:
     """Send Tunnel's logs to ``target`` (``stderr``, ``syslog`` or ``file``) at ``level``.
 
     ``syslog_address`` is where ``syslog`` sends to: a Unix socket path or a UDP
-    ``(host, port)``. Idempotent: handlers installed by an earlier call are closed and
+    ``(host, port)``; ``syslog_nul`` ends each datagram with a NUL byte, as receivers
+    from before RFC 3164 expect (off by default). Idempotent: handlers installed by an earlier call are closed and
     replaced.
     Raises ValueError for an unknown level, target or facility (or ``file`` without
     ``log_file``), OSError when the log file cannot be opened or a configured syslog
@@ -192,7 +200,7 @@ def setup_logging(
     if kind == "stderr":
         handler = _stderr_handler()
     elif kind == "syslog":
-        handler = _syslog_handler(facility, syslog_address)
+        handler = _syslog_handler(facility, syslog_address, syslog_nul)
     elif kind == "file" and log_file:
         handler = _file_handler(log_file)
     elif kind == "file":
