@@ -14,9 +14,17 @@ import resource
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from tunnel import __version__
+from tunnel.cli.common import (
+    EXIT_CONFIG,
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    UsageError,
+)
+from tunnel.cli.common import err as _err
+from tunnel.cli.common import out as _out
 from tunnel.config import (
     Address,
     BackendConfig,
@@ -38,26 +46,10 @@ from tunnel.process.pidfile import read_pid
 from tunnel.tls.contexts import CertInfo, describe_certificates
 from tunnel.tls.groups import effective_groups
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_CONFIG = 2
-EXIT_INTERRUPTED = 130
 EXPIRY_WARNING_DAYS = 30
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 Command = Callable[[argparse.Namespace], int]
-
-
-class UsageError(TunnelError):
-    """A bad command-line argument (exit code 2)."""
-
-
-def _err(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-def _out(text: str = "") -> None:
-    print(text, flush=True)
 
 
 # --------------------------------------------------------------------------- run
@@ -370,7 +362,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``tunnel demo``: self-signed certificate, built-in backend, one listener."""
-    from tunnel.cli import demo  # cryptography and the demo backend: kept out of `tunnel run`
+    from tunnel.cli import demo, gen_cert  # cryptography, the demo backend: not for `run`
 
     try:
         accept = demo.demo_address(args.host, args.port)
@@ -379,7 +371,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     setup_logging(args.log_level, "stderr", "daemon")
     cert, made = demo.ensure_demo_cert()
     _out(f"{'Created' if made else 'Using'} the demo certificate {cert} (self-signed)")
-    socket_path = demo.state_dir() / demo.BACKEND_SOCKET
+    socket_path = gen_cert.state_dir() / demo.BACKEND_SOCKET
     config = demo.demo_config(accept, cert, socket_path)
     backend = demo.start_backend(socket_path)
     try:
@@ -411,24 +403,9 @@ def _prepare_demo(config: Config, port: int) -> supervisor.Supervisor:
 
 def cmd_gen_cert(args: argparse.Namespace) -> int:
     """``tunnel gen-cert``: write a self-signed certificate and key as one PEM file."""
-    from tunnel.cli import demo  # cryptography: kept out of `tunnel run`
+    from tunnel.cli import gen_cert  # cryptography: kept out of `tunnel run`
 
-    path = Path(os.path.expanduser(args.out)) if args.out else demo.default_cert_path()
-    names = args.name or list(demo.DEFAULT_NAMES)
-    if args.days < 1:
-        raise UsageError("--days must be at least 1")
-    try:
-        pem = demo.make_self_signed(names, days=args.days)
-        demo.write_private_file(path, pem, force=args.force)
-    except FileExistsError:
-        raise UsageError(f"{path} exists; use --force to replace it") from None
-    except ValueError as exc:
-        raise UsageError(f"bad --name: {exc}") from None
-    except OSError as exc:
-        raise TunnelError(f"cannot write {path}: {exc.strerror or exc}") from None
-    _out(f"Wrote a self-signed certificate and key (mode 0600) to {path}")
-    _out(f"  names: {', '.join(names)}; valid for {args.days} days")
-    return EXIT_OK
+    return gen_cert.cmd_gen_cert(args)
 
 
 # --------------------------------------------------------------------------- parser

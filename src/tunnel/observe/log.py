@@ -189,8 +189,8 @@ def setup_logging(
 
     ``syslog_address`` is where ``syslog`` sends to: a Unix socket path or a UDP
     ``(host, port)``; ``syslog_nul`` ends each datagram with a NUL byte, as receivers
-    from before RFC 3164 expect (off by default). Idempotent: handlers installed by an earlier call are closed and
-    replaced.
+    from before RFC 3164 expect (off by default). Idempotent: handlers installed by an
+    earlier call are closed and replaced.
     Raises ValueError for an unknown level, target or facility (or ``file`` without
     ``log_file``), OSError when the log file cannot be opened or a configured syslog
     socket does not accept.

@@ -11,6 +11,7 @@ import ssl
 
 from tunnel.config import BackendConfig, Config
 from tunnel.errors import ConfigError, ConfigErrors, TLSSetupError
+from tunnel.tls.secret_files import set_keylog
 
 log = logging.getLogger("tunnel.backend_tls")
 
@@ -29,7 +30,7 @@ def build_backend_context(backend: BackendConfig, file: str = "<config>") -> ssl
             ctx.load_cert_chain(backend.cert, backend.key)
         key = "keylog_file"
         if backend.keylog_file:
-            ctx.keylog_filename = backend.keylog_file
+            set_keylog(ctx, backend.keylog_file)
             log.warning(
                 "[backend:%s] keylog_file is on: TLS session secrets are written to %s",
                 backend.name,

@@ -26,6 +26,7 @@ from tunnel.errors import TLSSetupError
 from tunnel.tls.certs import CertFile, CertGroup, group_certificates, listener_cert_files
 from tunnel.tls.clients import allow_list_check, client_auth
 from tunnel.tls.identity import AllowListCheck
+from tunnel.tls.secret_files import set_keylog
 from tunnel.tls.tickets import TicketKeyError, TicketKeys
 from tunnel.tls.x509_compat import first_pem_certificate, not_after
 
@@ -172,7 +173,7 @@ def _keylog(ctx: ssl.SSLContext, listener: ListenerConfig, file: str) -> None:
     path = listener.keylog_file
     assert path is not None
     try:
-        ctx.keylog_filename = path
+        set_keylog(ctx, path)
     except OSError as exc:
         raise _setup_error(
             file,

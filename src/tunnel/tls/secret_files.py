@@ -1,0 +1,59 @@
+"""Files that hold secrets (private keys, TLS key logs): created mode 0600, never wider.
+
+Everything Tunnel writes that could decrypt traffic goes through here: the key of
+``tunnel gen-cert`` and ``tunnel demo`` (:func:`write_private_file`) and the NSS key log of
+``keylog_file`` (:func:`set_keylog`). OpenSSL and CPython would create the key log with
+the process umask (usually 0644), readable by every local user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import ssl
+import tempfile
+from pathlib import Path
+
+PRIVATE_MODE = 0o600
+
+
+def write_private_file(path: Path, data: bytes, *, force: bool = False) -> None:
+    """Write ``data`` to ``path`` with mode 0600 (parent directories 0700 when created).
+
+    Raises FileExistsError if ``path`` exists and ``force`` is false. With ``force`` the
+    file is replaced atomically.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not force:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_MODE)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mode 0600
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def ensure_private_file(path: str) -> None:
+    """Create ``path`` empty with mode 0600 if missing; narrow an existing file to 0600.
+
+    OSError if it cannot be created or its mode changed (e.g. owned by another user).
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, PRIVATE_MODE)
+    try:
+        if os.fstat(fd).st_mode & 0o777 != PRIVATE_MODE:
+            os.fchmod(fd, PRIVATE_MODE)
+    finally:
+        os.close(fd)
+
+
+def set_keylog(ctx: ssl.SSLContext, path: str) -> None:
+    """Append the TLS secrets of ``ctx``'s sessions to ``path``, a file only its owner reads."""
+    ensure_private_file(path)
+    ctx.keylog_filename = path
