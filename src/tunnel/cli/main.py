@@ -26,6 +26,7 @@ from tunnel.cli.common import (
 from tunnel.cli.common import err as _err
 from tunnel.cli.common import out as _out
 from tunnel.config import (
+    LOG_LEVELS,
     Address,
     BackendConfig,
     Config,
@@ -44,10 +45,8 @@ from tunnel.observe.log import setup_from_settings, setup_logging
 from tunnel.process import generation, privileges, readable, reload_status, service, supervisor
 from tunnel.process.pidfile import read_pid
 from tunnel.tls.contexts import CertInfo, describe_certificates
+from tunnel.tls.expiry import expiry_warning
 from tunnel.tls.groups import effective_groups
-
-EXPIRY_WARNING_DAYS = 30
-LOG_LEVELS = ("debug", "info", "warning", "error")
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -182,13 +181,6 @@ def _cert_line(info: CertInfo, now: datetime.datetime) -> str:
     )
 
 
-def _expiry_warning(listener: ListenerConfig, info: CertInfo, now: datetime.datetime) -> str:
-    days = info.expires_in_days(now)
-    when = f"{info.not_after:%Y-%m-%d %H:%M} UTC"
-    state = f"EXPIRED on {when}" if days < 0 else f"expires in {days:.0f} days ({when})"
-    return f"WARN [{listener.name}] cert {info.path}: {state}; renew it"
-
-
 def _describe_all(config: Config) -> dict[str, list[CertInfo]]:
     """Certificate facts per listener; ConfigErrors if a file cannot be read."""
     described: dict[str, list[CertInfo]] = {}
@@ -279,8 +271,9 @@ def _summary(config: Config, certs: dict[str, list[CertInfo]]) -> tuple[list[str
         for info in certs.get(listener.name, []):
             lines.append(_cert_line(info, now))
             managed = set(info.names) == set(listener.acme)  # renewed by Tunnel itself
-            if info.expires_in_days(now) < EXPIRY_WARNING_DAYS and not managed:
-                warnings.append(_expiry_warning(listener, info, now))
+            warning = expiry_warning(listener.name, info.path, info.not_after, now)
+            if warning is not None and not managed:
+                warnings.append(warning)
     return lines, warnings
 
 

@@ -18,9 +18,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tunnel.config import Address
 from tunnel.errors import TunnelError
+from tunnel.tls.expiry import expiry_warning
 
 TIMEOUT_SECONDS = 3.0
-EXPIRY_WARNING_DAYS = 30
 
 Labels = tuple[tuple[str, str], ...]
 Samples = Mapping[tuple[str, Labels], float]
@@ -104,17 +104,13 @@ def _cert_lines(samples: Samples, now: float) -> tuple[list[str], list[str]]:
         (labels.get("listener", "?"), labels.get("path", "?"), when)
         for labels, when in _by_name(samples, "tunnel_certificate_not_after_seconds")
     )
+    today = datetime.datetime.fromtimestamp(now, datetime.UTC)
     for listener, path, when in certs:
         days = (when - now) / 86400
         date = datetime.datetime.fromtimestamp(when, datetime.UTC)
         lines.append(f"  cert [{listener}] {path}: expires {date:%Y-%m-%d} ({days:.0f} days)")
-        if days < 0:
-            warnings.append(f"WARN [{listener}] cert {path}: EXPIRED on {date:%Y-%m-%d}; renew it")
-        elif days < EXPIRY_WARNING_DAYS:
-            warnings.append(
-                f"WARN [{listener}] cert {path}: expires in {days:.0f} days "
-                f"({date:%Y-%m-%d}); renew it"
-            )
+        if (warning := expiry_warning(listener, path, date, today)) is not None:
+            warnings.append(warning)
     return lines, warnings
 
 

@@ -18,7 +18,7 @@ import socket
 import sys
 from typing import TYPE_CHECKING
 
-from tunnel.config import TunnelSettings
+from tunnel.config import LOG_LEVELS, TunnelSettings
 
 if TYPE_CHECKING:
     import logging.handlers
@@ -28,12 +28,8 @@ DEV_LOG = "/dev/log"
 STDERR_FORMAT = "%(asctime)s tunnel[%(process)d] %(levelname)s %(name)s: %(message)s"
 SYSLOG_FORMAT = "tunnel[%(process)d]: %(levelname)s %(name)s: %(message)s"
 
-_LEVELS = {
-    "debug": logging.DEBUG,
-    "info": logging.INFO,
-    "warning": logging.WARNING,
-    "error": logging.ERROR,
-}
+# The names the configuration accepts, mapped to the stdlib's numbers (DEBUG, ...).
+_LEVELS = {name: logging.getLevelNamesMapping()[name.upper()] for name in LOG_LEVELS}
 
 
 class JsonFormatter(logging.Formatter):
