@@ -1,7 +1,9 @@
-"""The admin endpoint's HTTP over a real socket: HEAD, errors, caps, clients that go away."""
+"""The admin endpoint's HTTP over a real socket (HEAD, errors, caps, clients that go away),
+and ``tunnel status`` reading it: exit code 0 only when Tunnel is ready."""
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import threading
@@ -9,8 +11,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from tunnel.cli.main import main
 from tunnel.config import Address
-from tunnel.observe.admin import MAX_REQUEST, AdminServer, Response
+from tunnel.observe import metrics
+from tunnel.observe.admin import MAX_REQUEST, AdminServer, Handler, Response
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -23,8 +27,8 @@ def handler(path: str) -> Response:
     return 404, "text/plain", b"not found\n"
 
 
-@pytest.fixture
-def admin() -> Iterator[int]:
+@contextlib.contextmanager
+def serving(handler: Handler) -> Iterator[int]:
     """An AdminServer on a loopback port, driven by a select loop in a thread."""
     server = AdminServer(Address("tcp", host="127.0.0.1", port=0), handler)
     stop = threading.Event()
@@ -45,6 +49,12 @@ def admin() -> Iterator[int]:
         stop.set()
         thread.join(5)
         server.close()
+
+
+@pytest.fixture
+def admin() -> Iterator[int]:
+    with serving(handler) as port:
+        yield port
 
 
 def exchange(port: int, request: bytes) -> bytes:
@@ -87,3 +97,28 @@ def test_bare_lf_request_and_silent_client(admin: int) -> None:
     assert exchange(admin, b"GET /metrics HTTP/1.0\n\n").endswith(BODY)
     assert exchange(admin, b"") == b""  # closed without a word: closed in turn, no answer
     assert exchange(admin, b"GET /metrics HTTP/1.0\r\n\r\n").endswith(BODY)  # still serving
+
+
+@pytest.mark.parametrize(
+    ("ready", "code", "first"), [(True, 0, "ready"), (False, 1, "not ready: draining")]
+)
+def test_status_exit_code_follows_readyz(
+    ready: bool, code: int, first: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    facts = metrics.SupervisorFacts(workers_configured=1, workers_reporting=1, worker_restarts=3)
+    text = metrics.render(metrics.merge([]), facts)
+
+    def tunnel_admin(path: str) -> Response:
+        if path == "/readyz":
+            return (
+                (200, "text/plain", b"ready\n")
+                if ready
+                else (503, "text/plain", b"not ready: draining\n")
+            )
+        return 200, "text/plain; version=0.0.4", text
+
+    with serving(tunnel_admin) as port:
+        assert main(["status", "--admin", f"127.0.0.1:{port}"]) == code
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"Tunnel at 127.0.0.1:{port}: {first}"
+    assert "    worker_restarts: 3" in lines

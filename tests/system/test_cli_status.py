@@ -90,7 +90,8 @@ def test_status_summarises_the_traffic(
         r"\(\d+ days\)",
         lines[7],
     )
-    assert len(lines) == 8
+    assert lines[8] == "  counters (total, then by label):"
+    assert "    connections_accepted: 4" in lines[9:]
     assert results[-1].stderr == ""  # trustme certificates live for years: no warning
     by_address = tunnel.run("status", "--admin", f"127.0.0.1:{admin}")
     assert by_address.returncode == 0

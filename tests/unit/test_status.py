@@ -6,7 +6,7 @@ import datetime
 
 import pytest
 
-from tunnel.cli.status import Reply, summarise, target
+from tunnel.cli.status import Reply, counter_lines, summarise, target
 from tunnel.config import Address
 from tunnel.observe import metrics
 from tunnel.observe.metrics import ListenerStats, SupervisorFacts
@@ -42,7 +42,7 @@ def rendered() -> str:
 def test_summary_lines() -> None:
     reply = Reply(200, "ready\n", rendered())
     lines, warnings = summarise("127.0.0.1:9090", reply, NOW)
-    assert lines == [
+    assert lines[:10] == [
         "Tunnel at 127.0.0.1:9090: ready",
         "  workers: 4 configured, 3 reporting; 2 restarts; reloads: ok 1",
         "  active connections: 1",
@@ -55,10 +55,34 @@ def test_summary_lines() -> None:
         "  cert [api] /etc/old.pem: expires 2029-12-29 (-3 days)",
         "  cert [web] /etc/web.pem: expires 2030-04-01 (90 days)",
     ]
+    assert lines[10:] == counter_lines(reply.metrics_text)
     assert warnings == [
         "WARN [api] cert /etc/api.pem: expires in 10 days (2030-01-11); renew it",
         "WARN [api] cert /etc/old.pem: EXPIRED on 2029-12-29; renew it",
     ]
+
+
+def test_every_counter_is_shown() -> None:
+    text = rendered()
+    lines = counter_lines(text)
+    assert lines[0] == "  counters (total, then by label):"
+    assert lines[1:4] == [
+        "    alpn_negotiated: 2",
+        "      listener=api alpn=-: 1",
+        "      listener=web alpn=h2: 1",
+    ]
+    assert "    worker_restarts: 2" in lines
+    assert "      listener=web reason=handshake failed: 1" in lines
+    assert "    clients_rejected: 0" in lines  # a counter at zero still shows, without labels
+    assert not any("listener=api direction" in line for line in lines)  # zeros left out
+    # Every counter family rendered, and nothing that is not a counter.
+    counters = {
+        line.split("# TYPE tunnel_")[1].split()[0].removesuffix("_total")
+        for line in text.splitlines()
+        if line.startswith("# TYPE") and line.endswith(" counter")
+    }
+    shown = {line.strip().split(":")[0] for line in lines[1:] if not line.startswith("      ")}
+    assert shown == counters and "workers" not in shown and len(counters) >= 10
 
 
 def test_not_ready_shows_why() -> None:
@@ -70,6 +94,7 @@ def test_not_ready_shows_why() -> None:
 def test_empty_metrics() -> None:
     lines, warnings = summarise("h:1", Reply(200, "ready", ""), NOW)
     assert lines[1] == "  workers: 0 configured, 0 reporting; 0 restarts"
+    assert len(lines) == 5  # no counters section when there are none
     assert warnings == []
 
 

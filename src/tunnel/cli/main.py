@@ -27,16 +27,13 @@ from tunnel.cli.common import err as _err
 from tunnel.cli.common import out as _out
 from tunnel.config import (
     LOG_LEVELS,
-    Address,
     BackendConfig,
     Config,
-    ConfigValueError,
     ListenerConfig,
     TunnelSettings,
     load_config,
     load_partial,
     missing_inputs,
-    parse_address,
 )
 from tunnel.dataplane import fastplane
 from tunnel.dataplane.accept import fd_capped
@@ -315,39 +312,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- status
 
 
-def _admin_address(args: argparse.Namespace) -> Address:
-    if args.admin is not None:
-        try:
-            address = parse_address(args.admin)
-        except ConfigValueError as exc:
-            raise UsageError(f"--admin: {exc}") from None
-        if address.kind != "tcp":
-            raise UsageError("--admin needs HOST:PORT (the [tunnel] admin address)")
-        return address
-    if args.config is None:
-        raise UsageError("give -c FILE (its [tunnel] admin address) or --admin HOST:PORT")
-    config = load_config(args.config)
-    if config.tunnel.admin is None:
-        # Not a mistake in the file, but nothing to read: a runtime failure (exit 1).
-        raise TunnelError(
-            f"{config.path}: [tunnel] admin is off, so there is no endpoint to read "
-            "(set e.g. 'admin = 127.0.0.1:9090' and restart Tunnel)"
-        )
-    return config.tunnel.admin
-
-
 def cmd_status(args: argparse.Namespace) -> int:
-    """``tunnel status``: summarise a running Tunnel from its admin endpoint."""
+    """``tunnel status``: summarise a running Tunnel; exit 1 unless it is ready."""
     from tunnel.cli import status  # prometheus_client's parser: kept out of `tunnel run`
 
-    address = _admin_address(args)
-    reply = status.fetch(address)
-    lines, warnings = status.summarise(str(address), reply, datetime.datetime.now().timestamp())
-    for line in lines:
-        _out(line)
-    for warning in warnings:
-        _err(warning)
-    return EXIT_OK
+    return status.cmd_status(args)
 
 
 # --------------------------------------------------------------------------- demo
@@ -438,7 +407,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("-c", "--config", required=True, metavar="FILE", help="configuration file")
     check.set_defaults(func=cmd_check)
 
-    stat = sub.add_parser("status", help="summarise a running Tunnel (its admin endpoint)")
+    stat = sub.add_parser(
+        "status",
+        help="summarise a running Tunnel (its admin endpoint); exit 1 unless it is ready",
+    )
     where = stat.add_mutually_exclusive_group()
     where.add_argument("-c", "--config", metavar="FILE", help="read [tunnel] admin from FILE")
     where.add_argument("--admin", metavar="HOST:PORT", help="the admin endpoint's address")

@@ -2,12 +2,13 @@
 
 :func:`summarise` is pure (Prometheus text and the ``/readyz`` answer in, lines out) so
 that it can be tested byte for byte against what :mod:`tunnel.observe.metrics` renders;
-:func:`fetch` is the thin I/O part: two HTTP GETs with a short timeout. Nothing here
-prints; :mod:`tunnel.cli.main` does.
+:func:`fetch` is the thin I/O part: two HTTP GETs with a short timeout; :func:`cmd_status`
+prints. The exit code is 0 only when Tunnel answers that it is ready.
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import http.client
 from collections import defaultdict
@@ -16,7 +17,8 @@ from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tunnel.config import Address
+from tunnel.cli.common import EXIT_FAILURE, EXIT_OK, UsageError, err, out
+from tunnel.config import Address, ConfigValueError, load_config, parse_address
 from tunnel.errors import TunnelError
 from tunnel.tls.expiry import expiry_warning
 
@@ -114,6 +116,27 @@ def _cert_lines(samples: Samples, now: float) -> tuple[list[str], list[str]]:
     return lines, warnings
 
 
+def _label_text(labels: Mapping[str, str]) -> str:
+    # The listener or backend first: it is what a reader looks for.
+    keys = sorted(labels, key=lambda k: (k not in ("listener", "backend"), k))
+    return " ".join(f"{key}={labels[key]}" for key in keys)
+
+
+def counter_lines(text: str) -> list[str]:
+    """Every counter of the exposition: its total, then each labelled value that is not 0."""
+    lines = ["  counters (total, then by label):"]
+    families = sorted(text_string_to_metric_families(text), key=lambda f: f.name)
+    for family in families:
+        if family.type != "counter":
+            continue
+        samples = [s for s in family.samples if s.name == f"{family.name}_total"]
+        short = family.name.removeprefix("tunnel_")
+        lines.append(f"    {short}: {_count(sum(s.value for s in samples))}")
+        labelled = sorted((_label_text(s.labels), s.value) for s in samples if s.labels)
+        lines += [f"      {labels}: {_count(value)}" for labels, value in labelled if value]
+    return lines if len(lines) > 1 else []
+
+
 def summarise(where: str, reply: Reply, now: float) -> tuple[list[str], list[str]]:
     """The lines ``tunnel status`` prints, and its warnings, for the endpoint at ``where``.
 
@@ -148,7 +171,8 @@ def summarise(where: str, reply: Reply, now: float) -> tuple[list[str], list[str
     lines += pool_lines
     cert_lines, warnings = _cert_lines(samples, now)
     warnings = pool_warnings + warnings
-    return lines + cert_lines + _acme_lines(samples, now), warnings
+    acme = _acme_lines(samples, now)
+    return lines + cert_lines + acme + counter_lines(reply.metrics_text), warnings
 
 
 def _acme_lines(samples: Samples, now: float) -> list[str]:
@@ -205,3 +229,36 @@ def fetch(address: Address, timeout: float = TIMEOUT_SECONDS) -> Reply:
             "is that address really Tunnel's admin endpoint?"
         )
     return Reply(ready_status, ready_text, metrics_text)
+
+
+def _admin_address(args: argparse.Namespace) -> Address:
+    if args.admin is not None:
+        try:
+            address = parse_address(args.admin)
+        except ConfigValueError as exc:
+            raise UsageError(f"--admin: {exc}") from None
+        if address.kind != "tcp":
+            raise UsageError("--admin needs HOST:PORT (the [tunnel] admin address)")
+        return address
+    if args.config is None:
+        raise UsageError("give -c FILE (its [tunnel] admin address) or --admin HOST:PORT")
+    config = load_config(args.config)
+    if config.tunnel.admin is None:
+        # Not a mistake in the file, but nothing to read: a runtime failure (exit 1).
+        raise TunnelError(
+            f"{config.path}: [tunnel] admin is off, so there is no endpoint to read "
+            "(set e.g. 'admin = 127.0.0.1:9090' and restart Tunnel)"
+        )
+    return config.tunnel.admin
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """``tunnel status``: summarise a running Tunnel; exit 1 unless it is ready."""
+    address = _admin_address(args)
+    reply = fetch(address)
+    lines, warnings = summarise(str(address), reply, datetime.datetime.now().timestamp())
+    for line in lines:
+        out(line)
+    for warning in warnings:
+        err(warning)
+    return EXIT_OK if reply.ready_status == 200 else EXIT_FAILURE
