@@ -136,7 +136,12 @@ def cmd_reload(args: argparse.Namespace) -> int:
     try:
         os.kill(pid, signal.SIGHUP)
     except ProcessLookupError:
-        raise TunnelError(f"no process {pid}: Tunnel is not running (stale pid file?)") from None
+        if args.pid is not None:
+            raise TunnelError(f"no process {pid}: check the process id given to --pid") from None
+        raise TunnelError(
+            f"no process {pid}: Tunnel is not running (the pid file "
+            f"{config.tunnel.pid_file} is stale)"
+        ) from None
     except PermissionError:
         raise TunnelError(f"not allowed to signal pid {pid}: run as its user or root") from None
     if status_file is None or before is None:

@@ -77,14 +77,14 @@ def _check_readable(cert: CertFile, listener: ListenerConfig, file: str) -> None
     for path in (cert.path, cert.key):
         if path is not None and not os.access(path, os.R_OK):
             which = "key" if path == cert.key and path != cert.path else cert.setting
-            why = "does not exist" if not os.path.exists(path) else "is not readable"
-            raise _setup_error(
-                file,
-                listener.name,
-                which,
-                f"{path} {why}",
-                "check the path and permissions (run 'tunnel gen-cert' for a demo certificate)",
-            )
+            if os.path.exists(path):
+                why, hint = "is not readable", "let the user running Tunnel read it"
+            else:
+                why, hint = (
+                    "does not exist",
+                    ("check the path (run 'tunnel gen-cert' for a demo certificate)"),
+                )
+            raise _setup_error(file, listener.name, which, f"{path} {why}", hint)
 
 
 def _load_chain(
