@@ -7,49 +7,31 @@ one behind it rotates without breaking the sessions clients hold (tickets made w
 older key are renewed with the current one when they resume).
 
 The stdlib ``ssl`` module has no API for this: :class:`TicketKeys` installs an OpenSSL
-ticket callback (``SSL_CTX_set_tlsext_ticket_key_evp_cb``) through :mod:`tunnel._native.openssl`
-that looks keys up here. Workers call :meth:`TicketKeys.refresh` every few seconds, which
-re-reads the file when its modification time, size or inode changed.
+ticket callback (``SSL_CTX_set_tlsext_ticket_key_evp_cb``, built by
+:mod:`tunnel._native.tickets`) that looks keys up here. This module is the policy (which
+keys, when to re-read them); the ctypes work lives in ``_native``. Workers call
+:meth:`TicketKeys.refresh` every few seconds, which re-reads the file when its modification
+time, size or inode changed.
 """
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import ssl
 import time
 
 from tunnel._native import openssl as _openssl
+from tunnel._native.tickets import NAME_SIZE, ticket_callback
 
 log = logging.getLogger("tunnel.tickets")
 
 KEY_SIZE = 80
-NAME_SIZE = 16
-IV_SIZE = 16
 REFRESH_SECONDS = 2.0
 # A file that stays broken is named again this often, not at every refresh (every 2 s in
 # every worker, which buried every other line of the log).
 WARN_AGAIN_SECONDS = 600.0
 _clock = time.monotonic
-
-# OSSL_PARAM, as in <openssl/core.h>.
-_UTF8_STRING = 4
-_OCTET_STRING = 5
-_UNMODIFIED = ctypes.c_size_t(-1).value
-
-
-class _Param(ctypes.Structure):
-    _fields_ = (
-        ("key", ctypes.c_char_p),
-        ("data_type", ctypes.c_uint),
-        ("data", ctypes.c_void_p),
-        ("data_size", ctypes.c_size_t),
-        ("return_size", ctypes.c_size_t),
-    )
-
-
-_DIGEST = ctypes.create_string_buffer(b"SHA256")
 
 
 class TicketKeyError(ValueError):
@@ -85,9 +67,8 @@ class TicketKeys:
         self._by_name: dict[bytes, tuple[bytes, bytes, bool]] = {}
         self._warned: tuple[str, float] | None = None  # the last problem logged, and when
         self._load()
-        self._callback = _openssl.TICKET_CALLBACK(self._on_ticket)
-        self._crypto = _openssl.libcrypto()
-        self._cipher = self._crypto.EVP_aes_256_cbc()
+        # Look-ups through methods: refresh() replaces the key tables, not the callback.
+        self._callback = ticket_callback(self._current_key, self._find_key)
 
     def _load(self) -> None:
         try:
@@ -138,45 +119,8 @@ class TicketKeys:
             WARN_AGAIN_SECONDS / 60,
         )
 
-    def _set_hmac(self, hctx: int | None, hmac_key: bytes) -> bool:
-        key = ctypes.create_string_buffer(hmac_key, len(hmac_key))
-        params = (_Param * 3)(
-            _Param(b"key", _OCTET_STRING, ctypes.addressof(key), len(hmac_key), _UNMODIFIED),
-            _Param(b"digest", _UTF8_STRING, ctypes.addressof(_DIGEST), 6, _UNMODIFIED),
-            _Param(None, 0, None, 0, 0),
-        )
-        return bool(self._crypto.EVP_MAC_CTX_set_params(hctx, params) == 1)
+    def _current_key(self) -> tuple[bytes, bytes, bytes]:
+        return self._current
 
-    def _on_ticket(
-        self,
-        _ssl: int | None,
-        key_name: int | None,
-        iv: int | None,
-        cipher_ctx: int | None,
-        hctx: int | None,
-        enc: int,
-    ) -> int:
-        # Runs inside OpenSSL during a handshake: never raise (ctypes would print and
-        # return 0); -1 tells OpenSSL that something went wrong.
-        crypto = self._crypto
-        try:
-            if enc:
-                name, hmac_key, aes_key = self._current
-                ctypes.memmove(key_name or 0, name, NAME_SIZE)
-                if crypto.RAND_bytes(iv, IV_SIZE) != 1:
-                    return -1
-                if not self._set_hmac(hctx, hmac_key):
-                    return -1
-                ok = crypto.EVP_EncryptInit_ex(cipher_ctx, self._cipher, None, aes_key, iv)
-                return 1 if ok == 1 else -1
-            found = self._by_name.get(ctypes.string_at(key_name or 0, NAME_SIZE))
-            if found is None:
-                return 0  # unknown key: a full handshake, and a new ticket
-            hmac_key, aes_key, current = found
-            if not self._set_hmac(hctx, hmac_key):
-                return -1
-            if crypto.EVP_DecryptInit_ex(cipher_ctx, self._cipher, None, aes_key, iv) != 1:
-                return -1
-            return 1 if current else 2  # 2: resume, and renew the ticket with today's key
-        except Exception:
-            return -1
+    def _find_key(self, name: bytes) -> tuple[bytes, bytes, bool] | None:
+        return self._by_name.get(name)
