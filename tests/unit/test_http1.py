@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 from http import HTTPStatus
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tunnel.wire.http1 import (
     HTTPError,
@@ -162,3 +165,38 @@ def test_error_response() -> None:
     data = error_response(error)
     assert data.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
     assert data.endswith(b"\r\n\r\n431 Request Header Fields Too Large\n")
+
+
+def outcome(data: bytes, cuts: list[int]) -> tuple[str, object]:
+    """Feed ``data`` cut at ``cuts``; every request, or the status of the first error."""
+    parser = RequestParser(max_head=256, max_body=64)
+    requests: list[Request] = []
+    bounds = [0, *sorted(c for c in cuts if 0 < c < len(data)), len(data)]
+    try:
+        for start, end in itertools.pairwise(bounds):
+            parser.feed(data[start:end])
+            while (request := parser.next_request()) is not None:
+                requests.append(request)
+            assert parser.buffered <= 256 + 4 + 64 + (end - start)
+        parser.finish()
+    except HTTPError as exc:
+        return "error", exc.status
+    return "ok", requests
+
+
+_pieces = st.sampled_from(
+    [GET, POST, b"\r\n", b"HEAD / HTTP/1.0\r\n\r\n", b"X: y\r\n", b"Content-Length: 3\r\n"]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.one_of(_pieces, st.binary(max_size=40)), max_size=8),
+    st.lists(st.integers(0, 400), max_size=10),
+)
+def test_any_split_gives_the_same_outcome(parts: list[bytes], cuts: list[int]) -> None:
+    data = b"".join(parts)
+    whole = outcome(data, [])
+    assert outcome(data, cuts) == whole
+    if whole[0] == "ok" and len(data) < 120:
+        assert outcome(data, list(range(len(data)))) == whole  # byte by byte
