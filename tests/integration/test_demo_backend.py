@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from tunnel.cli.demo import handle_client
+from tunnel.cli.demo_backend import handle_client
 from tunnel.wire import proxy_protocol as pp
 
 pytestmark = pytest.mark.timeout(30)

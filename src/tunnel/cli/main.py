@@ -38,8 +38,8 @@ from tunnel.config import (
 from tunnel.dataplane import fastplane
 from tunnel.dataplane.accept import fd_capped
 from tunnel.errors import ConfigError, ConfigErrors, TunnelError
-from tunnel.observe.log import setup_from_settings, setup_logging
-from tunnel.process import generation, privileges, readable, reload_status, service, supervisor
+from tunnel.observe.log import setup_from_settings
+from tunnel.process import generation, privileges, readable, reload_status, service
 from tunnel.process.pidfile import read_pid
 from tunnel.tls.contexts import CertInfo, describe_certificates
 from tunnel.tls.expiry import expiry_warning
@@ -329,40 +329,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``tunnel demo``: self-signed certificate, built-in backend, one listener."""
-    from tunnel.cli import demo, gen_cert  # cryptography, the demo backend: not for `run`
+    from tunnel.cli import demo  # cryptography and the demo backend: kept out of `tunnel run`
 
-    try:
-        accept = demo.demo_address(args.host, args.port)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    setup_logging(args.log_level, "stderr", "daemon")
-    cert, made = demo.ensure_demo_cert()
-    _out(f"{'Created' if made else 'Using'} the demo certificate {cert} (self-signed)")
-    socket_path = gen_cert.state_dir() / demo.BACKEND_SOCKET
-    config = demo.demo_config(accept, cert, socket_path)
-    backend = demo.start_backend(socket_path)
-    try:
-        runner = _prepare_demo(config, args.port)
-        _out(f"Demo backend (plain HTTP, pid {backend.pid}) listens on unix:{socket_path}")
-        _out(f"Tunnel terminates TLS on {accept}. Try it:")
-        _out(f"    curl -k https://localhost:{accept.port}/")
-        _out("Press Ctrl-C to stop.")
-        return runner.run()
-    finally:
-        backend.stop()
-
-
-def _prepare_demo(config: Config, port: int) -> supervisor.Supervisor:
-    """Load the certificate and bind the port; a clash becomes a usage error."""
-    runner = supervisor.Supervisor(config)
-    try:
-        runner.prepare()
-    except ConfigErrors as exc:
-        problems = "; ".join(e.message for e in exc.errors)
-        raise UsageError(f"{problems} (choose another --port, e.g. --port {port + 1})") from None
-    except OSError as exc:
-        raise TunnelError(f"cannot start: {exc}") from exc
-    return runner
+    return demo.cmd_demo(args)
 
 
 # --------------------------------------------------------------------------- gen-cert
