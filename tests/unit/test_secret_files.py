@@ -81,3 +81,12 @@ def test_backend_keylog_file_is_private(tmp_path: Path) -> None:
     ctx = build_backend_context(backend)
     assert isinstance(ctx, ssl.SSLContext) and ctx.keylog_filename == str(keylog)
     assert mode(keylog) == 0o600
+
+
+def test_acme_state_files_are_private(tmp_path: Path) -> None:
+    from tunnel.tls.acme.store import write_private
+
+    account = tmp_path / "state" / "account.json"
+    write_private(str(account), b"{}")
+    write_private(str(account), b"{ }")  # replaced atomically, still 0600
+    assert (mode(account), mode(account.parent), account.read_bytes()) == (0o600, 0o700, b"{ }")

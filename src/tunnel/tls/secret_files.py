@@ -1,9 +1,9 @@
 """Files that hold secrets (private keys, TLS key logs): created mode 0600, never wider.
 
 Everything Tunnel writes that could decrypt traffic goes through here: the key of
-``tunnel gen-cert`` and ``tunnel demo`` (:func:`write_private_file`) and the NSS key log of
-``keylog_file`` (:func:`set_keylog`). OpenSSL and CPython would create the key log with
-the process umask (usually 0644), readable by every local user.
+``tunnel gen-cert`` and ``tunnel demo`` and the ACME state (:func:`write_private_file`), and
+the NSS key log of ``keylog_file`` (:func:`set_keylog`). OpenSSL and CPython would create
+the key log with the process umask (usually 0644), readable by every local user.
 """
 
 from __future__ import annotations
@@ -21,23 +21,29 @@ def write_private_file(path: Path, data: bytes, *, force: bool = False) -> None:
     """Write ``data`` to ``path`` with mode 0600 (parent directories 0700 when created).
 
     Raises FileExistsError if ``path`` exists and ``force`` is false. With ``force`` the
-    file is replaced atomically.
+    file is replaced atomically (a reader sees the old file or the new one, never half).
+    The data reaches the disk before this returns: a key must survive a power cut.
     """
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     if not force:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_MODE)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        _write_all(fd, data)
         return
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mode 0600
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        _write_all(fd, data)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    with os.fdopen(fd, "wb") as stream:
+        stream.write(data)
+        stream.flush()
+        os.fsync(stream.fileno())
 
 
 def ensure_private_file(path: str) -> None:

@@ -16,14 +16,15 @@ import contextlib
 import datetime
 import os
 import re
-import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tunnel.tls.secret_files import write_private_file
 from tunnel.tls.x509_compat import first_pem_certificate, not_after, not_before
 
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
@@ -59,19 +60,7 @@ class StateDir:
 
 def write_private(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically with mode 0600 (parent directories 0700)."""
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
+    write_private_file(Path(path), data, force=True)
 
 
 def remove(path: str) -> None:
