@@ -24,3 +24,11 @@ def err(text: str) -> None:
 def out(text: str = "") -> None:
     """Print a line to stdout (what the command reports)."""
     print(text, flush=True)
+
+
+def report(lines: list[str], warnings: list[str]) -> None:
+    """Print a command's summary to stdout, then its warnings to stderr."""
+    for line in lines:
+        out(line)
+    for warning in warnings:
+        err(warning)

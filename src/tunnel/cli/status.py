@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tunnel.cli.common import EXIT_FAILURE, EXIT_OK, UsageError, err, out
+from tunnel.cli.common import EXIT_FAILURE, EXIT_OK, UsageError, report
 from tunnel.config import Address, ConfigValueError, load_config, parse_address
 from tunnel.errors import TunnelError
 from tunnel.tls.expiry import expiry_warning
@@ -257,8 +257,5 @@ def cmd_status(args: argparse.Namespace) -> int:
     address = _admin_address(args)
     reply = fetch(address)
     lines, warnings = summarise(str(address), reply, datetime.datetime.now().timestamp())
-    for line in lines:
-        out(line)
-    for warning in warnings:
-        err(warning)
+    report(lines, warnings)
     return EXIT_OK if reply.ready_status == 200 else EXIT_FAILURE
