@@ -20,7 +20,8 @@ from tunnel.config.acme import AcmeSettings, RenewBefore
 from tunnel.process.acme import Managed, Renewer
 from tunnel.process.acme_client import OrderError, parse_retry_after
 from tunnel.tls.acme.renewal import MIN_RETRY
-from tunnel.tls.acme.store import StateDir, key_pem, new_key
+from tunnel.tls.acme.store import StateDir
+from tunnel.tls.selfsigned import key_pem, new_key
 
 NAMES = ("a.test", "b.test")
 NOW = 1_800_000_000.0

@@ -22,7 +22,8 @@ from josepy.jwk import JWK, JWKEC
 from tunnel import __version__
 from tunnel.config.acme import AcmeSettings
 from tunnel.tls.acme.challenge import challenge_pem
-from tunnel.tls.acme.store import StateDir, key_pem, new_key, remove, write_private
+from tunnel.tls.acme.store import StateDir, remove, write_private
+from tunnel.tls.selfsigned import key_pem, new_key
 
 log = logging.getLogger("tunnel.acme")
 

@@ -1,6 +1,7 @@
 """Self-signed certificates for ``tunnel gen-cert`` and ``tunnel demo`` (pure, no files).
 
-:func:`make_self_signed` creates an ECDSA P-256 certificate and its key as one PEM;
+:func:`make_self_signed` creates an ECDSA P-256 certificate and its key as one PEM (the
+ACME placeholders and challenge certificates are built by :func:`self_signed` too);
 :func:`check_name` says whether a name can go into its subjectAltName (a DNS name, a
 ``*.`` wildcard DNS name, or an IP address).
 """
@@ -51,6 +52,55 @@ def _san_entry(name: str) -> x509.GeneralName:
         return x509.DNSName(name)
 
 
+def new_key() -> ec.EllipticCurvePrivateKey:
+    """A fresh P-256 key (certificates and the ACME account)."""
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    """PKCS#8 PEM of ``key``, unencrypted."""
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def self_signed(
+    names: Sequence[str],
+    key: ec.EllipticCurvePrivateKey,
+    *,
+    extensions: Sequence[x509.Extension[x509.ExtensionType]] = (),
+    days: float = 7,
+) -> x509.Certificate:
+    """A self-signed certificate for ``names`` (IP addresses become IP SAN entries)."""
+    now = datetime.datetime.now(datetime.UTC)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName([_san_entry(n) for n in names]), False)
+    )
+    for extension in extensions:
+        builder = builder.add_extension(extension.value, extension.critical)
+    return builder.sign(key, hashes.SHA256())
+
+
+_SERVER_ONLY = (
+    x509.Extension(
+        x509.BasicConstraints.oid, True, x509.BasicConstraints(ca=False, path_length=None)
+    ),
+    x509.Extension(
+        x509.ExtendedKeyUsage.oid, False, x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH])
+    ),
+)
+
+
 def make_self_signed(names: Sequence[str] = DEFAULT_NAMES, days: int = 365) -> bytes:
     """A self-signed ECDSA P-256 certificate for ``names`` plus its key, as one PEM.
 
@@ -61,27 +111,6 @@ def make_self_signed(names: Sequence[str] = DEFAULT_NAMES, days: int = 365) -> b
         raise ValueError("a certificate needs at least one name")
     for name in names:
         check_name(name)
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(
-            x509.SubjectAlternativeName([_san_entry(name) for name in names]), critical=False
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return cert.public_bytes(serialization.Encoding.PEM) + key_pem
+    key = new_key()
+    cert = self_signed(names, key, extensions=_SERVER_ONLY, days=days)
+    return cert.public_bytes(serialization.Encoding.PEM) + key_pem(key)

@@ -21,7 +21,8 @@ from cryptography.hazmat.primitives import serialization
 
 from tunnel._native import openssl as _openssl
 from tunnel.tls.acme import ACME_TLS_1
-from tunnel.tls.acme.store import StateDir, key_pem, new_key, self_signed
+from tunnel.tls.acme.store import StateDir
+from tunnel.tls.selfsigned import key_pem, new_key, self_signed
 
 log = logging.getLogger("tunnel.acme")
 

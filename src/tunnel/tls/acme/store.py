@@ -20,11 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 from tunnel.tls.secret_files import write_private_file
+from tunnel.tls.selfsigned import key_pem, new_key, self_signed
 from tunnel.tls.x509_compat import first_pem_certificate, not_after, not_before
 
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
@@ -67,45 +66,6 @@ def remove(path: str) -> None:
     """Delete ``path`` if it exists."""
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-
-
-def new_key() -> ec.EllipticCurvePrivateKey:
-    """A fresh P-256 key (certificates and the account)."""
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    """PKCS#8 PEM of ``key``, unencrypted."""
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def self_signed(
-    names: tuple[str, ...],
-    key: ec.EllipticCurvePrivateKey,
-    *,
-    extensions: tuple[x509.Extension[x509.ExtensionType], ...] = (),
-    days: float = 7,
-) -> x509.Certificate:
-    """A self-signed certificate for ``names`` (placeholders and challenge certificates)."""
-    now = datetime.datetime.now(datetime.UTC)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
-    )
-    for extension in extensions:
-        builder = builder.add_extension(extension.value, extension.critical)
-    return builder.sign(key, hashes.SHA256())
 
 
 def placeholder_pem(names: tuple[str, ...]) -> bytes:
