@@ -72,8 +72,12 @@ def test_the_python_plane_is_the_default_for_now(monkeypatch: pytest.MonkeyPatch
 
 
 def test_the_layout_check_accepts_real_contexts_and_refuses_others() -> None:
-    """Needs the extension built (pip install -e ., or python setup.py build_ext --inplace)."""
-    from tunnel.dataplane import _fastplane as module  # type: ignore[attr-defined]
+    """Needs the extension built (pip install -e ., or python setup.py build_ext --inplace).
+
+    Where no compiler built it, Tunnel runs the Python plane and this test has nothing to
+    check; CI builds it and imports it before the tests, so there it always runs.
+    """
+    module = pytest.importorskip("tunnel.dataplane._fastplane")
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     assert module.ctx_pointer(ctx) > 0
