@@ -192,3 +192,39 @@ def test_sni_strict_refusals_are_unknown_sni(
         interval=0.2,
         what="the refusal counted as unknown_sni",
     )
+
+
+def test_connections_around_a_reload_are_counted(
+    certs: Certs, start_tunnel: TunnelFactory, start_backend: BackendFactory
+) -> None:
+    """A connection that ends just before SIGHUP, and one the old generation finishes while
+    it drains, are both counted: the old workers' reports are heard until they exit."""
+    backend = start_backend(echo_handler)
+    tunnel = start_tunnel(backend.address, tunnel={"admin": "127.0.0.1:0", "drain_timeout": "20s"})
+    admin = tunnel.admin_port()
+    wait_until(lambda: get(admin, "/readyz")[0] == 200, timeout=10, what="ready")
+    with tunnel.connect(certs.client_context()) as sock:  # ends right before the reload
+        sock.sendall(b"a")
+        assert sock.recv(1) == b"a"
+    draining = tunnel.connect(certs.client_context())  # ends while the old worker drains
+    try:
+        draining.sendall(b"b")
+        assert draining.recv(1) == b"b"
+        tunnel.proc.send_signal(signal.SIGHUP)
+        tunnel.wait_log("generation 2 serving")
+        draining.sendall(b"c")  # still served by the draining worker
+        assert draining.recv(1) == b"c"
+    finally:
+        draining.close()
+
+    def counted() -> bool:
+        samples = scrape(admin)
+        done = value(samples, "tunnel_connections_closed_total", listener="test", reason="done")
+        closed = sum(
+            n for (name, labels), n in samples.items() if name == "tunnel_connections_closed_total"
+        )
+        return value(samples, "tunnel_connections_accepted_total", listener="test") == 2 and (
+            closed == 2 and done >= 1
+        )
+
+    wait_until(counted, timeout=20, interval=0.2, what="both connections counted")

@@ -233,7 +233,17 @@ class Worker:
         return [conn for runtime in self.runtimes for conn in runtime.live]
 
     async def drain(self) -> None:
-        """Stop accepting; wait for connections up to the drain timeout; close the rest."""
+        """Stop accepting; wait for connections up to the drain timeout; close the rest.
+
+        The last statistics report goes out when it is done, so that the supervisor counts
+        every connection this worker ended (after a reload, too).
+        """
+        try:
+            await self._drain()
+        finally:
+            self.send_report()
+
+    async def _drain(self) -> None:
         self.stopping = True
         self.send_report()
         self.gate.stop()

@@ -38,6 +38,31 @@ def _handshake_failures(merged: dict[str, Any]) -> int:
     return total
 
 
+def _drain_channel(sock: socket.socket) -> tuple[dict[str, Any] | None, bool]:
+    """Read every report waiting on ``sock``: (the newest, or None; whether it was closed)."""
+    latest = None
+    closed = False
+    while True:
+        try:
+            data = sock.recv(MAX_REPORT)
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError:
+            data = b""
+        if not data:
+            closed = True  # the worker closed its end
+            break
+        latest = data
+    if latest is None:
+        return None, closed
+    try:
+        snap = json.loads(latest)
+    except ValueError:
+        log.warning("a worker sent an unreadable statistics report")
+        return None, closed
+    return (snap if isinstance(snap, dict) else None), closed
+
+
 class Observer:
     """Worker reports, readiness and the admin endpoint of one supervisor."""
 
@@ -46,6 +71,11 @@ class Observer:
         self.workers = workers
         self.reports: dict[int, socket.socket] = {}  # worker index -> our end
         self.snapshots: dict[int, dict[str, Any]] = {}
+        # The old generation's workers after a reload, by pid: their channels stay open
+        # while they drain, so what they count until they exit is kept (their last report
+        # is retired when they are reaped).
+        self.old_reports: dict[int, socket.socket] = {}
+        self.old_snapshots: dict[int, dict[str, Any]] = {}
         self.heard: dict[int, float] = {}  # worker index -> time of its last report
         self.started: dict[int, float] = {}
         self.retired: dict[str, Any] = metrics.merge([])
@@ -89,7 +119,7 @@ class Observer:
 
     def in_child(self) -> None:
         """In a freshly forked worker: close every descriptor that belongs to the supervisor."""
-        for sock in self.reports.values():
+        for sock in [*self.reports.values(), *self.old_reports.values()]:
             sock.close()
         if self.admin is not None:
             self.admin.listener.close()
@@ -113,11 +143,37 @@ class Observer:
         if restarting:
             self.restarts += 1
 
+    def superseded(self, index: int, pid: int) -> None:
+        """Worker ``index`` (``pid``) now drains for a new generation: keep hearing it."""
+        self._read(index)
+        sock = self.reports.pop(index, None)
+        last = self.snapshots.pop(index, None)
+        self.heard.pop(index, None)
+        if sock is not None and pid:
+            self.old_reports[pid] = sock
+        elif sock is not None:
+            sock.close()
+        if last is not None:
+            self.old_snapshots[pid] = last
+
+    def old_exited(self, pid: int) -> None:
+        """A superseded worker is gone: its last report joins the retired counters."""
+        sock = self.old_reports.pop(pid, None)
+        if sock is not None:
+            snap, _ = _drain_channel(sock)
+            if snap is not None:
+                self.old_snapshots[pid] = snap
+            sock.close()
+        last = self.old_snapshots.pop(pid, None)
+        if last is not None:
+            self.retired = metrics.merge([self.retired, metrics.retire(last)])
+
     # -- the loop's wait ------------------------------------------------------------------
     def poll(self, timeout: float) -> None:
         """Wait up to ``timeout`` for reports or admin clients, and handle what is ready."""
         by_sock = {sock: index for index, sock in self.reports.items()}
-        readers: list[socket.socket] = list(by_sock)
+        by_old = {sock: pid for pid, sock in self.old_reports.items()}
+        readers: list[socket.socket] = [*by_sock, *by_old]
         writers: list[socket.socket] = []
         if self.admin is not None:
             readers += self.admin.readers()
@@ -128,8 +184,11 @@ class Observer:
             return
         for sock in ready_r:
             index = by_sock.get(sock)
+            pid = by_old.get(sock)
             if index is not None:
                 self._read(index)
+            elif pid is not None:
+                self._read_old(pid)
             elif self.admin is not None:
                 self.admin.readable(sock)
         for sock in ready_w:
@@ -143,28 +202,23 @@ class Observer:
         sock = self.reports.get(index)
         if sock is None:
             return
-        latest = None
-        while True:
-            try:
-                data = sock.recv(MAX_REPORT)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                data = b""
-            if not data:
-                self.drop_channel(index)  # the worker closed its end
-                break
-            latest = data
-        if latest is None:
-            return
-        try:
-            snap = json.loads(latest)
-        except ValueError:
-            log.warning("worker %d sent an unreadable statistics report", index)
-            return
-        if isinstance(snap, dict):
+        snap, closed = _drain_channel(sock)
+        if closed:
+            self.drop_channel(index)
+        if snap is not None:
             self.snapshots[index] = snap
             self.heard[index] = time.monotonic()
+
+    def _read_old(self, pid: int) -> None:
+        sock = self.old_reports.get(pid)
+        if sock is None:
+            return
+        snap, closed = _drain_channel(sock)
+        if snap is not None:
+            self.old_snapshots[pid] = snap
+        if closed:
+            self.old_reports.pop(pid, None)
+            sock.close()
 
     def _sample(self) -> None:
         now = time.monotonic()
@@ -175,7 +229,8 @@ class Observer:
     # -- what the endpoint says ----------------------------------------------------------------
     def merged(self) -> dict[str, Any]:
         """Every worker's counters, live and retired, summed."""
-        return metrics.merge([self.retired, *self.snapshots.values()])
+        live = [*self.snapshots.values(), *self.old_snapshots.values()]
+        return metrics.merge([self.retired, *live])
 
     def reporting(self) -> int:
         """Workers that reported since they started, recently."""

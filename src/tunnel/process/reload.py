@@ -105,7 +105,9 @@ class Reloads(WorkerProcesses):
         self.config, self.contexts, self.workers = config, contexts, workers
         self.generation += 1
         for slot in self.slots:
-            self.observer.exited(slot.index, restarting=False)  # keep its counters
+            # It drains now: its channel stays open until it exits, so what it counts
+            # meanwhile (and the report it sends when done) is kept.
+            self.observer.superseded(slot.index, slot.pid)
         self.observer.reconfigure(config, workers)
         self.slots = [WorkerSlot(i) for i in range(workers)]
         self._log_listeners()

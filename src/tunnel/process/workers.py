@@ -138,6 +138,7 @@ class WorkerProcesses:
             if self.acme is not None and self.acme.reaped(pid, stopping=self.stopping):
                 continue
             if self.retired.pop(pid, None) is not None:
+                self.observer.old_exited(pid)
                 log.info("old worker (pid %d) finished draining", pid)
                 continue
             for slot in self.slots:
