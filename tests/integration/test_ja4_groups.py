@@ -170,11 +170,16 @@ def test_curves_still_narrows(
 ) -> None:
     backend = start_backend(echo_handler)
     tunnel = start_tunnel(backend.address, curves="X25519:P-256")
+    first_flight = _hello_offering("P-521")
     with socket.create_connection(tunnel.address, timeout=10) as raw:
-        raw.sendall(_hello_offering("P-521"))
+        raw.sendall(first_flight)
         reply, _ = read_until_closed(raw)
     assert reply[:1] == b"\x15"  # an alert: no shared group
-    assert "handshake failed" in last_line(tunnel)
+    line = last_line(tunnel)
+    assert "handshake failed" in line
+    hello = ClientHelloReader().feed(first_flight)
+    assert hello is not None
+    assert f" ja4={ja4(hello)} " in line  # a failed handshake's hello is fingerprinted too
 
 
 def _hello_offering(group: str) -> bytes:

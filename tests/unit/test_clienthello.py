@@ -14,6 +14,7 @@ from tunnel.wire.clienthello import (
     ClientHelloError,
     ClientHelloReader,
     parse_client_hello,
+    parse_handshake_message,
 )
 
 HYP = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -248,3 +249,33 @@ def test_mutated_real_hellos_raise_only_its_own_error(data: st.DataObject) -> No
         return
     if hello is not None:
         assert isinstance(hello.ciphers, tuple)
+
+
+def test_handshake_message_parsed_as_the_records_are() -> None:
+    """What the compiled plane hands over: the message alone, without its records."""
+    data = python_client_hello()
+    expected = ClientHelloReader().feed(data)
+    message = data[5 : 5 + expected.length] if expected else b""
+    assert parse_handshake_message(message) == expected
+
+
+def test_handshake_message_every_truncation_refused() -> None:
+    message = records(hello_body(extensions=FULL_EXTENSIONS))[5:]
+    for end in range(len(message)):  # byte by byte: every shorter message is an error
+        with pytest.raises(ClientHelloError):
+            parse_handshake_message(message[:end])
+    with pytest.raises(ClientHelloError, match="says"):
+        parse_handshake_message(message + b"\x00")
+
+
+@pytest.mark.parametrize(
+    ("message", "words"),
+    [
+        (b"\x02\x00\x00\x00", "type 2"),
+        (b"\x01\x00\x40\x01" + b"\x00" * 0x4001, "more than"),
+        (b"\x01\x00", "no handshake header"),
+    ],
+)
+def test_handshake_message_refusals(message: bytes, words: str) -> None:
+    with pytest.raises(ClientHelloError, match=words):
+        parse_handshake_message(message)

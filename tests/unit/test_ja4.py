@@ -6,12 +6,14 @@ tests/integration/test_ja4_clients.py.
 
 from __future__ import annotations
 
+import ssl
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tunnel.wire.clienthello import ClientHello
-from tunnel.wire.ja4 import alpn_chars, is_grease, ja4, ja4_raw
+from tunnel.wire.clienthello import ClientHello, ClientHelloReader
+from tunnel.wire.ja4 import alpn_chars, is_grease, ja4, ja4_raw, message_ja4
 
 # The example of technical_details/JA4.md (FoxIO): the values in the client's order.
 SPEC_CIPHERS = (
@@ -128,3 +130,21 @@ def test_empty_lists_hash_to_zeros() -> None:
 )
 def test_alpn_chars(first: bytes | None, chars: str) -> None:
     assert alpn_chars(first) == chars
+
+
+def test_message_ja4_of_a_handshake_message() -> None:
+    """The compiled plane's entry: the hello message alone; None without one or if bad."""
+    ctx = ssl.create_default_context()
+    ctx.set_alpn_protocols(["h2"])
+    outgoing = ssl.MemoryBIO()
+    obj = ctx.wrap_bio(ssl.MemoryBIO(), outgoing, server_hostname="example.com")
+    with pytest.raises(ssl.SSLWantReadError):
+        obj.do_handshake()
+    data = outgoing.read()
+    hello = ClientHelloReader().feed(data)
+    assert hello is not None
+    message = data[5 : 5 + hello.length]
+    assert message_ja4(message) == ja4(hello)
+    assert message_ja4(None) is None
+    assert message_ja4(message[:-1]) is None
+    assert message_ja4(b"\x02" + message[1:]) is None

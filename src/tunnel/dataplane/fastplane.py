@@ -40,6 +40,7 @@ from tunnel.dataplane.tls_endpoint import failure_by_code
 from tunnel.observe.reasons import CloseReason, HandshakeFailure
 from tunnel.tls.contexts import SNISelector
 from tunnel.wire import proxy_out
+from tunnel.wire.ja4 import message_ja4
 from tunnel.wire.proxy_out import ClientCert
 
 log = logging.getLogger("tunnel.conn")
@@ -48,8 +49,8 @@ wlog = logging.getLogger("tunnel.worker")
 ENV = "TUNNEL_DATAPLANE"
 UNKNOWN_NAME = "unknown server name"  # the detail C gives when sni_strict refused the name
 COMPILED, PYTHON = "compiled", "python"
-# Off by default until the compiled plane has what main gained since (JA4 and the key
-# exchange group in the log line, pools' balancing in C, ...): TUNNEL_DATAPLANE=compiled.
+# Off by default until the compiled plane has what main gained since (pools' health and
+# TTL changes seen at once, ...): TUNNEL_DATAPLANE=compiled.
 DEFAULT = PYTHON
 
 # SNI, ALPN, TLS version, cipher, resumed, key exchange group (OpenSSL's name)
@@ -71,6 +72,7 @@ class _Pending:
     failures: list[str] = field(default_factory=list)  # names that did not resolve
     client: str | None = None  # the client certificate's subject CN (mTLS listeners)
     task: asyncio.Task[None] | None = None  # resolving backend host names
+    ja4: str | None = None  # the JA4 of the client's ClientHello (C hands over the message)
 
 
 @cache
@@ -288,6 +290,7 @@ class CompiledPlane:
         local: tuple[str, int] | None,
         seconds: float,
         cert: bytes | None,
+        hello: bytes | None,
     ) -> tuple[tuple[SockAddr, ...], bytes, float] | str | None:
         runtime = self.runtimes[lid]
         self._count_connects()  # the pools' passive health before this connection's order
@@ -298,6 +301,7 @@ class CompiledPlane:
         identity = certificate_facts(cert, resumed) if cert else None
         runtime.stats.handshake_ok(seconds, version or "-", cipher or "-", alpn or "-")
         target = runtime.routes.choose(sni, alpn)
+        fingerprint = message_ja4(hello)
         uid = None
         preamble = b""
         options = target.proxy
@@ -312,6 +316,7 @@ class CompiledPlane:
                     cipher=cipher,
                     alpn=alpn,
                     sni=sni,
+                    ja4=fingerprint,
                     group=group_display_name(group) if group else None,
                 )
             )
@@ -325,7 +330,7 @@ class CompiledPlane:
             )
         members = tuple(target.pool.candidates(time.monotonic()))
         origins = tuple(member.address for member in members)
-        entry = self._pending[cid] = _Pending(target, uid, origins, members)
+        entry = self._pending[cid] = _Pending(target, uid, origins, members, ja4=fingerprint)
         if identity is not None:
             entry.client = identity[0]
         if not members:
@@ -391,6 +396,7 @@ class CompiledPlane:
         duration: float,
         backend_index: int,
         attempts: list[tuple[int, int, float]] | None,
+        hello: bytes | None,
     ) -> None:
         runtime = self.runtimes[lid]
         if runtime.per_ip is not None:
@@ -399,8 +405,9 @@ class CompiledPlane:
         entry = self._pending.pop(cid, None)
         backend: Address | None = None
         uid = client = None
+        fingerprint = message_ja4(hello)  # a hello is only left here if no handshake-done
         if entry is not None:
-            uid, client = entry.uid, entry.client
+            uid, client, fingerprint = entry.uid, entry.client, entry.ja4
             if entry.task is not None:
                 entry.task.cancel()  # the client left while the names were resolved
             if entry.member is not None:
@@ -433,7 +440,7 @@ class CompiledPlane:
             "cipher": cipher or "-",
             "resumed": "yes" if resumed else "no",
             "group": group_display_name(group) if group else "-",
-            "ja4": "-",  # not read by the compiled plane yet
+            "ja4": fingerprint or "-",
         }
         if runtime.config.verify != "none":
             fields["client"] = client or "-"  # only where client certificates are asked

@@ -177,6 +177,21 @@ class ClientHelloReader:
         return hello
 
 
+def parse_handshake_message(message: bytes, limit: int = DEFAULT_LIMIT) -> ClientHello:
+    """Parse one whole ClientHello handshake message, its 4-byte header included (what a
+    TLS library's message callback hands over, without the records around it)."""
+    if len(message) < 4:
+        raise ClientHelloError(f"{_TRUNCATED}: {len(message)} bytes, no handshake header")
+    if message[0] != CLIENT_HELLO:
+        raise ClientHelloError(f"handshake message is type {message[0]}, not ClientHello")
+    length = int.from_bytes(message[1:4], "big")
+    if length > limit:
+        raise ClientHelloError(f"ClientHello of {length} bytes: more than {limit}")
+    if length != len(message) - 4:
+        raise ClientHelloError(f"ClientHello says {length} bytes but has {len(message) - 4}")
+    return parse_client_hello(message[4:])
+
+
 _TRUNCATED = "ClientHello truncated"
 
 

@@ -22,7 +22,13 @@ import struct
 from itertools import filterfalse
 from typing import Final
 
-from tunnel.wire.clienthello import EXT_ALPN, EXT_SERVER_NAME, ClientHello
+from tunnel.wire.clienthello import (
+    EXT_ALPN,
+    EXT_SERVER_NAME,
+    ClientHello,
+    ClientHelloError,
+    parse_handshake_message,
+)
 
 _VERSIONS: Final = {
     0x0304: "13",
@@ -83,6 +89,17 @@ def ja4(hello: ClientHello) -> str:
     """The JA4 fingerprint of a ClientHello received over TCP."""
     part_a, ciphers, extensions = _parts(hello)
     return f"{part_a}_{_hash(ciphers)}_{_hash(extensions)}"
+
+
+def message_ja4(message: bytes | None) -> str | None:
+    """The JA4 of a ClientHello handshake message (header included); None without one, or
+    for one the reader refuses (as the Python plane logs no JA4 for it either)."""
+    if message is None:
+        return None
+    try:
+        return ja4(parse_handshake_message(message))
+    except ClientHelloError:
+        return None
 
 
 def _without_grease(values: tuple[int, ...]) -> list[int]:

@@ -6,6 +6,9 @@
  *  - Per connection Python is called twice: on_handshake(...) once the TLS handshake is
  *    done (it returns the backend addresses, the bytes to send first, the connect timeout,
  *    or a refusal text), and on_close(...) with the summary (log line and metrics).
+ *  - The client's ClientHello message (at most HELLO_LIMIT bytes) is copied once, by an
+ *    SSL message callback that is removed at handshake-done, and handed to the first of
+ *    those calls, where Python computes its JA4.
  *  - TLS runs on the sockets directly (SSL_set_fd), from the SSL_CTX that Python built
  *    (certificates, ALPN, ciphers, ticket keys stay configured in one place). SNI selection
  *    is done here from a table of SSL_CTXs Python passes in.
@@ -48,6 +51,7 @@
 #define CLOSE_SECONDS 30.0
 #define RESUME_FRACTION 0.9
 #define AWAITING 1e300 /* the "deadline" of a connection waiting for Plane.decide() */
+#define HELLO_LIMIT (16 * 1024 + 4) /* the ClientHello kept for JA4: the reader's limit + header */
 
 enum { K_LISTEN = 1, K_CONN = 2, K_TIMER = 3 };
 enum { S_HANDSHAKE, S_CONNECTING, S_RELAY, S_LINGER, S_CLOSING, S_CLOSED };
@@ -109,7 +113,9 @@ struct conn {
     SSL *ssl;
     uint32_t cmask, bmask;
     unsigned client_done : 1, backend_done : 1, fatal : 1, hs_want_write : 1,
-        rd_want_write : 1, shut_pending : 1, bmask_set : 1, sni_refused : 1;
+        rd_want_write : 1, shut_pending : 1, bmask_set : 1, sni_refused : 1, hello_seen : 1;
+    unsigned char *hello; /* the client's first ClientHello message, until handshake-done */
+    size_t hello_len;
     char *c2b; /* plaintext not yet written to the backend */
     size_t c2b_len, c2b_off;
     char *b2c; /* a blocked SSL_write, retried with the same bytes */
@@ -191,6 +197,9 @@ void apply_decision(plane *p, conn *c, PyObject *d);
 void handshake_done(plane *p, conn *c);
 void do_handshake(plane *p, conn *c);
 int sni_callback(SSL *s, int *alert, void *arg);
+void hello_callback(int write_p, int version, int content_type, const void *buf, size_t len,
+                    SSL *ssl, void *arg);
+PyObject *take_hello(conn *c);
 void do_accept(plane *p, lsock *s);
 void on_client(plane *p, conn *c, uint32_t ev);
 void on_backend(plane *p, conn *c, uint32_t ev);

@@ -248,6 +248,7 @@ void conn_close(plane *p, conn *c) {
     c->state = S_CLOSED;
     tl_remove(c);
     PyObject *facts = tls_facts(c);
+    PyObject *hello = take_hello(c); /* still here if the handshake did not complete */
     if (c->bfd >= 0)
         close(c->bfd);
     close(c->cfd);
@@ -274,14 +275,15 @@ void conn_close(plane *p, conn *c) {
         set_reason_static(c, was == S_HANDSHAKE ? R_HS_EOF : R_DONE);
     PyObject *peer = addr_tuple(&c->peer.sa);
     PyObject *r = NULL;
-    if (facts && peer)
+    if (facts && peer && hello)
         r = PyObject_CallFunction(
-            p->on_close, "iKOOOKKdiO", c->l->lid, c->id, c->reason, peer, facts, c->bytes_in,
+            p->on_close, "iKOOOKKdiOO", c->l->lid, c->id, c->reason, peer, facts, c->bytes_in,
             c->bytes_out, p->now - c->started, c->backend_index,
-            c->attempts ? c->attempts : Py_None);
+            c->attempts ? c->attempts : Py_None, hello);
     if (!r)
         PyErr_WriteUnraisable(p->on_close);
     Py_XDECREF(r);
+    Py_XDECREF(hello);
     Py_XDECREF(facts);
     Py_XDECREF(peer);
 }

@@ -44,9 +44,44 @@ static PyObject *rejected_reason(plane *p, conn *c, unsigned long code) {
     return text;
 }
 
+/* The message callback, while the handshake runs: a copy of the client's first
+ * ClientHello message (4-byte header included) for JA4. One copy per connection, bounded
+ * by HELLO_LIMIT; a larger one is not kept (JA4 "-", as the Python plane's reader refuses
+ * it). Later hellos (after a HelloRetryRequest) are not looked at: JA4 is of the first. */
+void hello_callback(int write_p, int version, int content_type, const void *buf, size_t len,
+                    SSL *ssl, void *arg) {
+    (void)version;
+    (void)ssl;
+    conn *c = arg;
+    const unsigned char *msg = buf;
+    if (write_p || content_type != SSL3_RT_HANDSHAKE || !c || c->hello_seen || len < 4 ||
+        msg[0] != SSL3_MT_CLIENT_HELLO)
+        return;
+    c->hello_seen = 1;
+    if (len > HELLO_LIMIT)
+        return;
+    c->hello = malloc(len);
+    if (c->hello) {
+        memcpy(c->hello, msg, len);
+        c->hello_len = len;
+    }
+}
+
+/* The kept ClientHello as bytes (None without one), released here: asked for once. */
+PyObject *take_hello(conn *c) {
+    if (!c->hello)
+        Py_RETURN_NONE;
+    PyObject *out = PyBytes_FromStringAndSize((const char *)c->hello, (Py_ssize_t)c->hello_len);
+    free(c->hello);
+    c->hello = NULL;
+    c->hello_len = 0;
+    return out;
+}
+
 void handshake_done(plane *p, conn *c) {
     c->state = S_CONNECTING;
     tl_remove(c);
+    SSL_set_msg_callback(c->ssl, NULL); /* no callback per record of the relay */
     PyObject *local = Py_None;
     Py_INCREF(local);
     if (c->l->need_local) {
@@ -60,10 +95,12 @@ void handshake_done(plane *p, conn *c) {
     PyObject *facts = tls_facts(c);
     PyObject *peer = addr_tuple(&c->peer.sa);
     PyObject *cert = peer_cert(c);
+    PyObject *hello = take_hello(c);
     PyObject *d = NULL;
-    if (facts && peer && local && cert)
-        d = PyObject_CallFunction(p->on_handshake, "iKOOOdO", c->l->lid, c->id, facts, peer,
-                                  local, p->now - c->started, cert);
+    if (facts && peer && local && cert && hello)
+        d = PyObject_CallFunction(p->on_handshake, "iKOOOdOO", c->l->lid, c->id, facts, peer,
+                                  local, p->now - c->started, cert, hello);
+    Py_XDECREF(hello);
     Py_XDECREF(cert);
     Py_XDECREF(facts);
     Py_XDECREF(peer);
@@ -200,6 +237,8 @@ void do_accept(plane *p, lsock *s) {
         SSL_set_ex_data(ssl, conn_index, c);
         SSL_set_mode(ssl, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
         SSL_set_read_ahead(ssl, 1);
+        SSL_set_msg_callback(ssl, hello_callback);
+        SSL_set_msg_callback_arg(ssl, c);
         if (peer.sa.sa_family != AF_UNIX) {
             int one = 1;
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
