@@ -16,7 +16,7 @@ from harness.admin import scrape, value
 from prometheus_client.parser import text_string_to_metric_families
 
 from tunnel.wire import proxy_protocol as pp
-from tunnel.wire.clienthello import ClientHelloReader
+from tunnel.wire.clienthello import ClientHelloReader, parse_handshake_message
 from tunnel.wire.ja4 import ja4
 
 from .harness import (
@@ -193,3 +193,37 @@ def _hello_offering(group: str) -> bytes:
     with contextlib.suppress(ssl.SSLWantReadError):
         obj.do_handshake()
     return outgoing.read()
+
+
+@pytest.mark.parametrize("padding", [15000, 17000])
+def test_big_hello_over_records_and_the_size_limit(
+    padding: int, certs: Certs, start_tunnel: TunnelFactory, start_backend: BackendFactory
+) -> None:
+    """A ClientHello over several records is fingerprinted up to 16 KiB; OpenSSL serves a
+    larger one too, but it has no JA4 (and the compiled plane does not keep it)."""
+    backend = start_backend(echo_handler)
+    tunnel = start_tunnel(backend.address)
+    message = _padded(_hello_offering("X25519")[5:], padding)
+    flight = b"".join(
+        b"\x16\x03\x01" + len(part).to_bytes(2, "big") + part
+        for part in (message[i : i + 4096] for i in range(0, len(message), 4096))
+    )
+    with socket.create_connection(tunnel.address, timeout=10) as raw:
+        raw.sendall(flight)
+        raw.shutdown(socket.SHUT_WR)
+        reply, _ = read_until_closed(raw)
+    assert reply[:1] == b"\x16"  # OpenSSL answered the hello: it was well formed
+    expected = ja4(parse_handshake_message(message)) if len(message) <= 16384 + 4 else "-"
+    assert f" ja4={expected} " in last_line(tunnel)
+
+
+def _padded(message: bytes, size: int) -> bytes:
+    """The ClientHello handshake message with an unassigned extension of ``size`` bytes."""
+    pos = 4 + 34
+    pos += 1 + message[pos]  # session id
+    pos += 2 + int.from_bytes(message[pos : pos + 2], "big")  # cipher suites
+    pos += 1 + message[pos]  # compression methods
+    extension = b"\xfe\x00" + size.to_bytes(2, "big") + b"\x00" * size
+    extensions = int.from_bytes(message[pos : pos + 2], "big") + len(extension)
+    body = message[4:pos] + extensions.to_bytes(2, "big") + message[pos + 2 :] + extension
+    return b"\x01" + len(body).to_bytes(3, "big") + body
