@@ -6,165 +6,58 @@ loop watches as one reader. Python is called twice per connection:
 :meth:`CompiledPlane._on_handshake` (route, PROXY header, addresses to try) and
 :meth:`CompiledPlane._on_close` (metrics and the log line, the same as the Python plane's).
 
-A listener is served by the compiled plane when the extension is built and loads with the
-same OpenSSL as the ``ssl`` module, ``TUNNEL_DATAPLANE`` is not ``python``, and the
-listener needs nothing the compiled plane does not have yet (:func:`unsupported`);
-otherwise the Python plane serves it, and ``tunnel check`` and the worker's start-up log
-say which plane serves each listener and why.
+Which listeners it serves is decided in :mod:`tunnel.dataplane.plane`; the bookkeeping
+between the two calls is in :mod:`tunnel.dataplane.fastplane_facts`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import errno
 import logging
 import os
 import socket
 import ssl
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from functools import cache
 from types import ModuleType
 from typing import Any
 
 from tunnel._native.openssl import group_display_name
-from tunnel.config import Address, BackendConfig, ListenerConfig
+from tunnel.config import Address, BackendConfig
 from tunnel.config.routing import NameTable
 from tunnel.dataplane.connection import UNIQUE_ID_BYTES, ListenerRuntime
+from tunnel.dataplane.fastplane_facts import (
+    Facts,
+    Pending,
+    SockAddr,
+    certificate_facts,
+    count_attempts,
+    failure_texts,
+    sockaddr,
+)
+from tunnel.dataplane.plane import COMPILED as COMPILED
+from tunnel.dataplane.plane import DEFAULT as DEFAULT
+from tunnel.dataplane.plane import ENV as ENV
+from tunnel.dataplane.plane import PYTHON as PYTHON
+from tunnel.dataplane.plane import backends_of, numeric
+from tunnel.dataplane.plane import choose as choose
+from tunnel.dataplane.plane import load as load
+from tunnel.dataplane.plane import unsupported as unsupported
 from tunnel.dataplane.pool import Member
 from tunnel.dataplane.summary import format_summary, peer_text
-from tunnel.dataplane.targets import Target
 from tunnel.dataplane.tls_endpoint import failure_by_code
 from tunnel.observe.reasons import CloseReason, HandshakeFailure
 from tunnel.tls.contexts import SNISelector
 from tunnel.wire import proxy_out
 from tunnel.wire.ja4 import message_ja4
-from tunnel.wire.proxy_out import ClientCert
 
 log = logging.getLogger("tunnel.conn")
 wlog = logging.getLogger("tunnel.worker")
 
-ENV = "TUNNEL_DATAPLANE"
 UNKNOWN_NAME = "unknown server name"  # the detail C gives when sni_strict refused the name
-COMPILED, PYTHON = "compiled", "python"
-# Off by default until the compiled plane has what main gained since (pools' health and
-# TTL changes seen at once, ...): TUNNEL_DATAPLANE=compiled.
-DEFAULT = PYTHON
 
-# SNI, ALPN, TLS version, cipher, resumed, key exchange group (OpenSSL's name)
-Facts = tuple[str | None, str | None, str | None, str | None, bool, str | None]
-SockAddr = tuple[int, str, int]
 MAX_ADDRESSES = 64  # the C side takes at most this many addresses per connection
-
-
-@dataclass(slots=True)
-class _Pending:
-    """What Python remembers of a connection between its handshake and its close."""
-
-    target: Target
-    uid: bytes | None
-    origins: tuple[Address, ...]  # the configured address behind each address tried
-    members: tuple[Member, ...] = ()  # the pool member behind each address tried
-    member: Member | None = None  # the one connected to (its active count)
-    counted: bool = False  # its connect attempts went into the statistics and the pool
-    failures: list[str] = field(default_factory=list)  # names that did not resolve
-    client: str | None = None  # the client certificate's subject CN (mTLS listeners)
-    task: asyncio.Task[None] | None = None  # resolving backend host names
-    ja4: str | None = None  # the JA4 of the client's ClientHello (C hands over the message)
-
-
-@cache
-def load() -> tuple[ModuleType | None, str]:
-    """The extension module, or None and why it is not used."""
-    raw = os.environ.get(ENV, "").strip().lower()
-    if (raw or DEFAULT) != COMPILED:
-        return None, f"{ENV}={raw}" if raw else f"{ENV}=compiled not set"
-    try:
-        from tunnel.dataplane import _fastplane  # type: ignore[attr-defined]
-    except ImportError as exc:
-        return None, f"the compiled data plane is not built ({exc})"
-    module: ModuleType = _fastplane
-    if module.openssl_version() != ssl.OPENSSL_VERSION_NUMBER:
-        return None, "the compiled data plane was built against another OpenSSL than ssl's"
-    probe = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    probe.options |= ssl.OP_NO_TICKET | ssl.OP_NO_COMPRESSION
-    try:
-        module.ctx_pointer(probe)
-    except (TypeError, RuntimeError) as exc:
-        return None, f"ssl.SSLContext layout not as expected ({exc})"
-    return module, ""
-
-
-def _numeric(addr: Address) -> bool:
-    if addr.kind == "unix":
-        return True
-    try:
-        socket.inet_pton(socket.AF_INET6 if ":" in addr.host else socket.AF_INET, addr.host)
-    except OSError:
-        return False
-    return True
-
-
-def _backends_of(
-    listener: ListenerConfig, backends: Mapping[str, BackendConfig]
-) -> list[BackendConfig]:
-    names = {route.target for route in listener.routes}
-    if listener.backend is not None:
-        names.add(listener.backend)
-    used = [backends[name] for name in sorted(names) if name in backends]
-    if listener.backend is None:
-        used.append(BackendConfig(listener.name, listener.connect))
-    return used
-
-
-def unsupported(listener: ListenerConfig, backends: Mapping[str, BackendConfig]) -> str | None:
-    """Why the compiled plane cannot serve ``listener`` yet (None: it can)."""
-    if listener.client:
-        return "client mode"
-    if listener.proxy_from:
-        return "PROXY protocol from load balancers (proxy_from)"
-    if listener.keylog_file is not None:
-        return "keylog_file"
-    if listener.acme:
-        return "acme (TLS-ALPN-01 challenges are answered in the handshake)"
-    if listener.deny_ja4:
-        return "deny_ja4 (the ClientHello is read before OpenSSL)"
-    if listener.max_connection_rate_per_ip or listener.max_handshake_rate_per_ip:
-        return "per-IP rates"
-    used = _backends_of(listener, backends)
-    if any(backend.tls for backend in used):
-        return "TLS to backends"
-    if any(backend.passthrough for backend in used):
-        return "passthrough backends"
-    return None
-
-
-def choose(listener: ListenerConfig, backends: Mapping[str, BackendConfig]) -> tuple[str, str]:
-    """``(plane, why)`` for one listener: ``compiled`` or ``python``, and the reason."""
-    module, why = load()
-    if module is None:
-        return PYTHON, why
-    missing = unsupported(listener, backends)
-    if missing is not None:
-        return PYTHON, f"needs {missing}"
-    return COMPILED, ""
-
-
-def _sockaddr(addr: Address) -> tuple[int, str, int]:
-    if addr.kind == "unix":
-        return (socket.AF_UNIX, addr.path, 0)
-    family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
-    return (int(family), addr.host, addr.port)
-
-
-def _failure_kind(code: int) -> str:
-    if code == errno.ECONNREFUSED:
-        return "refused"
-    if code in (errno.ENETUNREACH, errno.EHOSTUNREACH):
-        return "unreachable"
-    return "error"
 
 
 class CompiledPlane:
@@ -189,7 +82,7 @@ class CompiledPlane:
         self._module = module
         self._backends = backends
         self.runtimes: dict[int, ListenerRuntime] = {}
-        self._pending: dict[int, _Pending] = {}
+        self._pending: dict[int, Pending] = {}
         self._rejected: set[int] = set()  # connections whose client certificate was refused
         # Connections of listeners with per-IP limits: id -> [address, handshake done].
         self._ips: dict[int, list[Any]] = {}
@@ -213,7 +106,7 @@ class CompiledPlane:
         exact = [(name, pointer(value)) for name, value in table.exact.items()]
         wild = [(name, pointer(value)) for name, value in table.wildcard.items()]
         cfg = runtime.config
-        used = _backends_of(cfg, self._backends)
+        used = backends_of(cfg, self._backends)
         need_local = cfg.proxy_protocol != "off" or any(
             backend.proxy_protocol != "off" for backend in used
         )
@@ -277,7 +170,7 @@ class CompiledPlane:
         for lid, cid, attempts in batch or ():
             entry = self._pending.get(cid)
             if entry is not None and not entry.counted:
-                _count_attempts(self.runtimes[lid], entry, attempts)
+                count_attempts(self.runtimes[lid], entry, attempts)
                 entry.counted = True
 
     # -- the calls from C -------------------------------------------------------------
@@ -330,19 +223,19 @@ class CompiledPlane:
             )
         members = tuple(target.pool.candidates(time.monotonic()))
         origins = tuple(member.address for member in members)
-        entry = self._pending[cid] = _Pending(target, uid, origins, members, ja4=fingerprint)
+        entry = self._pending[cid] = Pending(target, uid, origins, members, ja4=fingerprint)
         if identity is not None:
             entry.client = identity[0]
         if not members:
             return f"backend unreachable: backend {target.pool.name} has no address (DNS)"
-        addrs = tuple(_sockaddr(a) for a in origins) if all(map(_numeric, origins)) else None
+        addrs = tuple(sockaddr(a) for a in origins) if all(map(numeric, origins)) else None
         if addrs is None:  # answered later, by plane.decide()
             entry.task = runtime.loop.create_task(self._resolve(cid, runtime, entry, preamble))
             return None
         return addrs, preamble, target.backend.connect_timeout
 
     async def _resolve(
-        self, cid: int, runtime: ListenerRuntime, entry: _Pending, preamble: bytes
+        self, cid: int, runtime: ListenerRuntime, entry: Pending, preamble: bytes
     ) -> None:
         """Resolve the target's host names (each under the connect timeout), then decide."""
         backend = entry.target.backend
@@ -351,8 +244,8 @@ class CompiledPlane:
         members: list[Member] = []
         for member in entry.members:
             addr = member.address
-            if _numeric(addr):
-                addrs.append(_sockaddr(addr))
+            if numeric(addr):
+                addrs.append(sockaddr(addr))
                 origins.append(addr)
                 members.append(member)
                 continue
@@ -369,9 +262,9 @@ class CompiledPlane:
                 entry.failures.append(f"{addr}: {exc.strerror or exc}")
                 runtime.backend_stats(addr).failed("error")
                 continue
-            for family, _type, _proto, _name, sockaddr in infos:
+            for family, _type, _proto, _name, found in infos:
                 if family in (socket.AF_INET, socket.AF_INET6):
-                    addrs.append((int(family), str(sockaddr[0]), int(sockaddr[1])))
+                    addrs.append((int(family), str(found[0]), int(found[1])))
                     origins.append(addr)
                     members.append(member)
         entry.task = None
@@ -414,9 +307,9 @@ class CompiledPlane:
                 entry.member.active -= 1  # least-connections
             if attempts:
                 failures = (
-                    _failure_texts(entry, attempts)
+                    failure_texts(entry, attempts)
                     if entry.counted
-                    else _count_attempts(runtime, entry, attempts)
+                    else count_attempts(runtime, entry, attempts)
                 )
                 backend = entry.origins[attempts[-1][0]]
                 if reason == "backend unreachable":
@@ -519,65 +412,3 @@ class CompiledPlane:
                 self.runtimes[lid].name,
                 limit,
             )
-
-
-def _count_attempts(
-    runtime: ListenerRuntime, entry: _Pending, attempts: list[tuple[int, int, float]]
-) -> list[str]:
-    """Backend statistics and the pool's passive health from the connect attempts (seen
-    at the next close or statistics report, not at once); the failures, for a reason."""
-    failures = []
-    pool = entry.target.pool
-    now = time.monotonic()
-    for index, result, seconds in attempts:
-        addr = entry.origins[index]
-        member = entry.members[index]
-        stats = runtime.backend_stats(addr)
-        if result == 0:
-            stats.connected(seconds)
-            pool.succeeded(member)
-            member.active += 1
-            entry.member = member
-            continue
-        if result < 0:
-            stats.failed("timeout")
-            failures.append(f"{addr}: connect timed out")
-        else:
-            stats.failed(_failure_kind(result))
-            failures.append(f"{addr}: {os.strerror(result)}")
-        pool.failed(member, now, failures[-1])
-    return failures
-
-
-def certificate_facts(der: bytes, resumed: bool) -> tuple[str | None, ClientCert] | None:
-    """The subject CN (first, as the log line shows it) and the PROXY v2 facts of a client
-    certificate that OpenSSL verified; None if ``cryptography`` cannot parse it."""
-    from cryptography import x509
-
-    try:
-        cert = x509.load_der_x509_certificate(der)
-        names = [
-            str(a.value) for a in cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-        ]
-        sig_alg = cert.signature_algorithm_oid._name
-        key_alg = cert.public_key_algorithm_oid._name
-    except ValueError:
-        return None
-    facts = ClientCert(
-        cn=names[-1] if names else None,
-        sig_alg=sig_alg,
-        key_alg=key_alg,
-        verify=0,  # OpenSSL fails the handshake on a certificate that does not verify
-        this_connection=not resumed,
-        der=None,
-    )
-    return (names[0] if names else None), facts
-
-
-def _failure_texts(entry: _Pending, attempts: list[tuple[int, int, float]]) -> list[str]:
-    """The failed attempts as a close reason names them (already counted)."""
-    return [
-        f"{entry.origins[i]}: " + ("connect timed out" if r < 0 else os.strerror(r))
-        for i, r, _ in attempts
-        if r != 0
-    ]
