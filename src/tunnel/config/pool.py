@@ -15,9 +15,9 @@ import re
 from tunnel.config.model import Address, ConfigValueError
 from tunnel.config.values import (
     LIST_SPLIT_RE,
-    ValueProblems,
     _check_end,
     _is_hostname,
+    collect_addresses,
     parse_address,
 )
 
@@ -30,24 +30,18 @@ DNS_PORT = 53
 
 def pool_addresses(text: str) -> tuple[Address, ...]:
     """Backend addresses, each optionally followed by ``weight=N``; ``srv:NAME`` entries."""
-    result: list[Address] = []
-    problems: list[ConfigValueError] = []
-    for word in filter(None, LIST_SPLIT_RE.split(text)):
-        try:
-            weight = _WEIGHT_RE.fullmatch(word)
-            if weight is not None:
-                result[-1] = _weighted(result, int(weight.group(1)), word)
-                continue
-            address = _member(word)
-            if any(dataclasses.replace(a, weight=1) == address for a in result):
-                raise ConfigValueError(f"{word!r} is listed twice", "remove one")
-        except ConfigValueError as exc:
-            problems.append(exc)
-            continue
-        result.append(address)
-    if problems:
-        raise problems[0] if len(problems) == 1 else ValueProblems(problems)
-    return tuple(result)
+    return collect_addresses(text, _pool_step)
+
+
+def _pool_step(word: str, result: list[Address]) -> None:
+    weight = _WEIGHT_RE.fullmatch(word)
+    if weight is not None:
+        result[-1] = _weighted(result, int(weight.group(1)), word)
+        return
+    address = _member(word)
+    if any(dataclasses.replace(a, weight=1) == address for a in result):
+        raise ConfigValueError(f"{word!r} is listed twice", "remove one")
+    result.append(address)
 
 
 def _weighted(result: list[Address], weight: int, word: str) -> Address:

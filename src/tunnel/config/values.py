@@ -320,24 +320,29 @@ class ValueProblems(ConfigValueError):
 def address_list(*, accept: bool) -> Callable[[str], tuple[Address, ...]]:
     """Addresses separated by commas or whitespace; ``accept`` takes TCP ones only."""
 
-    def convert(text: str) -> tuple[Address, ...]:
-        result: list[Address] = []
-        problems: list[ConfigValueError] = []
-        for word in filter(None, LIST_SPLIT_RE.split(text)):
-            try:
-                address = parse_address(word, listening=accept)
-                _check_end(word, address, accept=accept)
-                if address in result:
-                    raise ConfigValueError(f"{word!r} is listed twice", "remove one")
-            except ConfigValueError as exc:
-                problems.append(exc)
-                continue
-            result.append(address)
-        if problems:
-            raise problems[0] if len(problems) == 1 else ValueProblems(problems)
-        return tuple(result)
+    def step(word: str, result: list[Address]) -> None:
+        address = parse_address(word, listening=accept)
+        _check_end(word, address, accept=accept)
+        if address in result:
+            raise ConfigValueError(f"{word!r} is listed twice", "remove one")
+        result.append(address)
 
-    return convert
+    return lambda text: collect_addresses(text, step)
+
+
+def collect_addresses(text: str, step: Callable[[str, list[Address]], None]) -> tuple[Address, ...]:
+    """Run ``step`` on each word of a list, which adds to the result; every bad word is
+    reported (one ``ConfigValueError``, or ``ValueProblems`` for several)."""
+    result: list[Address] = []
+    problems: list[ConfigValueError] = []
+    for word in filter(None, LIST_SPLIT_RE.split(text)):
+        try:
+            step(word, result)
+        except ConfigValueError as exc:
+            problems.append(exc)
+    if problems:
+        raise problems[0] if len(problems) == 1 else ValueProblems(problems)
+    return tuple(result)
 
 
 def _check_end(word: str, address: Address, *, accept: bool) -> None:

@@ -149,10 +149,14 @@ class Observer:
         sock = self.reports.pop(index, None)
         last = self.snapshots.pop(index, None)
         self.heard.pop(index, None)
-        if sock is not None and pid:
+        if not pid:  # no process in the slot (awaiting a restart): nothing will drain
+            if sock is not None:
+                sock.close()
+            if last is not None:
+                self.retired = metrics.merge([self.retired, metrics.retire(last)])
+            return
+        if sock is not None:
             self.old_reports[pid] = sock
-        elif sock is not None:
-            sock.close()
         if last is not None:
             self.old_snapshots[pid] = last
 
