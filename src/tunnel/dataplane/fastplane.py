@@ -4,7 +4,9 @@ The extension (``_fastplane``, C sources in ``csrc/``) runs accept, TLS handshak
 connect, relay, half-close, timeouts and linger in C, on its own epoll set that the worker's
 loop watches as one reader. Python is called twice per connection:
 :meth:`CompiledPlane._on_handshake` (route, PROXY header, addresses to try) and
-:meth:`CompiledPlane._on_close` (metrics and the log line, the same as the Python plane's).
+:meth:`CompiledPlane._on_close` (metrics and the log line, the same as the Python plane's);
+and at once for a failed connect attempt (:meth:`CompiledPlane._on_connect`), so that the
+pool's passive health and its log lines are as timely as on the Python plane.
 
 Which listeners it serves is decided in :mod:`tunnel.dataplane.plane`; the bookkeeping
 between the two calls is in :mod:`tunnel.dataplane.fastplane_facts`.
@@ -32,8 +34,9 @@ from tunnel.dataplane.fastplane_facts import (
     Pending,
     SockAddr,
     certificate_facts,
+    close_labels,
     count_attempts,
-    failure_texts,
+    recovering,
     sockaddr,
 )
 from tunnel.dataplane.plane import COMPILED as COMPILED
@@ -46,16 +49,12 @@ from tunnel.dataplane.plane import load as load
 from tunnel.dataplane.plane import unsupported as unsupported
 from tunnel.dataplane.pool import Member
 from tunnel.dataplane.summary import format_summary, peer_text
-from tunnel.dataplane.tls_endpoint import failure_by_code
-from tunnel.observe.reasons import CloseReason, HandshakeFailure
 from tunnel.tls.contexts import SNISelector
 from tunnel.wire import proxy_out
 from tunnel.wire.ja4 import message_ja4
 
 log = logging.getLogger("tunnel.conn")
 wlog = logging.getLogger("tunnel.worker")
-
-UNKNOWN_NAME = "unknown server name"  # the detail C gives when sni_strict refused the name
 
 MAX_ADDRESSES = 64  # the C side takes at most this many addresses per connection
 
@@ -77,6 +76,7 @@ class CompiledPlane:
             self._on_notice,
             self._on_rejected,
             self._on_accept,
+            self._on_connect,
             max_connections,
         )
         self._module = module
@@ -169,9 +169,8 @@ class CompiledPlane:
         batch = self.plane.take_connected()
         for lid, cid, attempts in batch or ():
             entry = self._pending.get(cid)
-            if entry is not None and not entry.counted:
+            if entry is not None:
                 count_attempts(self.runtimes[lid], entry, attempts)
-                entry.counted = True
 
     # -- the calls from C -------------------------------------------------------------
     def _on_handshake(
@@ -184,7 +183,7 @@ class CompiledPlane:
         seconds: float,
         cert: bytes | None,
         hello: bytes | None,
-    ) -> tuple[tuple[SockAddr, ...], bytes, float] | str | None:
+    ) -> tuple[tuple[SockAddr, ...], bytes, float, bool] | str | None:
         runtime = self.runtimes[lid]
         self._count_connects()  # the pools' passive health before this connection's order
         if runtime.per_ip is not None:
@@ -232,7 +231,7 @@ class CompiledPlane:
         if addrs is None:  # answered later, by plane.decide()
             entry.task = runtime.loop.create_task(self._resolve(cid, runtime, entry, preamble))
             return None
-        return addrs, preamble, target.backend.connect_timeout
+        return addrs, preamble, target.backend.connect_timeout, recovering(members)
 
     async def _resolve(
         self, cid: int, runtime: ListenerRuntime, entry: Pending, preamble: bytes
@@ -257,10 +256,12 @@ class CompiledPlane:
             except TimeoutError:
                 entry.failures.append(f"{addr}: connect timed out")
                 runtime.backend_stats(addr).failed("timeout")
+                entry.target.pool.failed(member, time.monotonic(), entry.failures[-1])
                 continue
             except OSError as exc:
                 entry.failures.append(f"{addr}: {exc.strerror or exc}")
                 runtime.backend_stats(addr).failed("error")
+                entry.target.pool.failed(member, time.monotonic(), entry.failures[-1])
                 continue
             for family, _type, _proto, _name, found in infos:
                 if family in (socket.AF_INET, socket.AF_INET6):
@@ -271,8 +272,9 @@ class CompiledPlane:
         entry.origins = tuple(origins[:MAX_ADDRESSES])
         entry.members = tuple(members[:MAX_ADDRESSES])
         if addrs:
+            watch = recovering(entry.members)
             self.plane.decide(
-                cid, (tuple(addrs[:MAX_ADDRESSES]), preamble, backend.connect_timeout)
+                cid, (tuple(addrs[:MAX_ADDRESSES]), preamble, backend.connect_timeout, watch)
             )
         else:
             self.plane.decide(cid, "backend unreachable: " + "; ".join(entry.failures))
@@ -306,19 +308,17 @@ class CompiledPlane:
             if entry.member is not None:
                 entry.member.active -= 1  # least-connections
             if attempts:
-                failures = (
-                    failure_texts(entry, attempts)
-                    if entry.counted
-                    else count_attempts(runtime, entry, attempts)
-                )
+                count_attempts(runtime, entry, attempts)  # counted already, as they failed
                 backend = entry.origins[attempts[-1][0]]
                 if reason == "backend unreachable":
-                    reason = "backend unreachable: " + "; ".join(entry.failures + failures)
+                    reason = "backend unreachable: " + "; ".join(entry.failures)
             if backend_index >= 0:
                 backend = entry.origins[backend_index]
             elif backend is None and entry.failures:
                 backend = entry.target.backend.connect[-1]
-        kind, failure = self._close_reason(cid, reason)
+        rejected = cid in self._rejected
+        self._rejected.discard(cid)
+        kind, failure = close_labels(reason, rejected)
         runtime.stats.ended(kind, bytes_in, bytes_out, failure)
         self.worker.compiled_closed()
         if not log.isEnabledFor(logging.INFO):
@@ -347,6 +347,14 @@ class CompiledPlane:
         if uid and backend_index >= 0:  # only once the header went to a backend
             fields["uid"] = uid.hex()
         log.info("%s", format_summary(fields), extra={"conn": fields})
+
+    def _on_connect(self, lid: int, cid: int, attempts: list[tuple[int, int, float]]) -> None:
+        """Connect attempts C reports at once (a failure, or a success asked for by
+        :func:`recovering`): counted after the successes C still holds, in their order."""
+        self._count_connects()
+        entry = self._pending.get(cid)
+        if entry is not None:
+            count_attempts(self.runtimes[lid], entry, attempts)
 
     def _on_accept(self, lid: int, cid: int, peer: tuple[str, int] | None) -> bool:
         """The per-IP limits: count the new connection, or refuse it (False)."""
@@ -384,24 +392,6 @@ class CompiledPlane:
             runtime.stats.clients_rejected += 1
             self._rejected.add(cid)
         return reason
-
-    def _close_reason(self, cid: int, text: str) -> tuple[CloseReason, HandshakeFailure | None]:
-        """The metric labels of a close reason text from C (``handshake failed: ...``)."""
-        head, _, detail = text.partition(": ")
-        try:
-            reason = CloseReason(head)
-        except ValueError:
-            reason = CloseReason.CLOSED  # "internal error (see the traceback)"
-        rejected = cid in self._rejected
-        if rejected:
-            self._rejected.discard(cid)
-        if reason is not CloseReason.HANDSHAKE_FAILED:
-            return reason, None
-        if rejected:
-            return reason, HandshakeFailure.BAD_CLIENT_CERT
-        if detail == UNKNOWN_NAME:
-            return reason, HandshakeFailure.UNKNOWN_SNI
-        return reason, failure_by_code(detail.upper().replace(" ", "_"))
 
     def _on_notice(self, what: str, lid: int, limit: int) -> None:
         if what == "worker_full":

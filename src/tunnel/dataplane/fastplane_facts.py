@@ -3,6 +3,10 @@
 What Python remembers of a connection between its two calls (:class:`Pending`), the
 socket addresses handed to C, and what the connect attempts C reports mean for the
 backend statistics, the pool's passive health and the close reason.
+
+C reports a failed attempt at once, and a success with Python's next call (before the
+next connection picks its addresses), or at once when :func:`recovering` asked for it;
+each report holds every attempt so far, and only those not counted yet are counted.
 """
 
 from __future__ import annotations
@@ -18,11 +22,15 @@ from tunnel.config import Address
 from tunnel.dataplane.connection import ListenerRuntime
 from tunnel.dataplane.pool import Member
 from tunnel.dataplane.targets import Target
+from tunnel.dataplane.tls_endpoint import failure_by_code
+from tunnel.observe.reasons import CloseReason, HandshakeFailure
 from tunnel.wire.proxy_out import ClientCert
 
 # SNI, ALPN, TLS version, cipher, resumed, key exchange group (OpenSSL's name)
 Facts = tuple[str | None, str | None, str | None, str | None, bool, str | None]
 SockAddr = tuple[int, str, int]
+
+UNKNOWN_NAME = "unknown server name"  # the detail C gives when sni_strict refused the name
 
 
 @dataclass(slots=True)
@@ -34,8 +42,9 @@ class Pending:
     origins: tuple[Address, ...]  # the configured address behind each address tried
     members: tuple[Member, ...] = ()  # the pool member behind each address tried
     member: Member | None = None  # the one connected to (its active count)
-    counted: bool = False  # its connect attempts went into the statistics and the pool
-    failures: list[str] = field(default_factory=list)  # names that did not resolve
+    counted: int = 0  # how many of its connect attempts went into the statistics and pool
+    spent: float = 0.0  # seconds on the current member's addresses so far (a name's)
+    failures: list[str] = field(default_factory=list)  # names unresolved, members failed
     client: str | None = None  # the client certificate's subject CN (mTLS listeners)
     task: asyncio.Task[None] | None = None  # resolving backend host names
     ja4: str | None = None  # the JA4 of the client's ClientHello (C hands over the message)
@@ -58,30 +67,40 @@ def _failure_kind(code: int) -> str:
 
 def count_attempts(
     runtime: ListenerRuntime, entry: Pending, attempts: list[tuple[int, int, float]]
-) -> list[str]:
-    """Backend statistics and the pool's passive health from the connect attempts (seen
-    at the next close or statistics report, not at once); the failures, for a reason."""
-    failures = []
+) -> None:
+    """Backend statistics, the pool's passive health and ``entry.failures`` from the
+    connect attempts not counted yet. The addresses of one host name are one attempt, as
+    on the Python plane (which connects to the name): it fails once the last one failed."""
     pool = entry.target.pool
+    members = entry.members
     now = time.monotonic()
-    for index, result, seconds in attempts:
+    for index, result, seconds in attempts[entry.counted :]:
+        entry.counted += 1
         addr = entry.origins[index]
-        member = entry.members[index]
-        stats = runtime.backend_stats(addr)
+        member = members[index]
+        entry.spent += seconds
         if result == 0:
-            stats.connected(seconds)
+            runtime.backend_stats(addr).connected(entry.spent)
             pool.succeeded(member)
             member.active += 1
             entry.member = member
-            continue
-        if result < 0:
-            stats.failed("timeout")
-            failures.append(f"{addr}: connect timed out")
+        elif index + 1 < len(members) and members[index + 1] is member:
+            continue  # the name's next address is tried next: the name has not failed yet
+        elif result < 0:
+            runtime.backend_stats(addr).failed("timeout")
+            entry.failures.append(f"{addr}: connect timed out")
         else:
-            stats.failed(_failure_kind(result))
-            failures.append(f"{addr}: {os.strerror(result)}")
-        pool.failed(member, now, failures[-1])
-    return failures
+            runtime.backend_stats(addr).failed(_failure_kind(result))
+            entry.failures.append(f"{addr}: {os.strerror(result)}")
+        if result != 0:
+            pool.failed(member, now, entry.failures[-1])
+        entry.spent = 0.0
+
+
+def recovering(members: tuple[Member, ...]) -> bool:
+    """Whether a connect to one of ``members`` changes the pool at once (failures in a row
+    to forget, a back-off to end and log): then C reports a success at once, too."""
+    return any(member.fails or member.down_until for member in members)
 
 
 def certificate_facts(der: bytes, resumed: bool) -> tuple[str | None, ClientCert] | None:
@@ -109,10 +128,18 @@ def certificate_facts(der: bytes, resumed: bool) -> tuple[str | None, ClientCert
     return (names[0] if names else None), facts
 
 
-def failure_texts(entry: Pending, attempts: list[tuple[int, int, float]]) -> list[str]:
-    """The failed attempts as a close reason names them (already counted)."""
-    return [
-        f"{entry.origins[i]}: " + ("connect timed out" if r < 0 else os.strerror(r))
-        for i, r, _ in attempts
-        if r != 0
-    ]
+def close_labels(text: str, rejected: bool) -> tuple[CloseReason, HandshakeFailure | None]:
+    """The metric labels of a close reason text from C (``handshake failed: ...``);
+    ``rejected``: the client certificate was refused (on_rejected said so)."""
+    head, _, detail = text.partition(": ")
+    try:
+        reason = CloseReason(head)
+    except ValueError:
+        reason = CloseReason.CLOSED  # "internal error (see the traceback)"
+    if reason is not CloseReason.HANDSHAKE_FAILED:
+        return reason, None
+    if rejected:
+        return reason, HandshakeFailure.BAD_CLIENT_CERT
+    if detail == UNKNOWN_NAME:
+        return reason, HandshakeFailure.UNKNOWN_SNI
+    return reason, failure_by_code(detail.upper().replace(" ", "_"))

@@ -6,6 +6,10 @@
  *  - Per connection Python is called twice: on_handshake(...) once the TLS handshake is
  *    done (it returns the backend addresses, the bytes to send first, the connect timeout,
  *    or a refusal text), and on_close(...) with the summary (log line and metrics).
+ *    The pools' passive health hears of connect attempts before the next connection picks
+ *    its addresses: a failed attempt calls on_connect(...) at once (failures are rare); a
+ *    success waits in a batch that Python takes at its next call (take_connected), unless
+ *    on_handshake asked to hear of it at once (a member coming back logs it then).
  *  - The client's ClientHello message (at most HELLO_LIMIT bytes) is copied once, by an
  *    SSL message callback that is removed at handshake-done, and handed to the first of
  *    those calls, where Python computes its JA4.
@@ -129,6 +133,7 @@ struct conn {
     socklen_t peerlen;
     target *targets;
     int ntargets, cur, backend_index;
+    int report_connect; /* Python asked to hear of a successful connect at once */
     PyObject *attempts; /* list of (index, errno | 0 ok | -1 timeout, seconds) */
     PyObject *reason;
 };
@@ -138,6 +143,7 @@ struct plane {
     int epfd, tfd;
     int tkind; /* K_TIMER: &tkind is the timerfd's epoll data */
     PyObject *on_handshake, *on_close, *on_notice, *on_rejected, *on_accept;
+    PyObject *on_connect; /* connect attempts, at once: each failure, a success if asked */
     listener **ls;
     int nls;
     long max_total, total;
@@ -189,6 +195,7 @@ int ssl_send(plane *p, conn *c, const char *data, size_t n);
 void flush_b2c(plane *p, conn *c);
 void pump_b2c(plane *p, conn *c);
 void add_attempt(plane *p, conn *c, int result);
+void attempt_failed(plane *p, conn *c, int result);
 void start_relay(plane *p, conn *c);
 void try_connect(plane *p, conn *c);
 void connect_result(plane *p, conn *c, int err);

@@ -361,8 +361,8 @@ void expire(plane *p, tlist *tl) {
             close_early(p, c, NULL);
             break;
         case S_CONNECTING:
-            add_attempt(p, c, -1);
             close_backend(c);
+            attempt_failed(p, c, -1);
             c->cur++;
             try_connect(p, c);
             break;

@@ -215,11 +215,12 @@ static PyObject *Plane_live(plane *p, void *Py_UNUSED(closure)) {
 }
 
 static PyObject *Plane_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
-    static char *names[] = {"on_handshake", "on_close",  "on_notice",       "on_rejected",
-                            "on_accept",    "max_connections", NULL};
-    PyObject *hs, *cl, *no, *rj, *ac;
+    static char *names[] = {"on_handshake", "on_close",   "on_notice",       "on_rejected",
+                            "on_accept",    "on_connect", "max_connections", NULL};
+    PyObject *hs, *cl, *no, *rj, *ac, *cn;
     long maxc;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOl", names, &hs, &cl, &no, &rj, &ac, &maxc))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOl", names, &hs, &cl, &no, &rj, &ac, &cn,
+                                     &maxc))
         return NULL;
     plane *p = (plane *)type->tp_alloc(type, 0);
     if (!p)
@@ -237,6 +238,8 @@ static PyObject *Plane_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     p->on_rejected = rj;
     Py_INCREF(ac);
     p->on_accept = ac;
+    Py_INCREF(cn);
+    p->on_connect = cn;
     p->connected = PyList_New(0);
     if (!p->connected) {
         Py_DECREF(p);
@@ -286,6 +289,7 @@ static void Plane_dealloc(plane *p) {
     Py_XDECREF(p->on_notice);
     Py_XDECREF(p->on_rejected);
     Py_XDECREF(p->on_accept);
+    Py_XDECREF(p->on_connect);
     Py_XDECREF(p->connected);
     Py_TYPE(p)->tp_free((PyObject *)p);
 }

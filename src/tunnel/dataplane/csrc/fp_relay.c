@@ -224,19 +224,38 @@ fail:
     PyErr_Clear();
 }
 
+/* The attempts so far, to Python at once (on_connect): the pool's passive health and its
+ * log line must not wait for the next connection (the Python plane records them as they
+ * happen). Python counts only the attempts it has not seen yet. */
+static void report_attempts(plane *p, conn *c) {
+    if (!c->attempts)
+        return;
+    PyObject *r = PyObject_CallFunction(p->on_connect, "iKO", c->l->lid, c->id, c->attempts);
+    if (!r)
+        PyErr_WriteUnraisable(p->on_connect);
+    Py_XDECREF(r);
+}
+
+void attempt_failed(plane *p, conn *c, int result) {
+    add_attempt(p, c, result);
+    report_attempts(p, c);
+}
+
 void start_relay(plane *p, conn *c) {
     tl_remove(c);
     free(c->targets);
     c->targets = NULL;
     c->backend_index = c->cur;
     c->state = S_RELAY;
-    if (c->attempts) { /* Python counts them at its next look (metrics while still open) */
+    if (c->report_connect) {
+        report_attempts(p, c);
+    } else if (c->attempts) { /* counted at Python's next call, before its next decision */
         PyObject *item = Py_BuildValue("(iKO)", c->l->lid, c->id, c->attempts);
         if (!item || PyList_Append(p->connected, item) < 0)
             PyErr_Clear();
         Py_XDECREF(item);
-        Py_CLEAR(c->attempts);
     }
+    Py_CLEAR(c->attempts); /* counted (or about to be): on_close has backend_index */
     SSL_set_options(c->ssl, SSL_OP_IGNORE_UNEXPECTED_EOF); /* a bare FIN ends like close_notify */
     tl_insert(&c->l->idle_list, c, p->now + c->l->idle_timeout);
     if (c->c2b_len)
@@ -251,7 +270,7 @@ void try_connect(plane *p, conn *c) {
         c->attempt_start = p->now;
         int fd = socket(t->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd < 0) {
-            add_attempt(p, c, errno);
+            attempt_failed(p, c, errno);
             continue;
         }
         if (t->sa.ss_family != AF_UNIX) {
@@ -264,32 +283,28 @@ void try_connect(plane *p, conn *c) {
             tl_insert(&p->connect_list, c, p->now + c->connect_timeout);
             return;
         }
-        add_attempt(p, c, errno);
+        int err = errno;
         close(fd);
-    }
-    if (c->attempts) { /* the pool's passive health learns of them before the next client */
-        PyObject *item = Py_BuildValue("(iKO)", c->l->lid, c->id, c->attempts);
-        if (!item || PyList_Append(p->connected, item) < 0)
-            PyErr_Clear();
-        Py_XDECREF(item);
+        attempt_failed(p, c, err);
     }
     Py_INCREF(R_UNREACHABLE);
     close_early(p, c, R_UNREACHABLE); /* Python adds why, from the attempts */
 }
 
 void connect_result(plane *p, conn *c, int err) {
-    add_attempt(p, c, err);
     if (!err) {
+        add_attempt(p, c, 0);
         start_relay(p, c);
         return;
     }
     close_backend(c);
+    attempt_failed(p, c, err);
     c->cur++;
     try_connect(p, c);
 }
 
-/* What Python decided: (addresses, preamble, connect timeout), a refusal text, or None:
- * decided later (names to resolve), by Plane.decide(). */
+/* What Python decided: (addresses, preamble, connect timeout[, report the connect at
+ * once]), a refusal text, or None: decided later (names to resolve), by Plane.decide(). */
 int take_decision(plane *p, conn *c, PyObject *d) {
     if (d == Py_None) {
         tl_insert(&p->awaiting, c, AWAITING); /* no deadline: Python bounds the resolution */
@@ -304,7 +319,8 @@ int take_decision(plane *p, conn *c, PyObject *d) {
     const char *pre;
     Py_ssize_t prelen;
     double timeout;
-    if (!PyArg_ParseTuple(d, "O!y#d", &PyTuple_Type, &addrs, &pre, &prelen, &timeout))
+    int report = 0;
+    if (!PyArg_ParseTuple(d, "O!y#d|p", &PyTuple_Type, &addrs, &pre, &prelen, &timeout, &report))
         return -1;
     Py_ssize_t n = PyTuple_GET_SIZE(addrs);
     if (n < 1 || n > 64) {
@@ -356,6 +372,7 @@ int take_decision(plane *p, conn *c, PyObject *d) {
     }
     c->ntargets = (int)n;
     c->connect_timeout = timeout;
+    c->report_connect = report;
     if (prelen > 0) {
         if (!(c->c2b = malloc((size_t)prelen))) {
             PyErr_NoMemory();
