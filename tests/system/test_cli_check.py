@@ -224,3 +224,9 @@ def test_check_names_each_listeners_data_plane(
     assert result.returncode == 0, result.stderr
     if not forced:
         assert "data plane: python (needs keylog_file)" in result.stdout
+    proxied = tmp_path / "proxied.ini"
+    proxied.write_text(plain.read_text() + "proxy_from = 10.0.0.0/8\nproxy_keep_tlvs = yes\n")
+    result = tunnel.run("check", "-c", str(proxied))
+    assert result.returncode == 0, result.stderr
+    if not forced:  # PROXY in is compiled (fp_proxy.c)
+        assert "data plane: compiled" in result.stdout

@@ -44,11 +44,12 @@ def test_backend_host_names_are_compiled() -> None:
     assert fastplane.unsupported(listener, {}) is None
 
 
-def test_proxy_from_falls_back() -> None:
+def test_proxy_from_is_compiled() -> None:
+    """PROXY in: C peeks at the header, the Python plane's decoder reads it (fp_proxy.c)."""
     import ipaddress
 
     listener = dataclasses.replace(PLAIN, proxy_from=(ipaddress.ip_network("10.0.0.0/8"),))
-    assert fastplane.unsupported(listener, {}) == "PROXY protocol from load balancers (proxy_from)"
+    assert fastplane.unsupported(listener, {}) is None
 
 
 def test_a_routed_tls_backend_falls_back() -> None:

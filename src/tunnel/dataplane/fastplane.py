@@ -39,6 +39,7 @@ from tunnel.dataplane.fastplane_facts import (
     recovering,
     sockaddr,
 )
+from tunnel.dataplane.fastplane_proxy import ProxyIn, proxy_in_args
 from tunnel.dataplane.plane import COMPILED as COMPILED
 from tunnel.dataplane.plane import DEFAULT as DEFAULT
 from tunnel.dataplane.plane import ENV as ENV
@@ -48,7 +49,8 @@ from tunnel.dataplane.plane import choose as choose
 from tunnel.dataplane.plane import load as load
 from tunnel.dataplane.plane import unsupported as unsupported
 from tunnel.dataplane.pool import Member
-from tunnel.dataplane.summary import format_summary, peer_text
+from tunnel.dataplane.summary import format_summary, peer_text, tcp_addr
+from tunnel.observe.reasons import CloseReason
 from tunnel.tls.contexts import SNISelector
 from tunnel.wire import proxy_out
 from tunnel.wire.ja4 import message_ja4
@@ -86,6 +88,7 @@ class CompiledPlane:
         self._rejected: set[int] = set()  # connections whose client certificate was refused
         # Connections of listeners with per-IP limits: id -> [address, handshake done].
         self._ips: dict[int, list[Any]] = {}
+        self.proxy = ProxyIn(self._on_accept)  # PROXY headers of proxy_from listeners
 
     @property
     def live(self) -> int:
@@ -138,6 +141,9 @@ class CompiledPlane:
             cfg.verify != "none",
             runtime.per_ip is not None,
         )
+        if cfg.proxy_from:
+            timeout, nets, untrusted, expired = proxy_in_args(cfg)
+            self.plane.proxy_in(lid, timeout, nets, self.proxy.feed, untrusted, expired)
 
     def start(self) -> None:
         """Let the worker's event loop run the plane's events."""
@@ -186,6 +192,7 @@ class CompiledPlane:
     ) -> tuple[tuple[SockAddr, ...], bytes, float, bool] | str | None:
         runtime = self.runtimes[lid]
         self._count_connects()  # the pools' passive health before this connection's order
+        peer, local, tlvs = self.proxy.addresses(cid, peer, local)
         if runtime.per_ip is not None:
             self._handshake_ended(runtime, cid)
         sni, alpn, version, cipher, resumed, group = facts
@@ -218,7 +225,13 @@ class CompiledPlane:
                     identity[1], der=cert if options.cert_tlv else None
                 )
             preamble = proxy_out.build_header(
-                options, peer, local, tls, cert=client_cert, unique_id=uid
+                options,
+                tcp_addr(peer),
+                tcp_addr(local),
+                tls,
+                cert=client_cert,
+                unique_id=uid,
+                balancer_tlvs=tlvs,
             )
         members = tuple(target.pool.candidates(time.monotonic()))
         origins = tuple(member.address for member in members)
@@ -294,6 +307,7 @@ class CompiledPlane:
         hello: bytes | None,
     ) -> None:
         runtime = self.runtimes[lid]
+        peer = self.proxy.forget(cid, peer)
         if runtime.per_ip is not None:
             self._connection_ended(runtime, cid)
         self._count_connects()
@@ -321,7 +335,9 @@ class CompiledPlane:
         kind, failure = close_labels(reason, rejected)
         runtime.stats.ended(kind, bytes_in, bytes_out, failure)
         self.worker.compiled_closed()
-        if not log.isEnabledFor(logging.INFO):
+        # Refusals after a balancer's header have a summary line instead (as in Python).
+        level = logging.DEBUG if kind is CloseReason.IP_LIMITED else logging.INFO
+        if not log.isEnabledFor(level):
             return
         sni, alpn, version, cipher, resumed, group = facts
         fields: dict[str, str | int | float] = {
@@ -346,7 +362,7 @@ class CompiledPlane:
         }
         if uid and backend_index >= 0:  # only once the header went to a backend
             fields["uid"] = uid.hex()
-        log.info("%s", format_summary(fields), extra={"conn": fields})
+        log.log(level, "%s", format_summary(fields), extra={"conn": fields})
 
     def _on_connect(self, lid: int, cid: int, attempts: list[tuple[int, int, float]]) -> None:
         """Connect attempts C reports at once (a failure, or a success asked for by

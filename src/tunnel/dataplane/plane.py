@@ -64,8 +64,6 @@ def unsupported(listener: ListenerConfig, backends: Mapping[str, BackendConfig])
     """Why the compiled plane cannot serve ``listener`` yet (None: it can)."""
     if listener.client:
         return "client mode"
-    if listener.proxy_from:
-        return "PROXY protocol from load balancers (proxy_from)"
     if listener.keylog_file is not None:
         return "keylog_file"
     if listener.acme:

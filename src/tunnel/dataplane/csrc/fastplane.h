@@ -23,6 +23,9 @@
  *    kept ordered by insertion from the tail); the timerfd is armed for the earliest.
  *  - A connection closed during a batch is only freed at the end of the batch, so a later
  *    event of the same batch never touches freed memory.
+ *  - A listener with proxy_from starts each connection in S_PROXY: the PROXY header is
+ *    peeked, decoded by Python, and exactly its bytes are read off the socket before
+ *    OpenSSL sees any (fp_proxy.c says how).
  *  - No length read from the network is trusted: every copy is bounded by the buffer it
  *    goes into (the scratch buffer, or a pending buffer allocated for exactly that size).
  */
@@ -58,7 +61,7 @@
 #define HELLO_LIMIT (16 * 1024 + 4) /* the ClientHello kept for JA4: the reader's limit + header */
 
 enum { K_LISTEN = 1, K_CONN = 2, K_TIMER = 3 };
-enum { S_HANDSHAKE, S_CONNECTING, S_RELAY, S_LINGER, S_CLOSING, S_CLOSED };
+enum { S_PROXY, S_HANDSHAKE, S_CONNECTING, S_RELAY, S_LINGER, S_CLOSING, S_CLOSED };
 
 typedef struct conn conn;
 typedef struct listener listener;
@@ -80,6 +83,11 @@ typedef struct {
     SSL_CTX *ctx;
 } sni_entry;
 
+typedef struct {
+    int len, bits; /* 4 or 16 address bytes, prefix length */
+    unsigned char addr[16];
+} proxy_net;
+
 struct listener {
     plane *p;
     int lid;
@@ -94,7 +102,11 @@ struct listener {
     double hs_timeout, idle_timeout;
     size_t cap;
     long max_conns, count, accepted;
-    tlist hs_list, idle_list;
+    tlist hs_list, idle_list; /* hs_list also holds the connections in S_PROXY */
+    int proxy, nnets; /* proxy_from: read a PROXY header first, from these networks only */
+    double proxy_timeout;
+    proxy_net *nets;
+    PyObject *on_proxy, *r_untrusted, *r_expired;
 };
 
 typedef struct {
@@ -211,6 +223,11 @@ void do_accept(plane *p, lsock *s);
 void on_client(plane *p, conn *c, uint32_t ev);
 void on_backend(plane *p, conn *c, uint32_t ev);
 void expire(plane *p, tlist *tl);
+PyObject *Plane_proxy_in(plane *p, PyObject *args);
+void proxy_free(listener *l);
+void proxy_start(plane *p, conn *c);
+void proxy_read(plane *p, conn *c);
+void proxy_expired(plane *p, conn *c);
 void arm_timer(plane *p);
 void run_timers(plane *p);
 

@@ -102,6 +102,9 @@ void ep_set(plane *p, int fd, uint32_t *cur, int *registered, uint32_t want, uin
 void want(plane *p, conn *c) {
     uint32_t cm = 0, bm = 0;
     switch (c->state) {
+    case S_PROXY:
+        cm = EPOLLIN;
+        break;
     case S_HANDSHAKE:
         cm = c->hs_want_write ? EPOLLOUT : EPOLLIN;
         break;
@@ -317,7 +320,7 @@ void close_early(plane *p, conn *c, PyObject *reason) {
     }
     if (reason)
         set_reason(c, reason);
-    if (c->state != S_HANDSHAKE && !c->backend_done && !c->fatal) {
+    if (c->state > S_HANDSHAKE && !c->backend_done && !c->fatal) {
         ERR_clear_error();
         SSL_shutdown(c->ssl); /* a blocked close_notify is dropped: linger is best effort */
         ERR_clear_error();

@@ -220,7 +220,7 @@ void do_accept(plane *p, lsock *s) {
             return;
         }
         unsigned long long id = ++p->next_id;
-        if (l->per_ip && !admitted(p, l, id, &peer.sa)) {
+        if (l->per_ip && !l->proxy && !admitted(p, l, id, &peer.sa)) {
             close(fd); /* refused before any TLS byte, as the Python plane does */
             continue;
         }
@@ -263,6 +263,8 @@ void do_accept(plane *p, lsock *s) {
         c->cmask = EPOLLIN;
         tl_insert(&l->hs_list, c, p->now + l->hs_timeout);
         gate_opened(p, l);
+        if (l->proxy)
+            proxy_start(p, c); /* the per-IP limits count the header's client, after it */
     }
 }
 
@@ -270,6 +272,9 @@ void on_client(plane *p, conn *c, uint32_t ev) {
     int errors = ev & EPOLLERR;
     int hup_unwanted = (ev & EPOLLHUP) && !(c->cmask & EPOLLIN);
     switch (c->state) {
+    case S_PROXY:
+        proxy_read(p, c);
+        break;
     case S_HANDSHAKE:
         do_handshake(p, c);
         break;
@@ -351,6 +356,9 @@ void expire(plane *p, tlist *tl) {
         conn *c = tl->head;
         tl_remove(c);
         switch (c->state) {
+        case S_PROXY:
+            proxy_expired(p, c);
+            break;
         case S_HANDSHAKE:
             set_reason_static(c, R_HS_TIMEOUT);
             if (c->hs_want_write) {

@@ -274,6 +274,7 @@ static void Plane_dealloc(plane *p) {
             free(l->exact[j].name);
         for (Py_ssize_t j = 0; l->wild && j < l->nwild; j++)
             free(l->wild[j].name);
+        proxy_free(l);
         free(l->exact);
         free(l->wild);
         free(l->socks);
@@ -302,6 +303,7 @@ static PyMethodDef plane_methods[] = {
     {"close_all", (PyCFunction)Plane_close_all, METH_O, "Close every connection."},
     {"decide", (PyCFunction)Plane_decide, METH_VARARGS, "A deferred handshake decision."},
     {"take_connected", (PyCFunction)Plane_take_connected, METH_NOARGS, "Connect results."},
+    {"proxy_in", (PyCFunction)Plane_proxy_in, METH_VARARGS, "Read a PROXY header first."},
     {"counts", (PyCFunction)Plane_counts, METH_O, "(accepted, active) of a listener."},
     {NULL, NULL, 0, NULL},
 };
