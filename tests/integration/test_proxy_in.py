@@ -251,3 +251,28 @@ def test_per_ip_cap_counts_the_header_address(
     assert again is not None
     again.close()
     other.close()
+
+
+def test_trust_goes_by_prefix_bits(
+    certs: Certs, start_tunnel: TunnelFactory, start_backend: BackendFactory
+) -> None:
+    """127.0.0.0/9 trusts 127.0.0.1 but not 127.128.0.1 (a prefix that ends inside a byte)."""
+    backend = start_backend(recorder)
+    tunnel = start_tunnel(backend.address, proxy_from="127.0.0.0/9", proxy_protocol="v1")
+    outside = socket.create_connection(
+        tunnel.address, timeout=10, source_address=("127.128.0.1", 0)
+    )
+    with outside:
+        outside.sendall(pp.encode_v1(CLIENT, SERVER))
+        data, how = read_until_closed(outside, timeout=10)
+        assert (data, how in ("eof", "reset")) == (b"", True)
+    wait_until(
+        lambda: any('reason="proxy untrusted source"' in x for x in tunnel.conn_lines()),
+        what="the refusal's line",
+    )
+    client = BioClient(certs.client_context(), tunnel.address)
+    client.sock.sendall(pp.encode_v1(CLIENT, SERVER) + client.client_hello())
+    exchange(client)
+    (record,) = backend.wait_connections(1)
+    wait_until(record.done.is_set, what="backend done")
+    assert bytes(record.received) == b"PROXY TCP4 203.0.113.7 198.51.100.1 5555 443\r\nping"
