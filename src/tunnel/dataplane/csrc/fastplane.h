@@ -102,7 +102,8 @@ struct listener {
     double hs_timeout, idle_timeout;
     size_t cap;
     long max_conns, count, accepted;
-    tlist hs_list, idle_list; /* hs_list also holds the connections in S_PROXY */
+    tlist hs_list, idle_list;
+    tlist proxy_list; /* S_PROXY: one duration (proxy_timeout), appended at the tail */
     int proxy, nnets; /* proxy_from: read a PROXY header first, from these networks only */
     double proxy_timeout;
     proxy_net *nets;

@@ -392,10 +392,10 @@ void arm_timer(plane *p) {
         if (lists[i]->head && (!next || lists[i]->head->deadline < next))
             next = lists[i]->head->deadline;
     for (int i = 0; i < p->nls; i++) {
-        tlist *two[2] = {&p->ls[i]->hs_list, &p->ls[i]->idle_list};
-        for (int j = 0; j < 2; j++)
-            if (two[j]->head && (!next || two[j]->head->deadline < next))
-                next = two[j]->head->deadline;
+        tlist *own[3] = {&p->ls[i]->hs_list, &p->ls[i]->idle_list, &p->ls[i]->proxy_list};
+        for (int j = 0; j < 3; j++)
+            if (own[j]->head && (!next || own[j]->head->deadline < next))
+                next = own[j]->head->deadline;
     }
     /* Activity only moves deadlines later: a timer armed for an earlier moment is kept (it
      * fires, finds nothing due, and is armed again then), so that a request costs no
@@ -423,5 +423,6 @@ void run_timers(plane *p) {
     for (int i = 0; i < p->nls; i++) {
         expire(p, &p->ls[i]->hs_list);
         expire(p, &p->ls[i]->idle_list);
+        expire(p, &p->ls[i]->proxy_list);
     }
 }

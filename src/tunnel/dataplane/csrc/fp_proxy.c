@@ -9,7 +9,8 @@
  *    A header that arrives in several segments costs one call per segment (the decoder
  *    keeps what it was given; C consumes those bytes), so a header that can no longer be
  *    valid fails as early as on the Python plane, and nothing is rescanned.
- *  - the header must be complete within proxy_timeout; the handshake deadline starts after.
+ *  - the header must be complete within proxy_timeout (a list of its own: one duration, so
+ *    appending is O(1)); the handshake deadline starts after, as on the Python plane.
  * The addresses the header carries stay on the Python side (fastplane_proxy.py), which
  * substitutes them in the two later calls; C keeps the socket's own peer.
  */
@@ -126,7 +127,7 @@ void proxy_start(plane *p, conn *c) {
         conn_close(p, c); /* the Python plane's transport.close(): no linger */
         return;
     }
-    tl_insert(&l->hs_list, c, p->now + l->proxy_timeout);
+    tl_insert(&l->proxy_list, c, p->now + l->proxy_timeout);
 }
 
 void proxy_expired(plane *p, conn *c) {
