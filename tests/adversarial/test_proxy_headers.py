@@ -81,7 +81,9 @@ EXPECTED = {
     "garbage": "not a PROXY protocol header: starts with b'B",
     "tls-without-header": "not a PROXY protocol header: starts with b'\\x16",
 }
-SPLIT_LIMIT = 600  # byte by byte only for the short ones: one send per byte
+SPLIT_LIMIT = 600
+PROXY_TIMEOUT = 2.0
+STUCK = 50  # byte by byte only for the short ones: one send per byte
 
 
 @dataclass
@@ -98,7 +100,9 @@ def proxied(certs: Certs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     factory = TunnelFactory(certs, tmp_path_factory.mktemp("proxied"))
     try:
         backend = backends(dispatch_handler)
-        tunnel = factory(backend.address, workers=1, proxy_from="127.0.0.0/8", proxy_timeout="5s")
+        tunnel = factory(
+            backend.address, workers=1, proxy_from="127.0.0.0/8", proxy_timeout=f"{PROXY_TIMEOUT}s"
+        )
         served_through(tunnel, certs, "warm-up")
         yield Proxied(tunnel, backend, process_figures(tunnel).fds)
     finally:
@@ -150,6 +154,30 @@ def test_bad_header_is_closed_before_tls(
         assert EXPECTED.get(name, "") in reason, reason
     assert tunnel.worker_pids() == workers  # the worker survived
     served_through(tunnel, certs, f"after-{name}-{split}")
+
+
+def test_headers_that_never_end_time_out_together(proxied: Proxied, certs: Certs) -> None:
+    """Many balancers' connections stuck mid-header: each is cut at proxy_timeout (an RST,
+    as the Python plane's abort), while a good header is served meanwhile."""
+    tunnel = proxied.tunnel
+    since = len(tunnel.conn_lines())
+    stuck = []
+    for i in range(STUCK):
+        sock = tunnel.raw()
+        sock.sendall(pp.encode_v2(CLIENT, SERVER)[: 5 + i % 20])  # never complete
+        stuck.append(sock)
+    served_through(tunnel, certs, "while-stuck")
+    for sock in stuck:
+        with sock:
+            received, how = read_until_closed(sock, timeout=PROXY_TIMEOUT + 10)
+            assert (received, how in ("eof", "reset")) == (b"", True), how
+    wait_until(
+        lambda: (
+            sum('reason="proxy header timeout"' in x for x in tunnel.conn_lines()[since:]) == STUCK
+        ),
+        10,
+        what="a timeout line for each",
+    )
 
 
 def test_worker_survived_and_leaked_nothing(proxied: Proxied, certs: Certs) -> None:
