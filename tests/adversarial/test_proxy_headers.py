@@ -2,9 +2,9 @@
 whole and split byte by byte. Each connection is closed before any TLS byte is sent (FIN,
 or an RST where bytes past the header's cap were never read), with a "proxy header error"
 line; nothing reaches the backend; the one worker survives and serves a good header after
-all of them; its fds come back. With TUNNEL_DATAPLANE=compiled the header is framed in C
-(csrc/fp_proxy.c) and decoded by the Python plane's decoder; the test checks which plane
-served it.
+all of them; headers that never end are cut at proxy_timeout; its fds come back. With
+TUNNEL_DATAPLANE=compiled the header is framed in C (csrc/fp_proxy.c) and decoded by the
+Python plane's decoder; the test checks which plane served it.
 """
 
 from __future__ import annotations

@@ -5,8 +5,10 @@ connect, relay, half-close, timeouts and linger in C, on its own epoll set that 
 loop watches as one reader. Python is called twice per connection:
 :meth:`CompiledPlane._on_handshake` (route, PROXY header, addresses to try) and
 :meth:`CompiledPlane._on_close` (metrics and the log line, the same as the Python plane's);
-and at once for a failed connect attempt (:meth:`CompiledPlane._on_connect`), so that the
-pool's passive health and its log lines are as timely as on the Python plane.
+at once for a failed connect attempt (:meth:`CompiledPlane._on_connect`), so that the
+pool's passive health and its log lines are as timely as on the Python plane; and on a
+``proxy_from`` listener once before the handshake, with the PROXY header's bytes
+(:mod:`tunnel.dataplane.fastplane_proxy`).
 
 Which listeners it serves is decided in :mod:`tunnel.dataplane.plane`; the bookkeeping
 between the two calls is in :mod:`tunnel.dataplane.fastplane_facts`.
