@@ -26,7 +26,7 @@ CFLAGS = [
 ]
 SOURCES = [
     f"src/tunnel/dataplane/csrc/{name}.c"
-    for name in ("fp_core", "fp_relay", "fp_events", "fp_proxy", "fp_module")
+    for name in ("fp_core", "fp_relay", "fp_events", "fp_proxy", "fp_module", "fp_policy")
 ]
 LDFLAGS: list[str] = []
 if os.environ.get("TUNNEL_ASAN") == "1":

@@ -9,11 +9,19 @@ back, and that the default run is the Python plane.
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
 
-from .harness import BackendFactory, Certs, TunnelFactory, echo_handler, wait_until
+from .harness import (
+    BackendFactory,
+    Certs,
+    TunnelFactory,
+    echo_handler,
+    read_until_closed,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -53,19 +61,49 @@ def test_mtls_listeners_are_compiled(
 
 
 def test_a_listener_with_an_unsupported_feature_falls_back(
-    certs: Certs, start_tunnel: TunnelFactory, start_backend: BackendFactory, tmp_path: Path
+    start_tunnel: TunnelFactory, start_backend: BackendFactory
 ) -> None:
-    """keylog_file is not compiled yet: that listener says so and still serves."""
+    """Client mode is not compiled yet: that listener says so and still accepts."""
     backend = start_backend(echo_handler)
-    tunnel = start_tunnel(backend.address, keylog_file=str(tmp_path / "keys.log"))
+    tunnel = start_tunnel(
+        None,
+        cert=None,
+        key=None,
+        client="yes",
+        backend="remote",
+        extra={"backend:remote": {"connect": backend.address, "tls": "yes"}},
+    )
     wait_until(lambda: "data plane" in tunnel.log(), what="the data plane line")
     if FORCED_PYTHON:
         assert f"listener test: python data plane ({PYTHON_WHY})" in tunnel.log()
     else:
-        assert "listener test: python data plane (needs keylog_file)" in tunnel.log()
+        assert "listener test: python data plane (needs client mode)" in tunnel.log()
+    with socket.create_connection(tunnel.address, timeout=10) as sock:
+        sock.sendall(b"x")  # the backend does not speak TLS: the connection just ends
+        read_until_closed(sock)
+    wait_until(lambda: "reason=" in tunnel.log(), what="the summary line")
+
+
+def test_listener_policies_are_compiled(
+    certs: Certs, start_tunnel: TunnelFactory, start_backend: BackendFactory, tmp_path: Path
+) -> None:
+    """keylog_file, deny_ja4 and the per-IP rates no longer keep a listener on the Python
+    plane (their own tests run on both: test_backend_tls, test_ja4_groups, test_rates)."""
+    backend = start_backend(echo_handler)
+    tunnel = start_tunnel(
+        backend.address,
+        keylog_file=str(tmp_path / "keys.log"),
+        deny_ja4="t13d1516h2_8daaf6152771_e5627efa2ab1",
+        max_connection_rate_per_ip="100/s",
+        max_handshake_rate_per_ip="100/s",
+    )
+    wait_until(lambda: "data plane" in tunnel.log(), what="the data plane line")
+    if not FORCED_PYTHON:
+        assert "listener test: compiled data plane" in tunnel.log()
     with tunnel.connect(certs.client_context()) as sock:
         sock.sendall(b"pong")
         assert sock.recv(4) == b"pong"
+    assert "CLIENT_TRAFFIC_SECRET_0 " in (tmp_path / "keys.log").read_text()
 
 
 def test_a_backend_named_by_host_name(

@@ -218,12 +218,28 @@ def test_check_names_each_listeners_data_plane(
         assert "data plane: python (TUNNEL_DATAPLANE=compiled not set)" in result.stdout
     else:
         assert "data plane: compiled" in result.stdout
+    # keylog_file, deny_ja4 and the per-IP rates are compiled too.
+    policies = tmp_path / "policies.ini"
+    policies.write_text(
+        plain.read_text()
+        + f"keylog_file = {tmp_path / 'keys.log'}\n"
+        + "deny_ja4 = t13d1516h2_8daaf6152771_e5627efa2ab1\n"
+        + "max_connection_rate_per_ip = 20/s\nmax_handshake_rate_per_ip = 10/s\n"
+    )
+    result = tunnel.run("check", "-c", str(policies))
+    assert result.returncode == 0, result.stderr
+    if not forced:
+        assert "data plane: compiled" in result.stdout
     client = tmp_path / "client.ini"
-    client.write_text(plain.read_text() + f"keylog_file = {tmp_path / 'keys.log'}\n")
+    client.write_text(
+        plain.read_text().split("[web]")[0]
+        + "[web]\naccept = 127.0.0.1:0\nclient = yes\nbackend = remote\n\n"
+        + "[backend:remote]\nconnect = 127.0.0.1:9443\ntls = yes\n"
+    )
     result = tunnel.run("check", "-c", str(client))
     assert result.returncode == 0, result.stderr
     if not forced:
-        assert "data plane: python (needs keylog_file)" in result.stdout
+        assert "data plane: python (needs client mode)" in result.stdout
     proxied = tmp_path / "proxied.ini"
     proxied.write_text(plain.read_text() + "proxy_from = 10.0.0.0/8\nproxy_keep_tlvs = yes\n")
     result = tunnel.run("check", "-c", str(proxied))

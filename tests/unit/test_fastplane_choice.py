@@ -7,7 +7,7 @@ import ssl
 
 import pytest
 
-from tunnel.config import Address, BackendConfig, ListenerConfig
+from tunnel.config import Address, BackendConfig, ListenerConfig, Rate
 from tunnel.config.routing import Route
 from tunnel.dataplane import fastplane
 
@@ -28,7 +28,6 @@ def test_a_plain_listener_is_compiled() -> None:
     ("change", "why"),
     [
         ({"client": True}, "client mode"),
-        ({"keylog_file": "/tmp/keys"}, "keylog_file"),
         ({"acme": ("www.example.com",)}, "acme"),
     ],
 )
@@ -36,6 +35,21 @@ def test_features_not_compiled_yet_fall_back(change: dict[str, object], why: str
     listener = dataclasses.replace(PLAIN, **change)  # type: ignore[arg-type]
     reason = fastplane.unsupported(listener, {})
     assert reason is not None and reason.startswith(why)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"keylog_file": "/tmp/keys"},
+        {"deny_ja4": ("t13d1516h2_8daaf6152771_e5627efa2ab1",)},
+        {"max_connection_rate_per_ip": Rate(20.0, 20)},
+        {"max_handshake_rate_per_ip": Rate(10.0, 10)},
+    ],
+)
+def test_listener_policies_are_compiled(change: dict[str, object]) -> None:
+    """keylog_file and deny_ja4 act in the handshake (fp_policy.c), the rates at accept."""
+    listener = dataclasses.replace(PLAIN, **change)  # type: ignore[arg-type]
+    assert fastplane.unsupported(listener, {}) is None
 
 
 def test_backend_host_names_are_compiled() -> None:

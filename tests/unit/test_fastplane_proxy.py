@@ -20,9 +20,9 @@ HELLO = b"\x16\x03\x01\x00\x05hello"
 def make(admit: bool = True) -> tuple[ProxyIn, list[tuple[int, int, tuple[str, int]]]]:
     asked: list[tuple[int, int, tuple[str, int]]] = []
 
-    def admitted(lid: int, cid: int, peer: tuple[str, int]) -> bool:
+    def admitted(lid: int, cid: int, peer: tuple[str, int]) -> str | None:
         asked.append((lid, cid, peer))
-        return admit
+        return None if admit else IP_LIMITED  # or "rate limited": the reason is passed on
 
     return ProxyIn(admitted), asked
 

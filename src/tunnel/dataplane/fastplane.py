@@ -8,7 +8,9 @@ loop watches as one reader. Python is called twice per connection:
 at once for a failed connect attempt (:meth:`CompiledPlane._on_connect`), so that the
 pool's passive health and its log lines are as timely as on the Python plane; and on a
 ``proxy_from`` listener once before the handshake, with the PROXY header's bytes
-(:mod:`tunnel.dataplane.fastplane_proxy`).
+(:mod:`tunnel.dataplane.fastplane_proxy`). Listeners with per-IP rates or caps add one call
+at accept, and ``deny_ja4`` listeners one at the ClientHello
+(:mod:`tunnel.dataplane.fastplane_policy`).
 
 Which listeners it serves is decided in :mod:`tunnel.dataplane.plane`; the bookkeeping
 between the two calls is in :mod:`tunnel.dataplane.fastplane_facts`.
@@ -41,6 +43,7 @@ from tunnel.dataplane.fastplane_facts import (
     recovering,
     sockaddr,
 )
+from tunnel.dataplane.fastplane_policy import SUMMARIZED, Policy, keylog_fd
 from tunnel.dataplane.fastplane_proxy import ProxyIn, proxy_in_args
 from tunnel.dataplane.plane import COMPILED as COMPILED
 from tunnel.dataplane.plane import DEFAULT as DEFAULT
@@ -52,7 +55,6 @@ from tunnel.dataplane.plane import load as load
 from tunnel.dataplane.plane import unsupported as unsupported
 from tunnel.dataplane.pool import Member
 from tunnel.dataplane.summary import format_summary, peer_text, tcp_addr
-from tunnel.observe.reasons import CloseReason
 from tunnel.tls.contexts import SNISelector
 from tunnel.wire import proxy_out
 from tunnel.wire.ja4 import message_ja4
@@ -88,9 +90,8 @@ class CompiledPlane:
         self.runtimes: dict[int, ListenerRuntime] = {}
         self._pending: dict[int, Pending] = {}
         self._rejected: set[int] = set()  # connections whose client certificate was refused
-        # Connections of listeners with per-IP limits: id -> [address, handshake done].
-        self._ips: dict[int, list[Any]] = {}
-        self.proxy = ProxyIn(self._on_accept)  # PROXY headers of proxy_from listeners
+        self._policy = Policy()  # per-IP caps and rates, deny_ja4 (fastplane_policy.py)
+        self.proxy = ProxyIn(self._admit_proxied)  # PROXY headers of proxy_from listeners
 
     @property
     def live(self) -> int:
@@ -117,6 +118,7 @@ class CompiledPlane:
         )
         lid = len(self.runtimes)
         ctx_ptr = pointer(ctx)
+        log_fd = keylog_fd(runtime)  # opened before C has anything: OSError falls back
         fds = []
         try:
             for sock in socks:
@@ -124,7 +126,7 @@ class CompiledPlane:
                 fds.append(fd)
                 os.set_blocking(fd, False)
         except OSError:
-            for fd in fds:
+            for fd in [*fds, log_fd] if log_fd >= 0 else fds:
                 os.close(fd)
             raise
         self.runtimes[lid] = runtime
@@ -141,11 +143,19 @@ class CompiledPlane:
             cfg.max_connections,
             need_local,
             cfg.verify != "none",
-            runtime.per_ip is not None,
+            runtime.per_ip is not None or runtime.rates is not None,  # on_accept is asked
         )
         if cfg.proxy_from:
             timeout, nets, untrusted, expired = proxy_in_args(cfg)
             self.plane.proxy_in(lid, timeout, nets, self.proxy.feed, untrusted, expired)
+        if cfg.keylog_file is not None or runtime.deny_ja4:
+            deny = bool(runtime.deny_ja4)
+            self.plane.set_policy(  # owns log_fd from here on
+                lid,
+                log_fd,
+                self._on_hello if deny else None,
+                self._on_first if deny else None,
+            )
 
     def start(self) -> None:
         """Let the worker's event loop run the plane's events."""
@@ -195,9 +205,9 @@ class CompiledPlane:
         runtime = self.runtimes[lid]
         self._count_connects()  # the pools' passive health before this connection's order
         peer, local, tlvs = self.proxy.addresses(cid, peer, local)
-        if runtime.per_ip is not None:
-            self._handshake_ended(runtime, cid)
         sni, alpn, version, cipher, resumed, group = facts
+        if runtime.per_ip is not None or runtime.rates is not None:
+            self._policy.handshake_done(runtime, cid, resumed)
         runtime.stats.groups[group_display_name(group) if group else "-"] += 1
         identity = certificate_facts(cert, resumed) if cert else None
         runtime.stats.handshake_ok(seconds, version or "-", cipher or "-", alpn or "-")
@@ -310,8 +320,8 @@ class CompiledPlane:
     ) -> None:
         runtime = self.runtimes[lid]
         peer = self.proxy.forget(cid, peer)
-        if runtime.per_ip is not None:
-            self._connection_ended(runtime, cid)
+        if runtime.per_ip is not None or runtime.rates is not None:
+            self._policy.closed(runtime, cid)
         self._count_connects()
         entry = self._pending.pop(cid, None)
         backend: Address | None = None
@@ -334,11 +344,11 @@ class CompiledPlane:
                 backend = entry.target.backend.connect[-1]
         rejected = cid in self._rejected
         self._rejected.discard(cid)
-        kind, failure = close_labels(reason, rejected)
+        kind, failure = close_labels(reason, rejected, self._policy.took_bad_hello(cid))
         runtime.stats.ended(kind, bytes_in, bytes_out, failure)
         self.worker.compiled_closed()
         # Refusals after a balancer's header have a summary line instead (as in Python).
-        level = logging.DEBUG if kind is CloseReason.IP_LIMITED else logging.INFO
+        level = logging.DEBUG if kind in SUMMARIZED else logging.INFO
         if not log.isEnabledFor(level):
             return
         sni, alpn, version, cipher, resumed, group = facts
@@ -375,28 +385,23 @@ class CompiledPlane:
             count_attempts(self.runtimes[lid], entry, attempts)
 
     def _on_accept(self, lid: int, cid: int, peer: tuple[str, int] | None) -> bool:
-        """The per-IP limits: count the new connection, or refuse it (False)."""
-        runtime = self.runtimes[lid]
-        limits = runtime.per_ip
-        if limits is None or peer is None:
-            return True  # not an IP peer: nothing to count
-        if limits.admit(peer[0]):
-            self._ips[cid] = [peer[0], False]
-            return True
-        runtime.stats.ip_refused += 1
-        return False
+        """The per-IP rates and caps: count the new connection, or refuse it (False)."""
+        return self._policy.accept(self.runtimes[lid], cid, peer) is None
 
-    def _handshake_ended(self, runtime: ListenerRuntime, cid: int) -> None:
-        entry = self._ips.get(cid)
-        if entry is not None and not entry[1] and runtime.per_ip is not None:
-            entry[1] = True
-            runtime.per_ip.handshake_ended(entry[0])
+    def _admit_proxied(self, lid: int, cid: int, peer: tuple[str, int]) -> str | None:
+        """The same for the client a balancer's header named: None, or the close reason."""
+        refused = self._policy.accept(self.runtimes[lid], cid, peer)
+        return refused.text() if refused is not None else None
 
-    def _connection_ended(self, runtime: ListenerRuntime, cid: int) -> None:
-        self._handshake_ended(runtime, cid)  # if it never completed
-        entry = self._ips.pop(cid, None)
-        if entry is not None and runtime.per_ip is not None:
-            runtime.per_ip.connection_ended(entry[0])
+    def _on_hello(
+        self, lid: int, cid: int, hello: bytes | None, length: int, records: int
+    ) -> tuple[int, str] | None:
+        """deny_ja4, before OpenSSL parses the ClientHello: None, or (alert, reason)."""
+        return self._policy.hello(self.runtimes[lid], cid, hello, length, records)
+
+    def _on_first(self, lid: int, cid: int, data: bytes) -> tuple[int, str] | None:
+        """deny_ja4: first bytes that cannot start a ClientHello: the reader's refusal."""
+        return self._policy.first_bytes(self.runtimes[lid], cid, data)
 
     def _on_rejected(self, lid: int, cid: int, result: int, text: str) -> str | None:
         """Why a handshake of a listener that asks for client certificates failed, if it

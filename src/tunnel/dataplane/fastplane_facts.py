@@ -128,9 +128,12 @@ def certificate_facts(der: bytes, resumed: bool) -> tuple[str | None, ClientCert
     return (names[0] if names else None), facts
 
 
-def close_labels(text: str, rejected: bool) -> tuple[CloseReason, HandshakeFailure | None]:
+def close_labels(
+    text: str, rejected: bool, bad_hello: bool = False
+) -> tuple[CloseReason, HandshakeFailure | None]:
     """The metric labels of a close reason text from C (``handshake failed: ...``);
-    ``rejected``: the client certificate was refused (on_rejected said so)."""
+    ``rejected``: the client certificate was refused (on_rejected said so); ``bad_hello``:
+    deny_ja4's reader refused the ClientHello (fastplane_policy)."""
     head, _, detail = text.partition(": ")
     try:
         reason = CloseReason(head)
@@ -140,6 +143,8 @@ def close_labels(text: str, rejected: bool) -> tuple[CloseReason, HandshakeFailu
         return reason, None
     if rejected:
         return reason, HandshakeFailure.BAD_CLIENT_CERT
+    if bad_hello:
+        return reason, HandshakeFailure.BAD_CLIENT_HELLO
     if detail == UNKNOWN_NAME:
         return reason, HandshakeFailure.UNKNOWN_SNI
     return reason, failure_by_code(detail.upper().replace(" ", "_"))

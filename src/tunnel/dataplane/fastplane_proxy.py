@@ -57,8 +57,8 @@ class ProxyIn:
 
     __slots__ = ("_admit", "_decoders", "_headers")
 
-    def __init__(self, admit: Callable[[int, int, tuple[str, int]], bool]) -> None:
-        self._admit = admit  # the per-IP limits (False: refused, counted as such)
+    def __init__(self, admit: Callable[[int, int, tuple[str, int]], str | None]) -> None:
+        self._admit = admit  # the per-IP rates and caps: None, or the reason to refuse
         self._decoders: dict[int, ProxyDecoder] = {}
         self._headers: dict[int, Proxied] = {}
 
@@ -85,8 +85,8 @@ class ProxyIn:
                 client = (header.src_addr, header.src_port)
                 local = (str(header.dst_addr), int(header.dst_port or 0))
             self._headers[cid] = Proxied(client, local, header.tlvs)
-        if isinstance(client, tuple) and not self._admit(lid, cid, client):
-            return used, IP_LIMITED
+        if isinstance(client, tuple):
+            return used, self._admit(lid, cid, client)  # the refusal's reason, if any
         return used, None
 
     def addresses(

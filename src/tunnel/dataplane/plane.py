@@ -64,14 +64,8 @@ def unsupported(listener: ListenerConfig, backends: Mapping[str, BackendConfig])
     """Why the compiled plane cannot serve ``listener`` yet (None: it can)."""
     if listener.client:
         return "client mode"
-    if listener.keylog_file is not None:
-        return "keylog_file"
     if listener.acme:
         return "acme (TLS-ALPN-01 challenges are answered in the handshake)"
-    if listener.deny_ja4:
-        return "deny_ja4 (the ClientHello is read before OpenSSL)"
-    if listener.max_connection_rate_per_ip or listener.max_handshake_rate_per_ip:
-        return "per-IP rates"
     used = backends_of(listener, backends)
     if any(backend.tls for backend in used):
         return "TLS to backends"

@@ -13,6 +13,10 @@
  *  - The client's ClientHello message (at most HELLO_LIMIT bytes) is copied once, by an
  *    SSL message callback that is removed at handshake-done, and handed to the first of
  *    those calls, where Python computes its JA4.
+ *  - Listener policies that act inside the handshake (fp_policy.c): keylog_file is written
+ *    by OpenSSL's keylog callback in C; deny_ja4 asks Python once (on_hello) with the
+ *    copied ClientHello before OpenSSL parses it, and a refusal gets the Python plane's
+ *    alert, not OpenSSL's answer.
  *  - TLS runs on the sockets directly (SSL_set_fd), from the SSL_CTX that Python built
  *    (certificates, ALPN, ciphers, ticket keys stay configured in one place). SNI selection
  *    is done here from a table of SSL_CTXs Python passes in.
@@ -66,6 +70,7 @@ enum { S_PROXY, S_HANDSHAKE, S_CONNECTING, S_RELAY, S_LINGER, S_CLOSING, S_CLOSE
 typedef struct conn conn;
 typedef struct listener listener;
 typedef struct plane plane;
+struct fp_policy; /* fp_policy.c: keylog_file, deny_ja4 */
 
 typedef struct {
     conn *head, *tail;
@@ -108,6 +113,7 @@ struct listener {
     double proxy_timeout;
     proxy_net *nets;
     PyObject *on_proxy, *r_untrusted, *r_expired;
+    struct fp_policy *policy; /* NULL: none (set_policy) */
 };
 
 typedef struct {
@@ -132,7 +138,11 @@ struct conn {
     unsigned client_done : 1, backend_done : 1, fatal : 1, hs_want_write : 1,
         rd_want_write : 1, shut_pending : 1, bmask_set : 1, sni_refused : 1, hello_seen : 1;
     unsigned char *hello; /* the client's first ClientHello message, until handshake-done */
-    size_t hello_len;
+    size_t hello_len; /* also the size of a ClientHello too large to keep */
+    unsigned denied : 1;        /* deny_ja4 refused the ClientHello (fp_policy.c) */
+    unsigned peeked : 1;        /* deny_ja4 looked at the first bytes (fp_policy.c) */
+    unsigned char deny_alert;   /* the alert description it is refused with */
+    unsigned char hello_records; /* records the ClientHello came in (at most 255 counted) */
     char *c2b; /* plaintext not yet written to the backend */
     size_t c2b_len, c2b_off;
     char *b2c; /* a blocked SSL_write, retried with the same bytes */
@@ -220,6 +230,11 @@ int sni_callback(SSL *s, int *alert, void *arg);
 void hello_callback(int write_p, int version, int content_type, const void *buf, size_t len,
                     SSL *ssl, void *arg);
 PyObject *take_hello(conn *c);
+void hello_policy(conn *c, SSL *ssl);
+void hello_refuse(plane *p, conn *c);
+int hello_peek(plane *p, conn *c);
+PyObject *Plane_set_policy(plane *p, PyObject *args);
+void policy_release(listener *l);
 void do_accept(plane *p, lsock *s);
 void on_client(plane *p, conn *c, uint32_t ev);
 void on_backend(plane *p, conn *c, uint32_t ev);

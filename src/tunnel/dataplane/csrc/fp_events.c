@@ -51,20 +51,26 @@ static PyObject *rejected_reason(plane *p, conn *c, unsigned long code) {
 void hello_callback(int write_p, int version, int content_type, const void *buf, size_t len,
                     SSL *ssl, void *arg) {
     (void)version;
-    (void)ssl;
     conn *c = arg;
     const unsigned char *msg = buf;
+    if (!write_p && content_type == SSL3_RT_HEADER && c && !c->hello_seen &&
+        c->hello_records < 255)
+        c->hello_records++; /* records read before the hello is whole (deny_ja4) */
     if (write_p || content_type != SSL3_RT_HANDSHAKE || !c || c->hello_seen || len < 4 ||
         msg[0] != SSL3_MT_CLIENT_HELLO)
         return;
     c->hello_seen = 1;
-    if (len > HELLO_LIMIT)
-        return;
-    c->hello = malloc(len);
-    if (c->hello) {
-        memcpy(c->hello, msg, len);
-        c->hello_len = len;
+    if (len > HELLO_LIMIT) {
+        c->hello_len = len; /* not kept; its size says why (deny_ja4: fp_policy.c) */
+    } else {
+        c->hello = malloc(len);
+        if (c->hello) {
+            memcpy(c->hello, msg, len);
+            c->hello_len = len;
+        }
     }
+    if (c->l->policy)
+        hello_policy(c, ssl); /* deny_ja4, before OpenSSL parses the hello */
 }
 
 /* The kept ClientHello as bytes (None without one), released here: asked for once. */
@@ -110,11 +116,17 @@ void handshake_done(plane *p, conn *c) {
 }
 
 void do_handshake(plane *p, conn *c) {
+    if (c->l->policy && !c->peeked && hello_peek(p, c))
+        return; /* deny_ja4: the first bytes cannot start a ClientHello (fp_policy.c) */
     ERR_clear_error();
     errno = 0;
     int r = SSL_do_handshake(c->ssl);
     if (r == 1) {
         handshake_done(p, c);
+        return;
+    }
+    if (c->denied) { /* deny_ja4 refused the ClientHello: OpenSSL stopped (fp_policy.c) */
+        hello_refuse(p, c);
         return;
     }
     int e = SSL_get_error(c->ssl, r);

@@ -267,6 +267,7 @@ static void Plane_dealloc(plane *p) {
         listener *l = p->ls[i];
         if (l->ctx)
             SSL_CTX_set_tlsext_servername_arg(l->ctx, NULL); /* no dangling listener */
+        policy_release(l);
         for (int j = 0; j < l->nsocks; j++)
             if (l->socks[j].fd >= 0)
                 close(l->socks[j].fd);
@@ -305,6 +306,7 @@ static PyMethodDef plane_methods[] = {
     {"take_connected", (PyCFunction)Plane_take_connected, METH_NOARGS, "Connect results."},
     {"proxy_in", (PyCFunction)Plane_proxy_in, METH_VARARGS, "Read a PROXY header first."},
     {"counts", (PyCFunction)Plane_counts, METH_O, "(accepted, active) of a listener."},
+    {"set_policy", (PyCFunction)Plane_set_policy, METH_VARARGS, "keylog_file, deny_ja4."},
     {NULL, NULL, 0, NULL},
 };
 
