@@ -39,6 +39,7 @@ from harness.net import (
     refusing_address,
     reserve_port,
 )
+from harness.planes import compiled_run, expect_plane
 from harness.procfs import children, rss_kib
 from harness.tunnel import SRC, TunnelFactory, TunnelProcess
 from harness.waits import wait_until
@@ -66,7 +67,9 @@ __all__ = [
     "abort",
     "children",
     "chunks",
+    "compiled_run",
     "echo_handler",
+    "expect_plane",
     "free_port",
     "has_ipv6_loopback",
     "hash_exchange",

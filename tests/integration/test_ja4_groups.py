@@ -26,6 +26,7 @@ from .harness import (
     TunnelFactory,
     TunnelProcess,
     echo_handler,
+    expect_plane,
     read_until_closed,
     wait_until,
 )
@@ -115,6 +116,7 @@ def test_deny_ja4_refuses_before_the_handshake(
     denied = expected_ja4(denied_ctx)
     tunnel = start_tunnel(backend.address, deny_ja4=denied, tunnel={"admin": "127.0.0.1:0"})
     admin = tunnel.admin_port()  # admin says port 0
+    expect_plane(tunnel)
     with pytest.raises(ssl.SSLError, match="HANDSHAKE_FAILURE"):
         tunnel.connect(denied_ctx)
     with tunnel.connect(certs.client_context("1.3")) as sock:  # another fingerprint: served

@@ -25,6 +25,7 @@ from .harness import (
     TunnelFactory,
     TunnelProcess,
     echo_handler,
+    expect_plane,
     read_until_closed,
     recv_exactly,
     wait_until,
@@ -66,6 +67,7 @@ def test_connection_rate_holds_across_two_workers(
         max_connection_rate_per_ip="1/h burst 10",
     )
     admin = tunnel.admin_port()  # admin says port 0
+    expect_plane(tunnel)
     ctx = certs.client_context()
     results = [attempt(tunnel, ctx) for _ in range(40)]
     served = sum(result is not None for result in results)
@@ -96,6 +98,7 @@ def test_refused_before_tls(
 ) -> None:
     backend = start_backend(echo_handler)
     tunnel = start_tunnel(backend.address, workers=2, max_connection_rate_per_ip="1/h burst 1")
+    expect_plane(tunnel)
     assert attempt(tunnel, certs.client_context()) is not None
     client = BioClient(certs.client_context(), tunnel.address)
     with client.sock as sock:
@@ -109,6 +112,7 @@ def test_handshake_rate_counts_full_handshakes_only(
 ) -> None:
     backend = start_backend(echo_handler)
     tunnel = start_tunnel(backend.address, workers=2, max_handshake_rate_per_ip="1/h burst 3")
+    expect_plane(tunnel)
     ctx = certs.client_context("1.2")  # TLS 1.2: the session exists once the handshake is done
     first = attempt(tunnel, ctx)
     assert first is not None
@@ -132,6 +136,7 @@ def test_proxy_from_counts_the_header_address(
         proxy_from="127.0.0.0/8",
         max_connection_rate_per_ip="1/h burst 2",
     )
+    expect_plane(tunnel)  # PROXY in and the rates, both compiled
 
     def through_balancer(client_ip: str) -> bool:
         client = BioClient(certs.client_context(), tunnel.address)

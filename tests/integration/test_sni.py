@@ -14,7 +14,15 @@ import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from .harness import BackendFactory, Certs, TunnelFactory, TunnelProcess, echo_handler
+from .harness import (
+    BackendFactory,
+    Certs,
+    TunnelFactory,
+    TunnelProcess,
+    echo_handler,
+    expect_plane,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -218,3 +226,34 @@ def test_resumption_survives_the_context_switch(
             resumed += sock.session_reused
             session = sock.session
     assert resumed == 5
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_keylog_file_covers_every_sni_certificate(
+    version: str,
+    sni_certs: SniCerts,
+    start_tunnel: TunnelFactory,
+    start_backend: BackendFactory,
+    tmp_path: Path,
+) -> None:
+    """The secrets of handshakes that switched to another certificate's context are
+    logged too (on the compiled plane: C's callback is on each of them, not CPython's)."""
+    c = sni_certs
+    keylog = tmp_path / "keys.log"
+    tunnel = start_sni(
+        start_tunnel, start_backend, [c.default, c.wild, c.api], keylog_file=str(keylog)
+    )
+    expect_plane(tunnel)
+    names = ["api.example.com", "www.example.com", None]
+    for name in names:
+        handshake(tunnel, name, version)
+    per_handshake = 1 if version == "1.2" else 5  # CLIENT_RANDOM; or TLS 1.3's five secrets
+
+    def secrets() -> list[str]:
+        return [x for x in keylog.read_text().splitlines() if not x.startswith("#")]
+
+    wait_until(lambda: len(secrets()) >= per_handshake * len(names), what="key log lines")
+    lines = secrets()
+    assert len(lines) == per_handshake * len(names)
+    assert len({line.split()[1] for line in lines}) == len(names)  # one client random each
+    assert tunnel.gone() is None

@@ -1,0 +1,26 @@
+"""Which data plane a test's tunnel runs on: for tests that must exercise the compiled one.
+
+CI runs the integration suite twice (``TUNNEL_DATAPLANE=compiled`` and ``=python``). A
+feature test calls :func:`expect_plane` so that its compiled run fails if the listener fell
+back to the Python plane instead of silently testing that one twice.
+"""
+
+from __future__ import annotations
+
+import os
+
+from harness.process import TunnelProcess
+from harness.waits import wait_until
+
+
+def compiled_run() -> bool:
+    """True when this test run asks for the compiled data plane."""
+    return os.environ.get("TUNNEL_DATAPLANE", "").strip().lower() == "compiled"
+
+
+def expect_plane(tunnel: TunnelProcess, listener: str = "test") -> None:
+    """On a compiled run, ``listener`` must say it is served by the compiled data plane."""
+    line = f"listener {listener}: "
+    wait_until(lambda: line in tunnel.log() and "data plane" in tunnel.log(), what="plane line")
+    if compiled_run():
+        assert f"{line}compiled data plane" in tunnel.log(), tunnel.log()
