@@ -201,9 +201,11 @@ class TunnelFactory:
             proc.stop()
 
     def check_logs(self) -> None:
-        """Fail if any tunnel logged a traceback or lost a worker (a crash hidden by a
-        restart would otherwise go unnoticed)."""
+        """Fail if any tunnel logged a traceback, lost a worker (a crash hidden by a
+        restart would otherwise go unnoticed) or an AddressSanitizer report (one while
+        stopping restarts nothing)."""
+        markers = ("Traceback", "restarting in", "did not stop in time", "ERROR: AddressSanitizer")
         for proc in self.started:
             text = proc.log()
-            for marker in ("Traceback", "restarting in", "did not stop in time"):
+            for marker in markers:
                 assert marker not in text, f"{marker!r} in the tunnel log:\n{text[-3000:]}"
