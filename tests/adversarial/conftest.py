@@ -6,6 +6,12 @@ before the first case of the package, and again after the last one, whatever ord
 files run in: a leak fails the package's last test at teardown (the figures also go to
 ``leak-figures.txt`` in pytest's base temporary directory). Cases that need their own
 backend (backend faults, per-IP limits) start their own tunnels.
+
+The RSS bound of the package is :func:`rss_bound`, requested by the ``memory_bound``
+tests: under AddressSanitizer freed memory is held in quarantine (256 MiB a process) so
+that a use after free is caught, and RSS grows with the bytes relayed by design. CI's ASan
+run deselects them (``-m "not memory_bound"``), which drops this bound too; the fd, socket
+and CLOSE_WAIT checks stay.
 """
 
 from __future__ import annotations
@@ -47,6 +53,9 @@ def shared(
         yield factory(backend.address, workers=2, handshake_timeout=f"{HANDSHAKE_TIMEOUT}s")
     finally:
         factory.stop_all()
+    # A worker that crashed (an ASan report aborts it) is restarted by the supervisor and
+    # the cases may still pass: its log says so.
+    factory.check_logs()
 
 
 @pytest.fixture(scope="package")
@@ -59,28 +68,41 @@ def baseline(shared: TunnelProcess, certs: Certs) -> Figures:
     return figures
 
 
+def settled(shared: TunnelProcess, baseline: Figures) -> Figures:
+    """The shared tunnel's figures once its fd count is back to the baseline's (the
+    connections of the last cases may still be lingering, up to 2 s)."""
+    wait_until(lambda: process_figures(shared).fds <= baseline.fds, 30, what="fds back")
+    return process_figures(shared)
+
+
 @pytest.fixture(scope="package", autouse=True)
 def leak_check(
     shared: TunnelProcess, baseline: Figures, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[None]:
-    """After every case of the package: no fd or socket leaked, RSS bounded."""
+    """After every case of the package: no fd or socket leaked, no CLOSE_WAIT."""
     yield
-    # Connections of the last cases may still be lingering (up to 2 s): wait for the fd
-    # count to come back rather than sampling once.
-    wait_until(lambda: process_figures(shared).fds <= baseline.fds, 30, what="fds back")
-    after = process_figures(shared)
-    growth = after.rss_kib - baseline.rss_kib
+    after = settled(shared, baseline)
     states = tcp_states(shared)
     text = (
-        f"before: {baseline}\nafter:  {after}\nRSS growth: {growth} KiB\n"
-        f"TCP states after: {states}\n"
+        f"before: {baseline}\nafter:  {after}\nRSS growth: {after.rss_kib - baseline.rss_kib}"
+        f" KiB\nTCP states after: {states}\n"
     )
     (tmp_path_factory.getbasetemp() / "leak-figures.txt").write_text(text)
     print("\n" + text)
     assert after.fds <= baseline.fds, text
     assert after.sockets <= baseline.sockets, text
     assert not states.get("CLOSE_WAIT"), text
-    assert growth < MAX_RSS_GROWTH_KIB, text
+
+
+@pytest.fixture(scope="package")
+def rss_bound(shared: TunnelProcess, baseline: Figures) -> Iterator[None]:
+    """After every case of the package: the shared tunnel's RSS grew less than
+    ``MAX_RSS_GROWTH_KIB`` since the warm-up (a package fixture, torn down after the last
+    case whichever test requested it first)."""
+    yield
+    after = settled(shared, baseline)
+    growth = after.rss_kib - baseline.rss_kib
+    assert growth < MAX_RSS_GROWTH_KIB, f"before: {baseline}\nafter:  {after}"
 
 
 @pytest.fixture

@@ -22,6 +22,8 @@ MAX_THROUGH = 64 * MiB  # 8 loopback socket buffers on the way (autotuned up to 
 MAX_RSS_GROWTH_KIB = 30 * 1024
 
 
+@pytest.mark.memory_bound
+@pytest.mark.usefixtures("rss_bound")  # the package's RSS bound goes with this test's
 @pytest.mark.parametrize("version", ["1.2", "1.3"])
 def test_upload_without_reading_replies(
     version: str, certs: Certs, shared: TunnelProcess, backend: Backend, guard: Guard
