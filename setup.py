@@ -26,7 +26,15 @@ CFLAGS = [
 ]
 SOURCES = [
     f"src/tunnel/dataplane/csrc/{name}.c"
-    for name in ("fp_core", "fp_relay", "fp_events", "fp_proxy", "fp_module", "fp_policy")
+    for name in (
+        "fp_core",
+        "fp_relay",
+        "fp_events",
+        "fp_proxy",
+        "fp_module",
+        "fp_policy",
+        "fp_backend_tls",
+    )
 ]
 LDFLAGS: list[str] = []
 if os.environ.get("TUNNEL_ASAN") == "1":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import socket
 import ssl
@@ -26,6 +27,16 @@ from .harness import (
 )
 
 pytestmark = pytest.mark.timeout(90)
+
+COMPILED = os.environ.get("TUNNEL_DATAPLANE", "").lower() == "compiled"
+
+
+def on_expected_plane(tunnel: Any) -> None:
+    """With TUNNEL_DATAPLANE=compiled, the TLS backend is reached from the compiled plane."""
+    wait_until(lambda: "data plane" in tunnel.log(), what="the data plane line")
+    plane = "compiled data plane" if COMPILED else "python data plane"
+    assert f"listener test: {plane}" in tunnel.log()
+
 
 VERSIONS = ["1.2", "1.3"]
 
@@ -100,6 +111,7 @@ def test_reencrypt_to_a_verified_backend_with_sni(
             }
         },
     )
+    on_expected_plane(tunnel)
     with tunnel.connect(certs.client_context()) as sock:
         echo_roundtrip(sock)
         sock.unwrap()
@@ -134,6 +146,7 @@ def test_backend_certificate_is_verified_and_failover_goes_on(
             }
         },
     )
+    on_expected_plane(tunnel)
     with tunnel.connect(certs.client_context()) as sock:
         echo_roundtrip(sock, 1000)
     assert good_seen and "version" in good_seen[0]
@@ -168,6 +181,7 @@ def test_a_backend_failing_verification_is_logged_and_counted_before_failover(
             }
         },
     )
+    on_expected_plane(tunnel)
     admin = tunnel.admin_port()  # admin says port 0
     with tunnel.connect(certs.client_context()) as sock:
         echo_roundtrip(sock, 1000)
@@ -210,6 +224,7 @@ def test_client_certificate_to_the_backend(
         backend="secure",
         extra={"backend:secure": section | {"cert": str(cert), "key": str(key)}},
     )
+    on_expected_plane(tunnel)
     with tunnel.connect(certs.client_context()) as sock:
         echo_roundtrip(sock, 1000)
     subject = dict(x[0] for x in seen[0]["peer"]["subject"])

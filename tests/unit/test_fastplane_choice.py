@@ -66,12 +66,20 @@ def test_proxy_from_is_compiled() -> None:
     assert fastplane.unsupported(listener, {}) is None
 
 
-def test_a_routed_tls_backend_falls_back() -> None:
+def test_a_routed_tls_backend_is_compiled() -> None:
+    """The C side runs the backend handshake (csrc/fp_backend_tls.c)."""
     backends = {
         "api": BackendConfig("api", (Address("tcp", "10.0.0.1", 443),), tls=True),
     }
     listener = dataclasses.replace(PLAIN, routes=(Route("sni", "api.example.com", "api"),))
-    assert fastplane.unsupported(listener, backends) == "TLS to backends"
+    assert fastplane.unsupported(listener, backends) is None
+
+
+def test_a_tls_backend_with_a_key_log_falls_back() -> None:
+    """CPython's key log callback expects its own SSL objects: never handed C's."""
+    api = BackendConfig("api", (Address("tcp", "10.0.0.1", 443),), tls=True, keylog_file="/k")
+    listener = dataclasses.replace(PLAIN, backend="api")
+    assert fastplane.unsupported(listener, {"api": api}) == "keylog_file of a TLS backend"
 
 
 def test_the_python_plane_is_the_default_for_now(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -34,6 +34,7 @@ from tunnel.config import Address, BackendConfig
 from tunnel.config.routing import NameTable
 from tunnel.dataplane.connection import UNIQUE_ID_BYTES, ListenerRuntime
 from tunnel.dataplane.fastplane_facts import (
+    Attempt,
     Facts,
     Pending,
     SockAddr,
@@ -45,6 +46,7 @@ from tunnel.dataplane.fastplane_facts import (
 )
 from tunnel.dataplane.fastplane_policy import SUMMARIZED, Policy, keylog_fd
 from tunnel.dataplane.fastplane_proxy import ProxyIn, proxy_in_args
+from tunnel.dataplane.fastplane_tls import BackendTLS, Settings, check_targets
 from tunnel.dataplane.plane import COMPILED as COMPILED
 from tunnel.dataplane.plane import DEFAULT as DEFAULT
 from tunnel.dataplane.plane import ENV as ENV
@@ -63,6 +65,11 @@ log = logging.getLogger("tunnel.conn")
 wlog = logging.getLogger("tunnel.worker")
 
 MAX_ADDRESSES = 64  # the C side takes at most this many addresses per connection
+# The addresses to try, the PROXY header, the connect timeout (and TLS settings, if any).
+Decision = (
+    tuple[tuple[SockAddr, ...], bytes, float, bool]
+    | tuple[tuple[SockAddr, ...], bytes, float, bool, Settings]
+)
 
 
 class CompiledPlane:
@@ -92,6 +99,7 @@ class CompiledPlane:
         self._rejected: set[int] = set()  # connections whose client certificate was refused
         self._policy = Policy()  # per-IP caps and rates, deny_ja4 (fastplane_policy.py)
         self.proxy = ProxyIn(self._admit_proxied)  # PROXY headers of proxy_from listeners
+        self._tls = BackendTLS(module.ctx_pointer)  # TLS backends' settings for C
 
     @property
     def live(self) -> int:
@@ -116,6 +124,7 @@ class CompiledPlane:
         need_local = cfg.proxy_protocol != "off" or any(
             backend.proxy_protocol != "off" for backend in used
         )
+        check_targets(runtime.routes)
         lid = len(self.runtimes)
         ctx_ptr = pointer(ctx)
         log_fd = keylog_fd(runtime)  # opened before C has anything: OSError falls back
@@ -201,7 +210,7 @@ class CompiledPlane:
         seconds: float,
         cert: bytes | None,
         hello: bytes | None,
-    ) -> tuple[tuple[SockAddr, ...], bytes, float, bool] | str | None:
+    ) -> Decision | str | None:
         runtime = self.runtimes[lid]
         self._count_connects()  # the pools' passive health before this connection's order
         peer, local, tlvs = self.proxy.addresses(cid, peer, local)
@@ -256,7 +265,17 @@ class CompiledPlane:
         if addrs is None:  # answered later, by plane.decide()
             entry.task = runtime.loop.create_task(self._resolve(cid, runtime, entry, preamble))
             return None
-        return addrs, preamble, target.backend.connect_timeout, recovering(members)
+        return self._decision(entry, addrs, preamble)
+
+    def _decision(self, entry: Pending, addrs: tuple[SockAddr, ...], preamble: bytes) -> Decision:
+        """The addresses to try and how: with the backend's TLS settings if it has ``tls``."""
+        target = entry.target
+        timeout = target.backend.connect_timeout
+        watch = recovering(entry.members)
+        if target.tls is None:
+            return addrs, preamble, timeout, watch
+        tls = self._tls.settings(target.tls, target.backend.sni, entry.origins)
+        return addrs, preamble, timeout, watch, tls
 
     async def _resolve(
         self, cid: int, runtime: ListenerRuntime, entry: Pending, preamble: bytes
@@ -297,10 +316,7 @@ class CompiledPlane:
         entry.origins = tuple(origins[:MAX_ADDRESSES])
         entry.members = tuple(members[:MAX_ADDRESSES])
         if addrs:
-            watch = recovering(entry.members)
-            self.plane.decide(
-                cid, (tuple(addrs[:MAX_ADDRESSES]), preamble, backend.connect_timeout, watch)
-            )
+            self.plane.decide(cid, self._decision(entry, tuple(addrs[:MAX_ADDRESSES]), preamble))
         else:
             self.plane.decide(cid, "backend unreachable: " + "; ".join(entry.failures))
 
@@ -315,7 +331,7 @@ class CompiledPlane:
         bytes_out: int,
         duration: float,
         backend_index: int,
-        attempts: list[tuple[int, int, float]] | None,
+        attempts: list[Attempt] | None,
         hello: bytes | None,
     ) -> None:
         runtime = self.runtimes[lid]

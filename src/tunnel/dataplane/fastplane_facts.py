@@ -1,4 +1,4 @@
-"""Per-connection bookkeeping of the compiled plane's Python side (no I/O).
+"""Per-connection bookkeeping of the compiled plane's Python side (no I/O but one log line).
 
 What Python remembers of a connection between its two calls (:class:`Pending`), the
 socket addresses handed to C, and what the connect attempts C reports mean for the
@@ -6,7 +6,9 @@ backend statistics, the pool's passive health and the close reason.
 
 C reports a failed attempt at once, and a success with Python's next call (before the
 next connection picks its addresses), or at once when :func:`recovering` asked for it;
-each report holds every attempt so far, and only those not counted yet are counted.
+each report holds every attempt so far, and only those not counted yet are counted. A
+failed handshake with a TLS backend is logged as the Python plane logs it (a WARNING:
+failover would hide it otherwise).
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from tunnel.config import Address
 from tunnel.dataplane.connection import ListenerRuntime
+from tunnel.dataplane.fastplane_tls import log_failure
 from tunnel.dataplane.pool import Member
 from tunnel.dataplane.targets import Target
 from tunnel.dataplane.tls_endpoint import failure_by_code
@@ -29,6 +33,10 @@ from tunnel.wire.proxy_out import ClientCert
 # SNI, ALPN, TLS version, cipher, resumed, key exchange group (OpenSSL's name)
 Facts = tuple[str | None, str | None, str | None, str | None, bool, str | None]
 SockAddr = tuple[int, str, int]
+# A connect attempt from C: (address index, result, seconds[, text]). Result: 0 connected,
+# an errno, TIMED_OUT, or (with the text) TLS_FAILED / CLOSED_IN_HANDSHAKE of a TLS backend.
+Attempt = tuple[Any, ...]
+TIMED_OUT, TLS_FAILED, CLOSED_IN_HANDSHAKE = -1, -2, -3
 
 UNKNOWN_NAME = "unknown server name"  # the detail C gives when sni_strict refused the name
 
@@ -65,16 +73,14 @@ def _failure_kind(code: int) -> str:
     return "error"
 
 
-def count_attempts(
-    runtime: ListenerRuntime, entry: Pending, attempts: list[tuple[int, int, float]]
-) -> None:
+def count_attempts(runtime: ListenerRuntime, entry: Pending, attempts: list[Attempt]) -> None:
     """Backend statistics, the pool's passive health and ``entry.failures`` from the
     connect attempts not counted yet. The addresses of one host name are one attempt, as
     on the Python plane (which connects to the name): it fails once the last one failed."""
     pool = entry.target.pool
     members = entry.members
     now = time.monotonic()
-    for index, result, seconds in attempts[entry.counted :]:
+    for index, result, seconds, *text in attempts[entry.counted :]:
         entry.counted += 1
         addr = entry.origins[index]
         member = members[index]
@@ -84,6 +90,12 @@ def count_attempts(
             pool.succeeded(member)
             member.active += 1
             entry.member = member
+        elif result < TIMED_OUT:  # the TLS handshake failed, or the backend closed during it
+            runtime.backend_stats(addr).failed("tls" if result == TLS_FAILED else "error")
+            entry.failures.append(f"{addr}: {text[0]}")
+            if result == TLS_FAILED:
+                why = str(text[0]).removeprefix("TLS handshake failed: ")
+                log_failure(runtime.name, addr, why, index + 1 >= len(members))
         elif index + 1 < len(members) and members[index + 1] is member:
             continue  # the name's next address is tried next: the name has not failed yet
         elif result < 0:

@@ -30,6 +30,11 @@
  *  - A listener with proxy_from starts each connection in S_PROXY: the PROXY header is
  *    peeked, decoded by Python, and exactly its bytes are read off the socket before
  *    OpenSSL sees any (fp_proxy.c says how).
+ *  - TLS to a backend (fp_backend_tls.c): after the connect, the PROXY header (if any) goes
+ *    in plaintext, then SSL_connect runs from the backend's client SSL_CTX that Python
+ *    built, under the connect timeout; a failed handshake is a failed attempt (failover).
+ *    The relay then reads and writes that side with SSL_read/SSL_write; the hooks in
+ *    fp_relay.c send each backend operation there when c->bt is set.
  *  - No length read from the network is trusted: every copy is bounded by the buffer it
  *    goes into (the scratch buffer, or a pending buffer allocated for exactly that size).
  */
@@ -157,8 +162,9 @@ struct conn {
     target *targets;
     int ntargets, cur, backend_index;
     int report_connect; /* Python asked to hear of a successful connect at once */
-    PyObject *attempts; /* list of (index, errno | 0 ok | -1 timeout, seconds) */
+    PyObject *attempts; /* list of (index, errno | 0 ok | -1 timeout | < -1 + text, seconds) */
     PyObject *reason;
+    struct btls *bt; /* TLS to the backend (fp_backend_tls.c); NULL: a plain backend */
 };
 
 struct plane {
@@ -219,6 +225,7 @@ void flush_b2c(plane *p, conn *c);
 void pump_b2c(plane *p, conn *c);
 void add_attempt(plane *p, conn *c, int result);
 void attempt_failed(plane *p, conn *c, int result);
+void report_attempts(plane *p, conn *c);
 void start_relay(plane *p, conn *c);
 void try_connect(plane *p, conn *c);
 void connect_result(plane *p, conn *c, int err);
@@ -235,6 +242,19 @@ void hello_refuse(plane *p, conn *c);
 int hello_peek(plane *p, conn *c);
 PyObject *Plane_set_policy(plane *p, PyObject *args);
 void policy_release(listener *l);
+/* TLS to backends (fp_backend_tls.c): called where c->bt is set, except backend_eof (FIN
+ * to a plain backend), btls_drop and btls_free (nothing to do without c->bt). */
+int btls_take(conn *c, PyObject *tls);
+void btls_connecting(plane *p, conn *c);
+uint32_t btls_mask(conn *c, uint32_t bm);
+void btls_relay(plane *p, conn *c, uint32_t ev);
+int btls_write(plane *p, conn *c, const char *data, size_t n);
+void btls_flush(plane *p, conn *c);
+void btls_pump(plane *p, conn *c);
+void btls_resume(plane *p, conn *c);
+void backend_eof(conn *c);
+void btls_drop(conn *c);
+void btls_free(conn *c);
 void do_accept(plane *p, lsock *s);
 void on_client(plane *p, conn *c, uint32_t ev);
 void on_backend(plane *p, conn *c, uint32_t ev);

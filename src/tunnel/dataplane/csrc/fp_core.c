@@ -109,7 +109,7 @@ void want(plane *p, conn *c) {
         cm = c->hs_want_write ? EPOLLOUT : EPOLLIN;
         break;
     case S_CONNECTING:
-        bm = EPOLLOUT; /* the client is only watched for errors meanwhile */
+        bm = c->bt ? btls_mask(c, 0) : EPOLLOUT; /* the client: only errors meanwhile */
         break;
     case S_RELAY:
         if (!c->client_done && c->c2b_len == 0 && !c->rd_want_write)
@@ -120,6 +120,8 @@ void want(plane *p, conn *c) {
             bm |= EPOLLIN;
         if (c->c2b_len)
             bm |= EPOLLOUT;
+        if (c->bt)
+            bm = btls_mask(c, bm);
         break;
     case S_LINGER:
         cm = EPOLLIN;
@@ -258,6 +260,7 @@ void conn_close(plane *p, conn *c) {
     c->bfd = c->cfd = -1;
     SSL_free(c->ssl);
     c->ssl = NULL;
+    btls_free(c);
     free(c->c2b);
     free(c->b2c);
     free(c->targets);
@@ -302,6 +305,7 @@ void free_dead(plane *p) {
 }
 
 void close_backend(conn *c) {
+    btls_drop(c); /* a TLS backend's SSL goes with its socket */
     if (c->bfd >= 0) {
         close(c->bfd);
         c->bfd = -1;

@@ -333,11 +333,16 @@ void on_client(plane *p, conn *c, uint32_t ev) {
 
 void on_backend(plane *p, conn *c, uint32_t ev) {
     if (c->state == S_CONNECTING) {
-        connect_result(p, c, sock_error(c->bfd));
+        if (c->bt)
+            btls_connecting(p, c); /* the connect, then the TLS handshake */
+        else
+            connect_result(p, c, sock_error(c->bfd));
     } else if (c->state == S_RELAY) {
         if ((ev & EPOLLERR) || ((ev & EPOLLHUP) && !(c->bmask & EPOLLIN))) {
             int err = sock_error(c->bfd);
             close_early(p, c, err ? errno_text("backend error: ", err) : (Py_INCREF(R_BACKEND_CLOSED), R_BACKEND_CLOSED));
+        } else if (c->bt) {
+            btls_relay(p, c, ev);
         } else {
             if ((ev & EPOLLOUT) && c->c2b_len)
                 flush_c2b(p, c);

@@ -22,8 +22,8 @@ void backend_finished(plane *p, conn *c) {
 
 void client_finished(plane *p, conn *c) {
     c->client_done = 1;
-    if (c->c2b_len == 0 && c->bfd >= 0)
-        shutdown(c->bfd, SHUT_WR);
+    if (c->c2b_len == 0)
+        backend_eof(c); /* FIN; close_notify first to a TLS backend */
     if (c->backend_done)
         finish(p, c);
     else if (!c->reason)
@@ -32,6 +32,8 @@ void client_finished(plane *p, conn *c) {
 
 /* Write plaintext to the backend; keep what it does not take (bounded by the chunk). */
 int send_backend(plane *p, conn *c, const char *data, size_t n) {
+    if (c->bt)
+        return btls_write(p, c, data, n);
     ssize_t w = send(c->bfd, data, n, MSG_NOSIGNAL);
     if (w < 0) {
         if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
@@ -55,6 +57,10 @@ int send_backend(plane *p, conn *c, const char *data, size_t n) {
 }
 
 void flush_c2b(plane *p, conn *c) {
+    if (c->bt) {
+        btls_flush(p, c);
+        return;
+    }
     while (c->c2b_len) {
         ssize_t w = send(c->bfd, c->c2b + c->c2b_off, c->c2b_len, MSG_NOSIGNAL);
         if (w < 0) {
@@ -177,6 +183,8 @@ void flush_b2c(plane *p, conn *c) {
         free(c->b2c);
         c->b2c = NULL;
         c->b2c_len = 0;
+        if (c->bt)
+            btls_resume(p, c); /* OpenSSL may hold more of the backend's input */
     }
     if (c->shut_pending) {
         send_close_notify(c);
@@ -186,6 +194,10 @@ void flush_b2c(plane *p, conn *c) {
 }
 
 void pump_b2c(plane *p, conn *c) {
+    if (c->bt) {
+        btls_pump(p, c);
+        return;
+    }
     size_t cap = c->l->cap;
     for (int i = 0; i < BACKEND_READS; i++) {
         ssize_t n = recv(c->bfd, scratch, cap, 0);
@@ -227,7 +239,7 @@ fail:
 /* The attempts so far, to Python at once (on_connect): the pool's passive health and its
  * log line must not wait for the next connection (the Python plane records them as they
  * happen). Python counts only the attempts it has not seen yet. */
-static void report_attempts(plane *p, conn *c) {
+void report_attempts(plane *p, conn *c) {
     if (!c->attempts)
         return;
     PyObject *r = PyObject_CallFunction(p->on_connect, "iKO", c->l->lid, c->id, c->attempts);
@@ -304,7 +316,8 @@ void connect_result(plane *p, conn *c, int err) {
 }
 
 /* What Python decided: (addresses, preamble, connect timeout[, report the connect at
- * once]), a refusal text, or None: decided later (names to resolve), by Plane.decide(). */
+ * once[, backend TLS settings]]), a refusal text, or None: decided later (names to
+ * resolve), by Plane.decide(). */
 int take_decision(plane *p, conn *c, PyObject *d) {
     if (d == Py_None) {
         tl_insert(&p->awaiting, c, AWAITING); /* no deadline: Python bounds the resolution */
@@ -315,12 +328,13 @@ int take_decision(plane *p, conn *c, PyObject *d) {
         close_early(p, c, d);
         return 0;
     }
-    PyObject *addrs;
+    PyObject *addrs, *tls = Py_None;
     const char *pre;
     Py_ssize_t prelen;
     double timeout;
     int report = 0;
-    if (!PyArg_ParseTuple(d, "O!y#d|p", &PyTuple_Type, &addrs, &pre, &prelen, &timeout, &report))
+    if (!PyArg_ParseTuple(d, "O!y#d|pO", &PyTuple_Type, &addrs, &pre, &prelen, &timeout, &report,
+                          &tls))
         return -1;
     Py_ssize_t n = PyTuple_GET_SIZE(addrs);
     if (n < 1 || n > 64) {
@@ -381,6 +395,8 @@ int take_decision(plane *p, conn *c, PyObject *d) {
         memcpy(c->c2b, pre, (size_t)prelen);
         c->c2b_len = (size_t)prelen;
     }
+    if (tls != Py_None && btls_take(c, tls) < 0) /* TLS to the backend: its settings */
+        return -1;
     c->state = S_CONNECTING;
     try_connect(p, c);
     return 0;

@@ -1,0 +1,441 @@
+/* Compiled data plane: TLS to backends (``tls = yes`` in a [backend:NAME]). See fastplane.h.
+ *
+ * The Python plane's reference is tunnel/dataplane/backend_tls.py and failover.py; this
+ * file does the same on the backend socket:
+ *  - Python hands, with the addresses to try, (SSLContext, SSL_CTX*, host flags or -1,
+ *    server name per address). The SSLContext reference keeps the SSL_CTX alive while
+ *    the addresses are tried (each SSL also holds a reference).
+ *  - After each TCP/Unix connect: the PROXY header in plaintext (it is TCP-level), then
+ *    SSL_connect, all under the attempt's connect deadline. The server name is set as
+ *    CPython's wrap_bio sets it: SNI unless it is an IP address, and the host (or IP)
+ *    checked against the certificate when the context has check_hostname. No session is
+ *    reused, as on the Python plane.
+ *  - A failed handshake fails the attempt: it is recorded with its text and reported to
+ *    Python at once like any failed attempt (Python logs the WARNING that failover would
+ *    hide otherwise); the next address is tried. The backend never sees our SSL objects reach a CPython callback: Python
+ *    refuses contexts with a key log or message callback (CompiledPlane.add), and CPython
+ *    installs no verify or SNI callback on a client context.
+ *  - Relay: SSL_write of a blocked chunk is retried with the same bytes (c2b), SSL_read
+ *    runs until OpenSSL holds nothing more (read-ahead: epoll cannot announce what it
+ *    holds), the client's end goes on as close_notify then FIN, the backend's
+ *    close_notify (or a bare FIN, like the Python plane) as the client's close_notify.
+ */
+#include "fastplane.h"
+
+#include <openssl/x509v3.h>
+
+#define TLS_FAILED (-2)       /* attempt result: the handshake failed (text: why) */
+#define CLOSED_IN_HS (-3)     /* attempt result: the backend closed during the handshake */
+
+struct btls {
+    PyObject *settings; /* (SSLContext, SSL_CTX*, host flags | -1, names) */
+    SSL_CTX *ctx;
+    int hostflags; /* -1: the context does not check the host name */
+    SSL *ssl;      /* of the current attempt / the relay */
+    char *pre;     /* the PROXY header, sent in plaintext before every ClientHello */
+    size_t pre_len, pre_off;
+    unsigned hs_want_write : 1, rd_want_write : 1, wr_want_read : 1, shut_pending : 1,
+        eof : 1, fin_sent : 1;
+};
+
+/* The backend's TLS settings of one decision; the preamble moves here from c2b (it goes
+ * out in plaintext before each attempt's handshake, not once through the relay). */
+int btls_take(conn *c, PyObject *tls) {
+    PyObject *ctxobj, *names;
+    unsigned long long ptr;
+    int flags;
+    if (!PyArg_ParseTuple(tls, "OKiO!", &ctxobj, &ptr, &flags, &PyTuple_Type, &names))
+        return -1;
+    if (PyTuple_GET_SIZE(names) != c->ntargets) {
+        PyErr_SetString(PyExc_ValueError, "one server name (or None) per address expected");
+        return -1;
+    }
+    struct btls *bt = calloc(1, sizeof *bt);
+    if (!bt) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_INCREF(tls);
+    bt->settings = tls;
+    bt->ctx = (SSL_CTX *)(uintptr_t)ptr;
+    bt->hostflags = flags;
+    bt->pre = c->c2b;
+    bt->pre_len = c->c2b_len;
+    c->c2b = NULL;
+    c->c2b_len = c->c2b_off = 0;
+    c->bt = bt;
+    return 0;
+}
+
+/* The attempt's SSL (closed with the socket: a failed attempt, or the relay's end). */
+void btls_drop(conn *c) {
+    struct btls *bt = c->bt;
+    if (!bt)
+        return;
+    SSL_free(bt->ssl); /* the socket BIO does not close the fd, nor send anything */
+    bt->ssl = NULL;
+    bt->pre_off = 0;
+    bt->hs_want_write = bt->rd_want_write = bt->wr_want_read = bt->shut_pending = 0;
+    bt->eof = bt->fin_sent = 0;
+}
+
+void btls_free(conn *c) {
+    struct btls *bt = c->bt;
+    if (!bt)
+        return;
+    btls_drop(c);
+    free(bt->pre);
+    Py_XDECREF(bt->settings);
+    free(bt);
+    c->bt = NULL;
+}
+
+/* ------------------------------------------------------------------ handshake */
+
+static void record_attempt(plane *p, conn *c, int result, PyObject *text) {
+    if (!text)
+        goto fail;
+    if (!c->attempts && !(c->attempts = PyList_New(0)))
+        goto fail;
+    PyObject *item = Py_BuildValue("(iidO)", c->cur, result, p->now - c->attempt_start, text);
+    if (!item || PyList_Append(c->attempts, item) < 0) {
+        Py_XDECREF(item);
+        goto fail;
+    }
+    Py_DECREF(item);
+    Py_DECREF(text);
+    return;
+fail:
+    Py_XDECREF(text);
+    PyErr_Clear();
+}
+
+/* Why the handshake failed, in the words of the Python plane (failover.py): the verify
+ * message of a certificate that did not verify (CPython's own wording for a name
+ * mismatch), else OpenSSL's reason. */
+static PyObject *handshake_why(conn *c, unsigned long code) {
+    SSL *s = c->bt->ssl;
+    if (ERR_GET_REASON(code) == SSL_R_CERTIFICATE_VERIFY_FAILED) {
+        long result = SSL_get_verify_result(s);
+        ERR_clear_error();
+        PyObject *names = PyTuple_GET_ITEM(c->bt->settings, 3);
+        PyObject *name = PyTuple_GET_ITEM(names, c->cur);
+        if (result == X509_V_ERR_HOSTNAME_MISMATCH && name != Py_None)
+            return PyUnicode_FromFormat(
+                "Hostname mismatch, certificate is not valid for '%U'.", name);
+        if (result == X509_V_ERR_IP_ADDRESS_MISMATCH && name != Py_None)
+            return PyUnicode_FromFormat(
+                "IP address mismatch, certificate is not valid for '%U'.", name);
+        return PyUnicode_FromString(X509_verify_cert_error_string(result));
+    }
+    return ssl_error_text("");
+}
+
+/* The attempt failed in TLS: recorded with its text, told to Python at once (the pool, the
+ * WARNING), then the next address. */
+static void handshake_failed(plane *p, conn *c, unsigned long code) {
+    PyObject *why = handshake_why(c, code);
+    close_backend(c);
+    record_attempt(p, c, TLS_FAILED,
+                   why ? PyUnicode_FromFormat("TLS handshake failed: %U", why) : NULL);
+    Py_XDECREF(why);
+    report_attempts(p, c);
+    c->cur++;
+    try_connect(p, c);
+}
+
+static void handshake_closed(plane *p, conn *c) {
+    close_backend(c);
+    record_attempt(p, c, CLOSED_IN_HS, PyUnicode_FromString("closed during the TLS handshake"));
+    report_attempts(p, c);
+    c->cur++;
+    try_connect(p, c);
+}
+
+/* The server name of this attempt, set as CPython's wrap_bio(server_hostname=) does. */
+static int set_name(struct btls *bt, PyObject *name) {
+    if (name == Py_None)
+        return 1;
+    const char *host = PyUnicode_AsUTF8(name);
+    if (!host) {
+        PyErr_Clear();
+        return 0;
+    }
+    ASN1_OCTET_STRING *ip = a2i_IPADDRESS(host);
+    if (!ip)
+        ERR_clear_error();
+    int ok = ip || SSL_set_tlsext_host_name(bt->ssl, host);
+    if (ok && bt->hostflags >= 0) {
+        X509_VERIFY_PARAM *param = SSL_get0_param(bt->ssl);
+        X509_VERIFY_PARAM_set_hostflags(param, (unsigned int)bt->hostflags);
+        ok = ip ? X509_VERIFY_PARAM_set1_ip(param, ASN1_STRING_get0_data(ip),
+                                            (size_t)ASN1_STRING_length(ip))
+                : X509_VERIFY_PARAM_set1_host(param, host, 0);
+    }
+    ASN1_OCTET_STRING_free(ip);
+    return ok;
+}
+
+/* The PROXY header, then a fresh SSL: 1 ready, 0 wait (for EPOLLOUT), -1 attempt over. */
+static int start(plane *p, conn *c) {
+    struct btls *bt = c->bt;
+    while (bt->pre_off < bt->pre_len) {
+        ssize_t w = send(c->bfd, bt->pre + bt->pre_off, bt->pre_len - bt->pre_off, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return 0;
+            connect_result(p, c, errno);
+            return -1;
+        }
+        bt->pre_off += (size_t)w;
+    }
+    SSL *s = SSL_new(bt->ctx);
+    bt->ssl = s;
+    if (!s || !SSL_set_fd(s, c->bfd) ||
+        !set_name(bt, PyTuple_GET_ITEM(PyTuple_GET_ITEM(bt->settings, 3), c->cur))) {
+        ERR_clear_error();
+        connect_result(p, c, ENOMEM);
+        return -1;
+    }
+    SSL_set_connect_state(s);
+    SSL_set_mode(s, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_AUTO_RETRY);
+    SSL_set_read_ahead(s, 1);
+    return 1;
+}
+
+/* An event of the backend socket while connecting: the connect's result, the PROXY
+ * header, the handshake; done, the relay starts (and reads what OpenSSL already holds). */
+void btls_connecting(plane *p, conn *c) {
+    struct btls *bt = c->bt;
+    if (!bt->ssl) {
+        int err = sock_error(c->bfd);
+        if (err) {
+            connect_result(p, c, err);
+            return;
+        }
+        if (start(p, c) <= 0)
+            return;
+    }
+    ERR_clear_error();
+    errno = 0;
+    int r = SSL_do_handshake(bt->ssl);
+    if (r == 1) {
+        SSL_set_options(bt->ssl, SSL_OP_IGNORE_UNEXPECTED_EOF); /* a bare FIN: the end */
+        connect_result(p, c, 0);
+        if (c->state == S_RELAY)
+            btls_pump(p, c);
+        return;
+    }
+    int e = SSL_get_error(bt->ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        bt->hs_want_write = e == SSL_ERROR_WANT_WRITE;
+        return;
+    }
+    int err = errno;
+    unsigned long code = ERR_peek_error();
+    if (code && ERR_GET_REASON(code) != SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+        handshake_failed(p, c, code);
+        return;
+    }
+    ERR_clear_error();
+    if (err)
+        connect_result(p, c, err); /* reset: counted as the socket error it is */
+    else
+        handshake_closed(p, c);
+}
+
+/* ------------------------------------------------------------------ relay */
+
+uint32_t btls_mask(conn *c, uint32_t bm) {
+    struct btls *bt = c->bt;
+    if (c->state == S_CONNECTING)
+        return bt->ssl && !bt->hs_want_write ? EPOLLIN : EPOLLOUT;
+    if (c->c2b_len && bt->wr_want_read)
+        bm = (bm & ~(uint32_t)EPOLLOUT) | EPOLLIN; /* writable is no news to SSL_write */
+    if (bt->rd_want_write || bt->shut_pending)
+        bm |= EPOLLOUT;
+    return bm;
+}
+
+/* 1 written, 0 blocked (retry with the same bytes), -1 failed (the connection ends). */
+static int bwrite(plane *p, conn *c, const char *data, size_t n) {
+    struct btls *bt = c->bt;
+    ERR_clear_error();
+    errno = 0;
+    int r = SSL_write(bt->ssl, data, (int)n);
+    if (r > 0)
+        return 1;
+    int e = SSL_get_error(bt->ssl, r);
+    if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
+        bt->wr_want_read = e == SSL_ERROR_WANT_READ;
+        return 0;
+    }
+    if (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)
+        close_early(p, c, errno_text("backend error: ", errno ? errno : EPIPE));
+    else
+        close_early(p, c, ssl_error_text("backend TLS error: "));
+    return -1;
+}
+
+/* send_backend for a TLS backend: what is not taken is kept in c2b for the retry. */
+int btls_write(plane *p, conn *c, const char *data, size_t n) {
+    int r = bwrite(p, c, data, n);
+    if (r < 0)
+        return 0;
+    if (r == 0 && data != c->c2b) {
+        c->c2b = malloc(n);
+        if (!c->c2b) {
+            close_early(p, c, PyUnicode_FromString("out of memory"));
+            return 0;
+        }
+        memcpy(c->c2b, data, n);
+        c->c2b_len = n;
+        c->c2b_off = 0;
+    }
+    return 1;
+}
+
+/* flush_c2b for a TLS backend: the blocked chunk again; then the client's end, or more. */
+void btls_flush(plane *p, conn *c) {
+    if (c->c2b_len) {
+        if (bwrite(p, c, c->c2b, c->c2b_len) <= 0)
+            return;
+        free(c->c2b);
+        c->c2b = NULL;
+        c->c2b_len = c->c2b_off = 0;
+    }
+    if (c->client_done)
+        backend_eof(c);
+    else
+        pump_c2b(p, c);
+}
+
+/* The client is done sending: close_notify, then FIN (a blocked close_notify: later). */
+void backend_eof(conn *c) {
+    struct btls *bt = c->bt;
+    if (c->bfd < 0)
+        return;
+    if (!bt) {
+        shutdown(c->bfd, SHUT_WR);
+        return;
+    }
+    if (bt->fin_sent)
+        return;
+    ERR_clear_error();
+    int r = SSL_shutdown(bt->ssl);
+    bt->shut_pending = r < 0 && SSL_get_error(bt->ssl, r) == SSL_ERROR_WANT_WRITE;
+    ERR_clear_error();
+    if (!bt->shut_pending) {
+        shutdown(c->bfd, SHUT_WR);
+        bt->fin_sent = 1;
+    }
+}
+
+static void read_failed(plane *p, conn *c, int sslerr, int err) {
+    if (sslerr)
+        close_early(p, c, ssl_error_text("backend TLS error: "));
+    else if (err)
+        close_early(p, c, errno_text("backend error: ", err));
+    else {
+        ERR_clear_error();
+        backend_finished(p, c);
+    }
+}
+
+/* pump_b2c for a TLS backend: decrypt and pass on until OpenSSL wants more input or the
+ * client stops taking it. What OpenSSL still holds then is read by btls_resume. */
+void btls_pump(plane *p, conn *c) {
+    struct btls *bt = c->bt;
+    size_t cap = c->l->cap;
+    if (c->b2c_len || c->backend_done || c->state != S_RELAY || !bt->ssl)
+        return;
+    bt->rd_want_write = 0;
+    for (int i = 0; i < BACKEND_READS; i++) {
+        size_t len = 0;
+        int end = 0, sslerr = 0, err = 0;
+        while (len < cap) {
+            ERR_clear_error();
+            errno = 0;
+            int n = SSL_read(bt->ssl, scratch + len, (int)(cap - len));
+            if (n > 0) {
+                len += (size_t)n;
+                if (!SSL_has_pending(bt->ssl))
+                    break;
+                continue;
+            }
+            int e = SSL_get_error(bt->ssl, n);
+            if (e == SSL_ERROR_WANT_READ)
+                break;
+            if (e == SSL_ERROR_WANT_WRITE) {
+                bt->rd_want_write = 1;
+                break;
+            }
+            end = e == SSL_ERROR_ZERO_RETURN ? 1 : 2;
+            if (end == 2) {
+                err = errno;
+                sslerr = e == SSL_ERROR_SSL || ERR_peek_error() != 0;
+            }
+            break;
+        }
+        if (len) {
+            c->bytes_out += len;
+            tl_insert(&c->l->idle_list, c, p->now + c->l->idle_timeout);
+            int sent = ssl_send(p, c, scratch, len);
+            if (c->state != S_RELAY)
+                return;
+            if (!sent) { /* the client is slow: the end is passed on after the rest */
+                if (end == 1)
+                    bt->eof = 1;
+                else if (end == 2)
+                    read_failed(p, c, sslerr, err);
+                return;
+            }
+        }
+        if (end == 1) {
+            ERR_clear_error();
+            backend_finished(p, c);
+            return;
+        }
+        if (end == 2) {
+            read_failed(p, c, sslerr, err);
+            return;
+        }
+        if (len < cap || bt->rd_want_write)
+            return;
+    }
+}
+
+/* The client took a blocked chunk: go on with what OpenSSL holds (no epoll event says). */
+void btls_resume(plane *p, conn *c) {
+    if (c->state != S_RELAY || c->b2c_len)
+        return;
+    if (c->bt->eof) {
+        c->bt->eof = 0;
+        backend_finished(p, c);
+        return;
+    }
+    btls_pump(p, c);
+}
+
+/* An event of the backend socket while relaying (errors were handled by the caller). */
+void btls_relay(plane *p, conn *c, uint32_t ev) {
+    struct btls *bt = c->bt;
+    if (ev & EPOLLOUT) {
+        if (bt->shut_pending)
+            backend_eof(c);
+        if (c->c2b_len && !bt->wr_want_read)
+            flush_c2b(p, c);
+        if (c->state == S_RELAY && bt->rd_want_write)
+            btls_pump(p, c);
+    }
+    if (c->state != S_RELAY || !(ev & (EPOLLIN | EPOLLHUP)))
+        return;
+    if (bt->wr_want_read && c->c2b_len) {
+        bt->wr_want_read = 0;
+        flush_c2b(p, c);
+    }
+    if (c->state == S_RELAY && (c->bmask & EPOLLIN))
+        btls_pump(p, c);
+}

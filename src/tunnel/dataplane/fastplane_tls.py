@@ -1,0 +1,90 @@
+"""TLS to backends on the compiled plane: what Python hands C with the addresses to try.
+
+C runs the handshake (``csrc/fp_backend_tls.c``) from the backend's client context that
+the supervisor built (:mod:`tunnel.tls.backend`), with the server name the Python plane
+would give ``wrap_bio`` for each address (the backend's ``sni``, else the connect host).
+A failed handshake is a failed connect attempt, reported to Python at once like the
+others; :func:`log_failure` writes the WARNING that failover would otherwise hide (the
+same line as :meth:`tunnel.dataplane.failover.PoolConnect._backend_tls_failed`).
+
+CPython callbacks that expect their own SSL object (key log, message callback) must
+never see the SSL objects of C: a context that has one is refused (:func:`check_context`),
+and that listener stays on the Python plane.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from tunnel.config import Address
+from tunnel.config.routing import RouteTable
+from tunnel.dataplane.targets import Target
+
+log = logging.getLogger("tunnel.conn")
+
+# (SSLContext, SSL_CTX*, host flags or -1, server name per address)
+Settings = tuple[ssl.SSLContext, int, int, tuple[str | None, ...]]
+
+
+def check_context(name: str, ctx: ssl.SSLContext) -> None:
+    """RuntimeError if C's SSL objects could reach a CPython callback of ``ctx``."""
+    if ctx.keylog_filename is not None:  # keylog_file, or SSLKEYLOGFILE in the environment
+        raise RuntimeError(f"backend {name}: TLS key log (the compiled plane has none)")
+    if getattr(ctx, "_msg_callback", None) is not None:
+        raise RuntimeError(f"backend {name}: a TLS message callback is set")
+    if ctx.sni_callback is not None:
+        raise RuntimeError(f"backend {name}: an SNI callback is set")
+
+
+def check_targets(routes: RouteTable[Target]) -> None:
+    """:func:`check_context` for every TLS backend a listener's routes lead to."""
+    sni = routes.sni
+    for target in (
+        routes.default,
+        *sni.exact.values(),
+        *sni.wildcard.values(),
+        *routes.alpn.values(),
+    ):
+        if target.tls is not None:
+            check_context(target.backend.name, target.tls)
+
+
+def server_name(sni: str | None, addr: Address) -> str | None:
+    """The name sent (SNI) and checked, as the Python plane passes it to ``wrap_bio``."""
+    host = sni or (addr.host if addr.kind == "tcp" else None)
+    if host is None:
+        return None
+    return host.encode("idna").decode("ascii")  # as SSLContext.wrap_bio encodes it
+
+
+class BackendTLS:
+    """The per-connection TLS settings of the backends a compiled plane reaches."""
+
+    def __init__(self, pointer: Callable[[ssl.SSLContext], int]) -> None:
+        self._pointer = pointer
+        self._contexts: dict[ssl.SSLContext, tuple[int, int]] = {}
+
+    def settings(
+        self, ctx: ssl.SSLContext, sni: str | None, origins: Sequence[Address]
+    ) -> Settings:
+        """What C needs to connect over TLS to each of ``origins`` in turn."""
+        known = self._contexts.get(ctx)
+        if known is None:
+            flags = int(getattr(ctx, "_host_flags", 0)) if ctx.check_hostname else -1
+            known = self._contexts[ctx] = (self._pointer(ctx), flags)
+        names = tuple(server_name(sni, addr) for addr in origins)
+        return ctx, known[0], known[1], names
+
+
+def log_failure(listener: str, addr: Any, why: str, last: bool) -> None:
+    """The WARNING of a backend whose TLS handshake failed (as on the Python plane)."""
+    log.warning(
+        "[%s] backend %s: TLS handshake failed: %s%s",
+        listener,
+        addr,
+        why,
+        "" if last else "; trying the next address",
+    )
