@@ -333,15 +333,27 @@ void backend_eof(conn *c) {
     }
 }
 
-static void read_failed(plane *p, conn *c, int sslerr, int err) {
-    if (sslerr)
-        close_early(p, c, ssl_error_text("backend TLS error: "));
-    else if (err)
-        close_early(p, c, errno_text("backend error: ", err));
-    else {
-        ERR_clear_error();
-        backend_finished(p, c);
+/* Why reading failed, in words, taken at once (a later SSL call clears OpenSSL's queue);
+ * NULL: no error, a bare end of input. */
+static PyObject *read_error(int e) {
+    int err = errno;
+    if (e == SSL_ERROR_SSL || ERR_peek_error() != 0)
+        return ssl_error_text("backend TLS error: ");
+    if (err)
+        return errno_text("backend error: ", err);
+    return NULL;
+}
+
+static void read_failed(plane *p, conn *c, PyObject *why) {
+    if (why) {
+        close_early(p, c, why);
+        return;
     }
+    ERR_clear_error();
+    if (PyErr_Occurred())
+        close_early(p, c, NULL); /* the text could not be made */
+    else
+        backend_finished(p, c);
 }
 
 /* pump_b2c for a TLS backend: decrypt and pass on until OpenSSL wants more input or the
@@ -354,7 +366,8 @@ void btls_pump(plane *p, conn *c) {
     bt->rd_want_write = 0;
     for (int i = 0; i < BACKEND_READS; i++) {
         size_t len = 0;
-        int end = 0, sslerr = 0, err = 0;
+        int end = 0;
+        PyObject *why = NULL;
         while (len < cap) {
             ERR_clear_error();
             errno = 0;
@@ -373,23 +386,23 @@ void btls_pump(plane *p, conn *c) {
                 break;
             }
             end = e == SSL_ERROR_ZERO_RETURN ? 1 : 2;
-            if (end == 2) {
-                err = errno;
-                sslerr = e == SSL_ERROR_SSL || ERR_peek_error() != 0;
-            }
+            if (end == 2)
+                why = read_error(e);
             break;
         }
         if (len) {
             c->bytes_out += len;
             tl_insert(&c->l->idle_list, c, p->now + c->l->idle_timeout);
             int sent = ssl_send(p, c, scratch, len);
-            if (c->state != S_RELAY)
+            if (c->state != S_RELAY) {
+                Py_XDECREF(why);
                 return;
+            }
             if (!sent) { /* the client is slow: the end is passed on after the rest */
                 if (end == 1)
                     bt->eof = 1;
                 else if (end == 2)
-                    read_failed(p, c, sslerr, err);
+                    read_failed(p, c, why);
                 return;
             }
         }
@@ -399,7 +412,7 @@ void btls_pump(plane *p, conn *c) {
             return;
         }
         if (end == 2) {
-            read_failed(p, c, sslerr, err);
+            read_failed(p, c, why);
             return;
         }
         if (len < cap || bt->rd_want_write)

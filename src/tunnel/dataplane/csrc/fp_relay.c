@@ -93,6 +93,7 @@ void pump_c2b(plane *p, conn *c) {
     for (;;) {
         size_t len = 0;
         int end = 0, sslerr = 0, err = 0;
+        PyObject *why = NULL; /* taken at once: a TLS backend's SSL_write clears the queue */
         while (len < cap) {
             ERR_clear_error();
             errno = 0;
@@ -116,14 +117,18 @@ void pump_c2b(plane *p, conn *c) {
             }
             err = errno;
             sslerr = e == SSL_ERROR_SSL || ERR_peek_error() != 0;
+            if (sslerr)
+                why = ssl_error_text("TLS error from client: ");
             end = 2;
             break;
         }
         if (len) {
             c->bytes_in += len;
             tl_insert(&c->l->idle_list, c, p->now + c->l->idle_timeout);
-            if (!send_backend(p, c, scratch, len))
+            if (!send_backend(p, c, scratch, len)) {
+                Py_XDECREF(why);
                 return;
+            }
         }
         if (end == 1) {
             ERR_clear_error();
@@ -133,7 +138,7 @@ void pump_c2b(plane *p, conn *c) {
         if (end == 2) {
             c->fatal = 1;
             if (sslerr)
-                close_early(p, c, ssl_error_text("TLS error from client: "));
+                close_early(p, c, why);
             else if (err)
                 client_lost(p, c, err);
             else {

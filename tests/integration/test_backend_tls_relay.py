@@ -1,0 +1,297 @@
+"""TLS to backends, the relay and the failures: the same on both planes.
+
+Half-close both ways (close_notify each way, large transfers through back-pressure), the
+PROXY header sent in plaintext before every handshake (also on failover), and the close
+reason of each way a backend handshake can fail. test_backend_tls.py covers verification,
+SNI, client certificates and the failure's WARNING and metric.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+import ssl
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+
+from .harness import (
+    BackendFactory,
+    BioClient,
+    Certs,
+    ConnRecord,
+    TunnelFactory,
+    pattern,
+    recv_exactly,
+    wait_until,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+COMPILED = os.environ.get("TUNNEL_DATAPLANE", "").lower() == "compiled"
+REPLY = pattern(3 * 1024 * 1024 + 17, 3)  # larger than every socket buffer on the way
+UPLOAD = pattern(1024 * 1024 + 5, 5)
+GREETING = b"greeting from the TLS backend\n"
+MISMATCH = "Hostname mismatch, certificate is not valid"  # CPython's words, kept by C
+
+
+class BioServer:
+    """The backend's TLS over memory BIOs: it can send close_notify and go on reading."""
+
+    def __init__(self, sock: socket.socket, ctx: ssl.SSLContext) -> None:
+        self.sock = sock
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self.incoming, self.outgoing, server_side=True)
+        while True:
+            try:
+                self.obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self._flush()
+                self._fill()
+        self._flush()
+
+    def _flush(self) -> None:
+        if data := self.outgoing.read():
+            self.sock.sendall(data)
+
+    def _fill(self) -> None:
+        data = self.sock.recv(65536)
+        if not data:
+            self.incoming.write_eof()
+        self.incoming.write(data)
+
+    def send(self, data: bytes) -> None:
+        for i in range(0, len(data), 65536):
+            self.obj.write(data[i : i + 65536])
+            self._flush()
+
+    def recv_all(self) -> bytes:
+        """Everything until the peer's close_notify (read() may say it with b"")."""
+        parts = []
+        while True:
+            try:
+                data = self.obj.read(65536)
+                if not data:
+                    return b"".join(parts)
+                parts.append(data)
+            except ssl.SSLWantReadError:
+                self._flush()
+                self._fill()
+            except ssl.SSLZeroReturnError:
+                return b"".join(parts)
+
+    def close_notify(self) -> None:
+        with contextlib.suppress(ssl.SSLWantReadError):
+            self.obj.unwrap()
+        self._flush()
+
+
+def server_ctx(certs: Certs) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(certs.cert_path, certs.key_path)
+    return ctx
+
+
+def tls_section(address: str | list[str], ca: Path, **more: str) -> dict[str, Any]:
+    return {"connect": address, "tls": "yes", "ca": str(ca), "connect_timeout": "1s"} | more
+
+
+@pytest.fixture
+def ca_file(certs: Certs, tmp_path: Path) -> Path:
+    path = tmp_path / "backend-ca.pem"
+    certs.ca.cert_pem.write_to_path(str(path))
+    return path
+
+
+def on_plane(tunnel: Any) -> None:
+    wait_until(lambda: "data plane" in tunnel.log(), what="the data plane line")
+    plane = "compiled data plane" if COMPILED else "python data plane"
+    assert f"listener test: {plane}" in tunnel.log()
+
+
+def summary(tunnel: Any) -> str:
+    line: str = wait_until(
+        lambda: next((ln for ln in tunnel.log().splitlines() if "reason=" in ln), None),
+        what="the summary line",
+    )
+    return line
+
+
+def test_client_close_notify_first_then_a_large_reply(
+    certs: Certs, ca_file: Path, start_tunnel: TunnelFactory, start_backend: BackendFactory
+) -> None:
+    """Client close_notify -> backend close_notify (+FIN); the reply still flows back."""
+    got: list[bytes] = []
+
+    def handler(record: ConnRecord) -> None:
+        server = BioServer(record.sock, server_ctx(certs))
+        got.append(server.recv_all())
+        server.send(REPLY)
+        server.close_notify()
+        record.sock.close()
+
+    backend = start_backend(handler)
+    tunnel = start_tunnel(
+        None, backend="b", extra={"backend:b": tls_section(backend.address, ca_file)}
+    )
+    on_plane(tunnel)
+    client = BioClient(certs.client_context(), (tunnel.host, tunnel.port))
+    client.handshake()
+    client.send(UPLOAD)
+    client.close_notify()
+    assert client.recv_all() == REPLY
+    client.close()
+    wait_until(lambda: got, what="the backend's read")
+    assert got[0] == UPLOAD
+    line = summary(tunnel)
+    assert 'reason="done"' in line
+    assert f"in={len(UPLOAD)} out={len(REPLY)}" in line
+
+
+def test_backend_close_notify_first_client_keeps_sending(
+    certs: Certs, ca_file: Path, start_tunnel: TunnelFactory, start_backend: BackendFactory
+) -> None:
+    """Backend close_notify -> client close_notify; the client then uploads 1 MiB."""
+    got: list[bytes] = []
+
+    def handler(record: ConnRecord) -> None:
+        server = BioServer(record.sock, server_ctx(certs))
+        server.send(GREETING)
+        server.close_notify()
+        got.append(server.recv_all())
+
+    backend = start_backend(handler)
+    tunnel = start_tunnel(
+        None, backend="b", extra={"backend:b": tls_section(backend.address, ca_file)}
+    )
+    on_plane(tunnel)
+    client = BioClient(certs.client_context(), (tunnel.host, tunnel.port))
+    client.handshake()
+    assert client.recv_all() == GREETING
+    client.send(UPLOAD)
+    client.close_notify()
+    wait_until(lambda: got, what="the upload at the backend")
+    assert got[0] == UPLOAD
+    assert client.recv(10) == b""
+    client.close()
+    assert 'reason="done"' in summary(tunnel)
+
+
+def test_the_proxy_header_goes_in_plaintext_before_every_handshake(
+    certs: Certs,
+    ca_file: Path,
+    start_tunnel: TunnelFactory,
+    start_backend: BackendFactory,
+    tmp_path: Path,
+) -> None:
+    """Failover after a failed handshake sends the header again, to the next address."""
+    headers: list[bytes] = []
+    other = trustme.CA().issue_cert("localhost", "127.0.0.1")
+    bad_pem = tmp_path / "bad.pem"
+    other.private_key_and_cert_chain_pem.write_to_path(str(bad_pem))
+
+    def proxied(ctx: ssl.SSLContext) -> Any:
+        def handler(record: ConnRecord) -> None:
+            line = b""
+            while not line.endswith(b"\r\n"):
+                line += record.sock.recv(1)
+            headers.append(line)
+            with (
+                contextlib.suppress(ssl.SSLError, OSError),
+                ctx.wrap_socket(record.sock, server_side=True) as sock,
+            ):
+                while data := sock.recv(65536):
+                    sock.sendall(data)
+
+        return handler
+
+    bad_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    bad_ctx.load_cert_chain(bad_pem)
+    bad = start_backend(proxied(bad_ctx))
+    good = start_backend(proxied(server_ctx(certs)))
+    section = tls_section([bad.address, good.address], ca_file, proxy_protocol="v1")
+    tunnel = start_tunnel(None, backend="b", extra={"backend:b": section})
+    on_plane(tunnel)
+    with tunnel.connect(certs.client_context()) as sock:
+        sock.sendall(b"ping")
+        assert recv_exactly(sock.recv, 4) == b"ping"
+    assert len(headers) == 2
+    assert all(
+        re.fullmatch(rb"PROXY TCP4 127\.0\.0\.1 127\.0\.0\.1 \d+ \d+\r\n", h) for h in headers
+    )
+
+
+def silent(record: ConnRecord) -> None:
+    record.read_to_end()  # never answers the ClientHello
+
+
+def closes(record: ConnRecord) -> None:
+    record.sock.recv(65536)  # the ClientHello (left unread, it would make our close an RST)
+    record.sock.shutdown(socket.SHUT_WR)
+    record.read_to_end()
+
+
+@pytest.mark.parametrize(
+    ("kind", "why"),
+    [
+        ("mismatch", f"TLS handshake failed: {MISMATCH} for 'wrong.example'."),
+        ("closed", "closed during the TLS handshake"),
+        ("silent", "connect timed out"),
+    ],
+)
+def test_a_failed_backend_handshake_names_why(
+    kind: str,
+    why: str,
+    certs: Certs,
+    ca_file: Path,
+    start_tunnel: TunnelFactory,
+    start_backend: BackendFactory,
+) -> None:
+    """The client gets a clean close; the log line says why the backend was unreachable."""
+    handler: Any = {"silent": silent, "closes": closes, "closed": closes}.get(kind)
+    if handler is None:
+
+        def handler(record: ConnRecord) -> None:
+            with contextlib.suppress(ssl.SSLError, OSError):
+                server_ctx(certs).wrap_socket(record.sock, server_side=True).recv(1)
+
+    backend = start_backend(handler)
+    section = tls_section(backend.address, ca_file)
+    if kind == "mismatch":
+        section["sni"] = "wrong.example"
+    tunnel = start_tunnel(None, backend="b", extra={"backend:b": section})
+    on_plane(tunnel)
+    with tunnel.connect(certs.client_context()) as sock:
+        assert sock.recv(10) == b""  # close_notify, no data
+    line = summary(tunnel)
+    assert f'reason="backend unreachable: {backend.address}: {why}"' in line, line
+    assert f"backend={backend.address}" in line
+
+
+def test_a_bad_record_from_the_backend_is_a_backend_tls_error(
+    certs: Certs, ca_file: Path, start_tunnel: TunnelFactory, start_backend: BackendFactory
+) -> None:
+    done = threading.Event()
+
+    def handler(record: ConnRecord) -> None:
+        server = BioServer(record.sock, server_ctx(certs))
+        server.send(GREETING)
+        record.sock.sendall(b"\x17\x03\x03\x00\x20" + bytes(32))  # not from this session
+        done.wait(10)
+
+    backend = start_backend(handler)
+    tunnel = start_tunnel(
+        None, backend="b", extra={"backend:b": tls_section(backend.address, ca_file)}
+    )
+    on_plane(tunnel)
+    with tunnel.connect(certs.client_context()) as sock:
+        assert recv_exactly(sock.recv, len(GREETING)) == GREETING
+        assert sock.recv(10) == b""
+    done.set()
+    assert 'reason="backend TLS error: decryption failed or bad record mac"' in summary(tunnel)
