@@ -295,3 +295,41 @@ def test_a_bad_record_from_the_backend_is_a_backend_tls_error(
         assert sock.recv(10) == b""
     done.set()
     assert 'reason="backend TLS error: decryption failed or bad record mac"' in summary(tunnel)
+
+
+@pytest.mark.parametrize("where", ["name", "unix"])
+def test_the_server_name_of_a_named_or_unix_backend(
+    where: str,
+    certs: Certs,
+    ca_file: Path,
+    start_tunnel: TunnelFactory,
+    start_backend: BackendFactory,
+    tmp_path: Path,
+) -> None:
+    """A host name is resolved, yet the name (not the address) is sent and verified; a
+    Unix socket backend sends and verifies its ``sni``."""
+    names: list[str | None] = []
+    ctx = server_ctx(certs)
+    ctx.sni_callback = lambda _obj, name, _ctx: names.append(name)  # type: ignore[assignment,func-returns-value,misc]
+
+    def handler(record: ConnRecord) -> None:
+        with (
+            contextlib.suppress(ssl.SSLError, OSError),
+            ctx.wrap_socket(record.sock, server_side=True) as sock,
+        ):
+            while data := sock.recv(65536):
+                sock.sendall(data)
+
+    if where == "unix":
+        backend = start_backend(handler, unix_path=tmp_path / "tls.sock")
+        section = tls_section(backend.address, ca_file, sni="localhost")
+    else:
+        backend = start_backend(handler)
+        section = tls_section(f"localhost:{backend.port}", ca_file)
+    tunnel = start_tunnel(None, backend="b", extra={"backend:b": section})
+    on_plane(tunnel)
+    with tunnel.connect(certs.client_context()) as sock:
+        sock.sendall(b"name")
+        assert recv_exactly(sock.recv, 4) == b"name"
+    assert names == ["localhost"]
+    assert 'reason="done"' in summary(tunnel)
