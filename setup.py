@@ -34,6 +34,7 @@ SOURCES = [
         "fp_module",
         "fp_policy",
         "fp_backend_tls",
+        "fp_plain_client",
     )
 ]
 LDFLAGS: list[str] = []

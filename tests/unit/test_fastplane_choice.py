@@ -27,7 +27,6 @@ def test_a_plain_listener_is_compiled() -> None:
 @pytest.mark.parametrize(
     ("change", "why"),
     [
-        ({"client": True}, "client mode"),
         ({"acme": ("www.example.com",)}, "acme"),
     ],
 )
@@ -106,3 +105,10 @@ def test_the_layout_check_accepts_real_contexts_and_refuses_others() -> None:
     assert module.ctx_pointer(ctx) > 0
     with pytest.raises(TypeError):
         module.ctx_pointer(object())
+
+
+def test_client_mode_is_compiled() -> None:
+    """Plaintext clients (csrc/fp_plain_client.c), TLS to the backend."""
+    remote = BackendConfig("remote", (Address("tcp", "10.0.0.1", 443),), tls=True)
+    listener = dataclasses.replace(PLAIN, client=True, backend="remote")
+    assert fastplane.unsupported(listener, {"remote": remote}) is None

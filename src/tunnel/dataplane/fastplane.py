@@ -110,7 +110,8 @@ class CompiledPlane:
         """Serve ``runtime``'s listener from its sockets; raise OSError/RuntimeError if not."""
         ctx = runtime.ctx
         pointer = self._module.ctx_pointer
-        selector = ctx.sni_callback
+        # Client mode: plaintext clients, no context (C gets 0 and runs no TLS on that side).
+        selector = None if runtime.config.client else ctx.sni_callback
         table: NameTable[ssl.SSLContext] = NameTable()
         strict = False
         if isinstance(selector, SNISelector):
@@ -126,8 +127,9 @@ class CompiledPlane:
         )
         check_targets(runtime.routes)
         lid = len(self.runtimes)
-        ctx_ptr = pointer(ctx)
-        log_fd = keylog_fd(runtime)  # opened before C has anything: OSError falls back
+        ctx_ptr = 0 if cfg.client else pointer(ctx)  # client mode: no TLS on the client side
+        # No key log, nor ClientHello to look at, without TLS on the client side.
+        log_fd = -1 if cfg.client else keylog_fd(runtime)  # OSError: the Python plane
         fds = []
         try:
             for sock in socks:
@@ -157,7 +159,7 @@ class CompiledPlane:
         if cfg.proxy_from:
             timeout, nets, untrusted, expired = proxy_in_args(cfg)
             self.plane.proxy_in(lid, timeout, nets, self.proxy.feed, untrusted, expired)
-        if cfg.keylog_file is not None or runtime.deny_ja4:
+        if not cfg.client and (cfg.keylog_file is not None or runtime.deny_ja4):
             deny = bool(runtime.deny_ja4)
             self.plane.set_policy(  # owns log_fd from here on
                 lid,

@@ -71,3 +71,11 @@ class PlainClientConnection(ClientConnection):
         self._hello = None  # and no ClientHello to read
         self.state = CONNECTING
         self.on_handshake()
+
+    def _pass_fin(self) -> None:
+        """The backend's end (close_notify) becomes a FIN: plaintext has no close_notify.
+
+        The client may go on sending (half-close), as with a plain TLS listener.
+        """
+        if not self.transport.is_closing():
+            self.transport.write_eof()

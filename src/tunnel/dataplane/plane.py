@@ -62,8 +62,6 @@ def backends_of(
 
 def unsupported(listener: ListenerConfig, backends: Mapping[str, BackendConfig]) -> str | None:
     """Why the compiled plane cannot serve ``listener`` yet (None: it can)."""
-    if listener.client:
-        return "client mode"
     if listener.acme:
         return "acme (TLS-ALPN-01 challenges are answered in the handshake)"
     used = backends_of(listener, backends)

@@ -35,6 +35,9 @@
  *    built, under the connect timeout; a failed handshake is a failed attempt (failover).
  *    The relay then reads and writes that side with SSL_read/SSL_write; the hooks in
  *    fp_relay.c send each backend operation there when c->bt is set.
+ *  - Client mode (fp_plain_client.c): a listener without SSL_CTX has connections without
+ *    SSL (c->ssl NULL): accept goes straight to on_handshake, the client side is read and
+ *    written with recv/send, and its end is a FIN.
  *  - No length read from the network is trusted: every copy is bounded by the buffer it
  *    goes into (the scratch buffer, or a pending buffer allocated for exactly that size).
  */
@@ -253,6 +256,9 @@ void btls_flush(plane *p, conn *c);
 void btls_pump(plane *p, conn *c);
 void btls_resume(plane *p, conn *c);
 void backend_eof(conn *c);
+/* Client mode (fp_plain_client.c): the client side without TLS (c->ssl NULL). */
+void plain_pump_c2b(plane *p, conn *c);
+int plain_send(plane *p, conn *c, const char *data, size_t n);
 void btls_drop(conn *c);
 void btls_free(conn *c);
 void do_accept(plane *p, lsock *s);

@@ -228,6 +228,8 @@ PyObject *addr_tuple(const struct sockaddr *sa) {
 }
 
 PyObject *tls_facts(conn *c) {
+    if (!c->ssl) /* client mode: no TLS on the client side */
+        return Py_BuildValue("(zzzzOz)", NULL, NULL, NULL, NULL, Py_False, NULL);
     const char *sni = SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name);
     const unsigned char *alpn = NULL;
     unsigned int alpn_len = 0;
@@ -324,7 +326,7 @@ void close_early(plane *p, conn *c, PyObject *reason) {
     }
     if (reason)
         set_reason(c, reason);
-    if (c->state > S_HANDSHAKE && !c->backend_done && !c->fatal) {
+    if (c->ssl && c->state > S_HANDSHAKE && !c->backend_done && !c->fatal) {
         ERR_clear_error();
         SSL_shutdown(c->ssl); /* a blocked close_notify is dropped: linger is best effort */
         ERR_clear_error();

@@ -5,7 +5,7 @@
 
 /* The client's certificate (DER), where the listener asks for one; else None. */
 static PyObject *peer_cert(conn *c) {
-    X509 *cert = c->l->verify ? SSL_get0_peer_certificate(c->ssl) : NULL;
+    X509 *cert = c->l->verify && c->ssl ? SSL_get0_peer_certificate(c->ssl) : NULL;
     int len = cert ? i2d_X509(cert, NULL) : -1;
     if (len <= 0)
         Py_RETURN_NONE;
@@ -87,7 +87,8 @@ PyObject *take_hello(conn *c) {
 void handshake_done(plane *p, conn *c) {
     c->state = S_CONNECTING;
     tl_remove(c);
-    SSL_set_msg_callback(c->ssl, NULL); /* no callback per record of the relay */
+    if (c->ssl)
+        SSL_set_msg_callback(c->ssl, NULL); /* no callback per record of the relay */
     PyObject *local = Py_None;
     Py_INCREF(local);
     if (c->l->need_local) {
@@ -237,20 +238,22 @@ void do_accept(plane *p, lsock *s) {
             continue;
         }
         conn *c = calloc(1, sizeof *c);
-        SSL *ssl = c ? SSL_new(l->ctx) : NULL;
-        if (!ssl || !SSL_set_fd(ssl, fd)) {
+        SSL *ssl = c && l->ctx ? SSL_new(l->ctx) : NULL; /* no SSL_CTX: client mode */
+        if (!c || (l->ctx && (!ssl || !SSL_set_fd(ssl, fd)))) {
             ERR_clear_error();
             SSL_free(ssl);
             free(c);
             close(fd);
             continue;
         }
-        SSL_set_accept_state(ssl);
-        SSL_set_ex_data(ssl, conn_index, c);
-        SSL_set_mode(ssl, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-        SSL_set_read_ahead(ssl, 1);
-        SSL_set_msg_callback(ssl, hello_callback);
-        SSL_set_msg_callback_arg(ssl, c);
+        if (ssl) {
+            SSL_set_accept_state(ssl);
+            SSL_set_ex_data(ssl, conn_index, c);
+            SSL_set_mode(ssl, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+            SSL_set_read_ahead(ssl, 1);
+            SSL_set_msg_callback(ssl, hello_callback);
+            SSL_set_msg_callback_arg(ssl, c);
+        }
         if (peer.sa.sa_family != AF_UNIX) {
             int one = 1;
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -277,6 +280,11 @@ void do_accept(plane *p, lsock *s) {
         gate_opened(p, l);
         if (l->proxy)
             proxy_start(p, c); /* the per-IP limits count the header's client, after it */
+        else if (!ssl) { /* client mode: plaintext, straight on to the backend */
+            handshake_done(p, c);
+            if (c->state != S_CLOSED)
+                want(p, c);
+        }
     }
 }
 

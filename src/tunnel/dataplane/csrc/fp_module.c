@@ -116,8 +116,10 @@ static PyObject *Plane_add_listener(plane *p, PyObject *args) {
         l->socks[i] = (lsock){.kind = K_LISTEN, .fd = fd, .polled = 0, .l = l};
         l->nsocks = (int)i + 1;
     }
-    SSL_CTX_set_tlsext_servername_callback(l->ctx, sni_callback);
-    SSL_CTX_set_tlsext_servername_arg(l->ctx, l);
+    if (l->ctx) { /* 0: client mode, plaintext clients */
+        SSL_CTX_set_tlsext_servername_callback(l->ctx, sni_callback);
+        SSL_CTX_set_tlsext_servername_arg(l->ctx, l);
+    }
     gate_apply(p);
     Py_RETURN_NONE;
 }

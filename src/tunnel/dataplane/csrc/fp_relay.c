@@ -5,6 +5,11 @@
 
 
 void send_close_notify(conn *c) {
+    if (!c->ssl) { /* client mode: no TLS, the FIN says it */
+        shutdown(c->cfd, SHUT_WR);
+        c->shut_pending = 0;
+        return;
+    }
     ERR_clear_error();
     int r = SSL_shutdown(c->ssl);
     c->shut_pending = 0;
@@ -89,6 +94,10 @@ void pump_c2b(plane *p, conn *c) {
     size_t cap = c->l->cap;
     if (c->c2b_len || c->client_done || c->state != S_RELAY)
         return; /* resumed by flush_c2b once the backend took the rest */
+    if (!c->ssl) {
+        plain_pump_c2b(p, c); /* client mode (fp_backend_tls.c) */
+        return;
+    }
     c->rd_want_write = 0;
     for (;;) {
         size_t len = 0;
@@ -154,6 +163,8 @@ void pump_c2b(plane *p, conn *c) {
 
 /* Encrypt to the client; a blocked SSL_write keeps its bytes for the retry. */
 int ssl_send(plane *p, conn *c, const char *data, size_t n) {
+    if (!c->ssl)
+        return plain_send(p, c, data, n); /* client mode (fp_backend_tls.c) */
     ERR_clear_error();
     errno = 0;
     int r = SSL_write(c->ssl, data, (int)n);
@@ -273,7 +284,8 @@ void start_relay(plane *p, conn *c) {
         Py_XDECREF(item);
     }
     Py_CLEAR(c->attempts); /* counted (or about to be): on_close has backend_index */
-    SSL_set_options(c->ssl, SSL_OP_IGNORE_UNEXPECTED_EOF); /* a bare FIN ends like close_notify */
+    if (c->ssl) /* a bare FIN ends like close_notify */
+        SSL_set_options(c->ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
     tl_insert(&c->l->idle_list, c, p->now + c->l->idle_timeout);
     if (c->c2b_len)
         flush_c2b(p, c); /* the preamble (PROXY header) first; then the client's input */
