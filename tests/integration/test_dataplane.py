@@ -9,7 +9,6 @@ back, and that the default run is the Python plane.
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -61,24 +60,19 @@ def test_mtls_listeners_are_compiled(
 
 
 def test_a_listener_with_an_unsupported_feature_falls_back(
-    start_tunnel: TunnelFactory, start_backend: BackendFactory
+    certs: Certs, start_tunnel: TunnelFactory, start_backend: BackendFactory, tmp_path: Path
 ) -> None:
-    """Client mode is not compiled yet: that listener says so and still accepts."""
+    """A TLS backend's key log is not compiled yet (CPython's callback is on its context):
+    that listener says so and still serves."""
     backend = start_backend(echo_handler)
-    tunnel = start_tunnel(
-        None,
-        cert=None,
-        key=None,
-        client="yes",
-        backend="remote",
-        extra={"backend:remote": {"connect": backend.address, "tls": "yes"}},
-    )
+    section = {"connect": backend.address, "tls": "yes", "keylog_file": str(tmp_path / "k")}
+    tunnel = start_tunnel(None, backend="remote", extra={"backend:remote": section})
     wait_until(lambda: "data plane" in tunnel.log(), what="the data plane line")
     if FORCED_PYTHON:
         assert f"listener test: python data plane ({PYTHON_WHY})" in tunnel.log()
     else:
-        assert "listener test: python data plane (needs client mode)" in tunnel.log()
-    with socket.create_connection(tunnel.address, timeout=10) as sock:
+        assert "python data plane (needs keylog_file of a TLS backend)" in tunnel.log()
+    with tunnel.connect(certs.client_context()) as sock:
         sock.sendall(b"x")  # the backend does not speak TLS: the connection just ends
         read_until_closed(sock)
     wait_until(lambda: "reason=" in tunnel.log(), what="the summary line")
