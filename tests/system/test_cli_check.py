@@ -238,8 +238,8 @@ def test_check_names_each_listeners_data_plane(
     )
     result = tunnel.run("check", "-c", str(client))
     assert result.returncode == 0, result.stderr
-    if not forced:
-        assert "data plane: python (needs client mode)" in result.stdout
+    if not forced:  # client mode is compiled (fp_plain_client.c)
+        assert "data plane: compiled" in result.stdout
     proxied = tmp_path / "proxied.ini"
     proxied.write_text(plain.read_text() + "proxy_from = 10.0.0.0/8\nproxy_keep_tlvs = yes\n")
     result = tunnel.run("check", "-c", str(proxied))
