@@ -34,6 +34,7 @@ SOURCES = [
         "fp_module",
         "fp_policy",
         "fp_backend_tls",
+        "fp_backend_relay",
         "fp_plain_client",
     )
 ]
@@ -72,7 +73,10 @@ setup(
         Extension(
             "tunnel.dataplane._fastplane",
             SOURCES,
-            depends=["src/tunnel/dataplane/csrc/fastplane.h"],
+            depends=[
+                "src/tunnel/dataplane/csrc/fastplane.h",
+                "src/tunnel/dataplane/csrc/fp_backend_tls.h",
+            ],
             libraries=["ssl", "crypto"],
             extra_compile_args=CFLAGS,
             extra_link_args=LDFLAGS,

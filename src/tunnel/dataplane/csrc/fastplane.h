@@ -30,11 +30,12 @@
  *  - A listener with proxy_from starts each connection in S_PROXY: the PROXY header is
  *    peeked, decoded by Python, and exactly its bytes are read off the socket before
  *    OpenSSL sees any (fp_proxy.c says how).
- *  - TLS to a backend (fp_backend_tls.c): after the connect, the PROXY header (if any) goes
- *    in plaintext, then SSL_connect runs from the backend's client SSL_CTX that Python
- *    built, under the connect timeout; a failed handshake is a failed attempt (failover).
- *    The relay then reads and writes that side with SSL_read/SSL_write; the hooks in
- *    fp_relay.c send each backend operation there when c->bt is set.
+ *  - TLS to a backend (fp_backend_tls.c): after the connect, the PROXY header (if any)
+ *    goes in plaintext, then SSL_connect runs from the backend's client SSL_CTX that
+ *    Python built, under the connect timeout; a failed handshake is a failed attempt
+ *    (failover). The relay then reads and writes that side with SSL_read/SSL_write
+ *    (fp_backend_relay.c): the hooks in fp_relay.c send each backend operation there
+ *    when c->bt is set.
  *  - Client mode (fp_plain_client.c): a listener without SSL_CTX has connections without
  *    SSL (c->ssl NULL): accept goes straight to on_handshake, the client side is read and
  *    written with recv/send, and its end is a FIN.
@@ -245,7 +246,7 @@ void hello_refuse(plane *p, conn *c);
 int hello_peek(plane *p, conn *c);
 PyObject *Plane_set_policy(plane *p, PyObject *args);
 void policy_release(listener *l);
-/* TLS to backends (fp_backend_tls.c): called where c->bt is set, except backend_eof (FIN
+/* TLS to backends (fp_backend_tls.c, fp_backend_relay.c): called where c->bt is set, except backend_eof (FIN
  * to a plain backend), btls_drop and btls_free (nothing to do without c->bt). */
 int btls_take(conn *c, PyObject *tls);
 void btls_connecting(plane *p, conn *c);

@@ -95,7 +95,7 @@ void pump_c2b(plane *p, conn *c) {
     if (c->c2b_len || c->client_done || c->state != S_RELAY)
         return; /* resumed by flush_c2b once the backend took the rest */
     if (!c->ssl) {
-        plain_pump_c2b(p, c); /* client mode (fp_backend_tls.c) */
+        plain_pump_c2b(p, c); /* client mode (fp_plain_client.c) */
         return;
     }
     c->rd_want_write = 0;
@@ -164,7 +164,7 @@ void pump_c2b(plane *p, conn *c) {
 /* Encrypt to the client; a blocked SSL_write keeps its bytes for the retry. */
 int ssl_send(plane *p, conn *c, const char *data, size_t n) {
     if (!c->ssl)
-        return plain_send(p, c, data, n); /* client mode (fp_backend_tls.c) */
+        return plain_send(p, c, data, n); /* client mode (fp_plain_client.c) */
     ERR_clear_error();
     errno = 0;
     int r = SSL_write(c->ssl, data, (int)n);
