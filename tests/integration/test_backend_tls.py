@@ -257,6 +257,7 @@ def test_client_mode_wraps_plaintext_in_tls(
             }
         },
     )
+    on_expected_plane(tunnel)  # the backend's key log too
     with socket.create_connection(tunnel.address, timeout=10) as sock:
         echo_roundtrip(sock)
         sock.shutdown(socket.SHUT_WR)  # half-close: passed on as close_notify

@@ -18,7 +18,6 @@ from .harness import (
     Certs,
     TunnelFactory,
     echo_handler,
-    read_until_closed,
     wait_until,
 )
 
@@ -60,21 +59,23 @@ def test_mtls_listeners_are_compiled(
 
 
 def test_a_listener_with_an_unsupported_feature_falls_back(
-    certs: Certs, start_tunnel: TunnelFactory, start_backend: BackendFactory, tmp_path: Path
+    certs: Certs, start_tunnel: TunnelFactory, start_backend: BackendFactory
 ) -> None:
-    """A TLS backend's key log is not compiled yet (CPython's callback is on its context):
-    that listener says so and still serves."""
+    """A passthrough backend is not compiled yet: that listener says so and still serves."""
     backend = start_backend(echo_handler)
-    section = {"connect": backend.address, "tls": "yes", "keylog_file": str(tmp_path / "k")}
-    tunnel = start_tunnel(None, backend="remote", extra={"backend:remote": section})
+    tunnel = start_tunnel(
+        backend.address,
+        route="sni:pass.example=pass",
+        extra={"backend:pass": {"connect": "127.0.0.1:9", "passthrough": "yes"}},
+    )
     wait_until(lambda: "data plane" in tunnel.log(), what="the data plane line")
     if FORCED_PYTHON:
         assert f"listener test: python data plane ({PYTHON_WHY})" in tunnel.log()
     else:
-        assert "python data plane (needs keylog_file of a TLS backend)" in tunnel.log()
+        assert "python data plane (needs passthrough backends)" in tunnel.log()
     with tunnel.connect(certs.client_context()) as sock:
-        sock.sendall(b"x")  # the backend does not speak TLS: the connection just ends
-        read_until_closed(sock)
+        sock.sendall(b"pong")
+        assert sock.recv(4) == b"pong"
     wait_until(lambda: "reason=" in tunnel.log(), what="the summary line")
 
 

@@ -74,11 +74,11 @@ def test_a_routed_tls_backend_is_compiled() -> None:
     assert fastplane.unsupported(listener, backends) is None
 
 
-def test_a_tls_backend_with_a_key_log_falls_back() -> None:
-    """CPython's key log callback expects its own SSL objects: never handed C's."""
+def test_a_tls_backend_with_a_key_log_is_compiled() -> None:
+    """C's key log callback goes in front of CPython's on that context (fastplane_tls)."""
     api = BackendConfig("api", (Address("tcp", "10.0.0.1", 443),), tls=True, keylog_file="/k")
     listener = dataclasses.replace(PLAIN, backend="api")
-    assert fastplane.unsupported(listener, {"api": api}) == "keylog_file of a TLS backend"
+    assert fastplane.unsupported(listener, {"api": api}) is None
 
 
 def test_the_python_plane_is_the_default_for_now(monkeypatch: pytest.MonkeyPatch) -> None:

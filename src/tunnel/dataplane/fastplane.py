@@ -46,7 +46,7 @@ from tunnel.dataplane.fastplane_facts import (
 )
 from tunnel.dataplane.fastplane_policy import SUMMARIZED, Policy, keylog_fd
 from tunnel.dataplane.fastplane_proxy import ProxyIn, proxy_in_args
-from tunnel.dataplane.fastplane_tls import BackendTLS, Settings, check_targets
+from tunnel.dataplane.fastplane_tls import BackendTLS, Settings
 from tunnel.dataplane.plane import COMPILED as COMPILED
 from tunnel.dataplane.plane import DEFAULT as DEFAULT
 from tunnel.dataplane.plane import ENV as ENV
@@ -125,7 +125,7 @@ class CompiledPlane:
         need_local = cfg.proxy_protocol != "off" or any(
             backend.proxy_protocol != "off" for backend in used
         )
-        check_targets(runtime.routes)
+        self._tls.prepare(runtime.routes)  # refused (RuntimeError, OSError): Python plane
         lid = len(self.runtimes)
         ctx_ptr = 0 if cfg.client else pointer(ctx)  # client mode: no TLS on the client side
         # No key log, nor ClientHello to look at, without TLS on the client side.

@@ -7,14 +7,18 @@ A failed handshake is a failed connect attempt, reported to Python at once like 
 others; :func:`log_failure` writes the WARNING that failover would otherwise hide (the
 same line as :meth:`tunnel.dataplane.failover.PoolConnect._backend_tls_failed`).
 
-CPython callbacks that expect their own SSL object (key log, message callback) must
-never see the SSL objects of C: a context that has one is refused (:func:`check_context`),
+CPython callbacks that expect their own SSL object must never see the SSL objects of C.
+A context with a key log (``keylog_file``, or ``SSLKEYLOGFILE``) gets C's callback in
+front of CPython's: C appends its lines to the same file, opened here once per worker
+(the 0600 mode and the header come from :func:`tunnel.tls.secret_files.set_keylog` or
+CPython). A context with a message or SNI callback is refused (:func:`check_context`),
 and that listener stays on the Python plane.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import ssl
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,23 +29,22 @@ from tunnel.dataplane.targets import Target
 
 log = logging.getLogger("tunnel.conn")
 
-# (SSLContext, SSL_CTX*, host flags or -1, server name per address)
-Settings = tuple[ssl.SSLContext, int, int, tuple[str | None, ...]]
+# (SSLContext, SSL_CTX*, host flags or -1, server name per address, key log fd or -1)
+Settings = tuple[ssl.SSLContext, int, int, tuple[str | None, ...], int]
 
 
 def check_context(name: str, ctx: ssl.SSLContext) -> None:
     """RuntimeError if C's SSL objects could reach a CPython callback of ``ctx``."""
-    if ctx.keylog_filename is not None:  # keylog_file, or SSLKEYLOGFILE in the environment
-        raise RuntimeError(f"backend {name}: TLS key log (the compiled plane has none)")
     if getattr(ctx, "_msg_callback", None) is not None:
         raise RuntimeError(f"backend {name}: a TLS message callback is set")
     if ctx.sni_callback is not None:
         raise RuntimeError(f"backend {name}: an SNI callback is set")
 
 
-def check_targets(routes: RouteTable[Target]) -> None:
-    """:func:`check_context` for every TLS backend a listener's routes lead to."""
+def tls_targets(routes: RouteTable[Target]) -> list[Target]:
+    """The targets of a listener's routes that are reached over TLS."""
     sni = routes.sni
+    found = []
     for target in (
         routes.default,
         *sni.exact.values(),
@@ -49,7 +52,8 @@ def check_targets(routes: RouteTable[Target]) -> None:
         *routes.alpn.values(),
     ):
         if target.tls is not None:
-            check_context(target.backend.name, target.tls)
+            found.append(target)
+    return found
 
 
 def server_name(sni: str | None, addr: Address) -> str | None:
@@ -65,18 +69,34 @@ class BackendTLS:
 
     def __init__(self, pointer: Callable[[ssl.SSLContext], int]) -> None:
         self._pointer = pointer
-        self._contexts: dict[ssl.SSLContext, tuple[int, int]] = {}
+        # Per context: SSL_CTX*, host flags (-1: no check), key log fd (-1: none). The fds
+        # stay open for the worker's life, as CPython's own key log BIO would.
+        self._contexts: dict[ssl.SSLContext, tuple[int, int, int]] = {}
+
+    def prepare(self, routes: RouteTable[Target]) -> None:
+        """Check and ready the contexts of a listener's TLS backends (at ``add``: a refusal,
+        RuntimeError, or a key log that cannot be opened, OSError, means the Python plane)."""
+        for target in tls_targets(routes):
+            assert target.tls is not None
+            check_context(target.backend.name, target.tls)
+            self._known(target.tls)
+
+    def _known(self, ctx: ssl.SSLContext) -> tuple[int, int, int]:
+        known = self._contexts.get(ctx)
+        if known is None:
+            flags = int(getattr(ctx, "_host_flags", 0)) if ctx.check_hostname else -1
+            path = ctx.keylog_filename
+            fd = -1 if path is None else os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+            known = self._contexts[ctx] = (self._pointer(ctx), flags, fd)
+        return known
 
     def settings(
         self, ctx: ssl.SSLContext, sni: str | None, origins: Sequence[Address]
     ) -> Settings:
         """What C needs to connect over TLS to each of ``origins`` in turn."""
-        known = self._contexts.get(ctx)
-        if known is None:
-            flags = int(getattr(ctx, "_host_flags", 0)) if ctx.check_hostname else -1
-            known = self._contexts[ctx] = (self._pointer(ctx), flags)
+        pointer, flags, keylog = self._known(ctx)
         names = tuple(server_name(sni, addr) for addr in origins)
-        return ctx, known[0], known[1], names
+        return ctx, pointer, flags, names, keylog
 
 
 def log_failure(listener: str, addr: Any, why: str, last: bool) -> None:

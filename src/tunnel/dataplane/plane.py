@@ -65,8 +65,6 @@ def unsupported(listener: ListenerConfig, backends: Mapping[str, BackendConfig])
     if listener.acme:
         return "acme (TLS-ALPN-01 challenges are answered in the handshake)"
     used = backends_of(listener, backends)
-    if any(backend.tls and backend.keylog_file for backend in used):
-        return "keylog_file of a TLS backend"
     if any(backend.passthrough for backend in used):
         return "passthrough backends"
     return None

@@ -3,8 +3,8 @@
  * The Python plane's reference is tunnel/dataplane/backend_tls.py and failover.py; this
  * file does the same on the backend socket:
  *  - Python hands, with the addresses to try, (SSLContext, SSL_CTX*, host flags or -1,
- *    server name per address). The SSLContext reference keeps the SSL_CTX alive while
- *    the addresses are tried (each SSL also holds a reference).
+ *    server name per address, key log fd or -1). The SSLContext reference keeps the
+ *    SSL_CTX alive while the addresses are tried (each SSL also holds a reference).
  *  - After each TCP/Unix connect: the PROXY header in plaintext (it is TCP-level), then
  *    SSL_connect, all under the attempt's connect deadline. The server name is set as
  *    CPython's wrap_bio sets it: SNI unless it is an IP address, and the host (or IP)
@@ -12,25 +12,65 @@
  *    reused, as on the Python plane.
  *  - A failed handshake fails the attempt: it is recorded with its text and reported to
  *    Python at once like any failed attempt (Python logs the WARNING that failover would
- *    hide otherwise); the next address is tried. The backend never sees our SSL objects reach a CPython callback: Python
- *    refuses contexts with a key log or message callback (CompiledPlane.add), and CPython
- *    installs no verify or SNI callback on a client context.
- *  - Relay (fp_backend_relay.c): SSL_write of a blocked chunk is retried with the same bytes (c2b), SSL_read
- *    runs until OpenSSL holds nothing more (read-ahead: epoll cannot announce what it
- *    holds), the client's end goes on as close_notify then FIN, the backend's
- *    close_notify (or a bare FIN, like the Python plane) as the client's close_notify.
+ *    hide otherwise); the next address is tried.
+ *  - Our SSL objects never reach a CPython callback: CPython installs no verify or SNI
+ *    callback on a client context, Python refuses one with a message callback
+ *    (CompiledPlane.add), and a key log (keylog_file, SSLKEYLOGFILE) gets our callback
+ *    instead of CPython's, which it still calls for CPython's own SSL objects (health
+ *    checks, a listener on the Python plane); each line goes to the file in one write.
+ *  - Relay (fp_backend_relay.c): SSL_write of a blocked chunk is retried with the same
+ *    bytes (c2b), SSL_read runs until OpenSSL holds nothing more (read-ahead: epoll
+ *    cannot announce what it holds), the client's end goes on as close_notify then FIN,
+ *    the backend's close_notify (or a bare FIN, like the Python plane) as the client's
+ *    close_notify.
  */
 #include "fp_backend_tls.h"
 
 #include <openssl/x509v3.h>
+#include <sys/uio.h>
+
+/* CPython's keylog callback (the same function for every context), for its own SSLs. */
+static SSL_CTX_keylog_cb_func python_keylog;
+
+/* A key log line of a backend connection: to the backend's file, one write per line
+ * (O_APPEND: never interleaved with another worker's). Not ours: CPython's callback. */
+static void keylog_line(const SSL *s, const char *line) {
+    conn *c = SSL_get_ex_data(s, conn_index);
+    if (!c || !c->bt || c->bt->ssl != s) {
+        if (python_keylog)
+            python_keylog(s, line);
+        return;
+    }
+    if (c->bt->keylog_fd < 0 || !line)
+        return;
+    /* OpenSSL's line is NUL-terminated text it formatted (hex secrets): not network data. */
+    struct iovec iov[2] = {
+        {.iov_base = (void *)line, .iov_len = strlen(line)},
+        {.iov_base = "\n", .iov_len = 1},
+    };
+    ssize_t w;
+    do {
+        w = writev(c->bt->keylog_fd, iov, 2);
+    } while (w < 0 && errno == EINTR);
+}
+
+static void keylog_install(SSL_CTX *ctx) {
+    SSL_CTX_keylog_cb_func cur = SSL_CTX_get_keylog_callback(ctx);
+    if (cur == keylog_line)
+        return;
+    if (cur)
+        python_keylog = cur;
+    SSL_CTX_set_keylog_callback(ctx, keylog_line);
+}
 
 /* The backend's TLS settings of one decision; the preamble moves here from c2b (it goes
  * out in plaintext before each attempt's handshake, not once through the relay). */
 int btls_take(conn *c, PyObject *tls) {
     PyObject *ctxobj, *names;
     unsigned long long ptr;
-    int flags;
-    if (!PyArg_ParseTuple(tls, "OKiO!", &ctxobj, &ptr, &flags, &PyTuple_Type, &names))
+    int flags, keylog_fd;
+    if (!PyArg_ParseTuple(tls, "OKiO!i", &ctxobj, &ptr, &flags, &PyTuple_Type, &names,
+                          &keylog_fd))
         return -1;
     if (PyTuple_GET_SIZE(names) != c->ntargets) {
         PyErr_SetString(PyExc_ValueError, "one server name (or None) per address expected");
@@ -45,6 +85,9 @@ int btls_take(conn *c, PyObject *tls) {
     bt->settings = tls;
     bt->ctx = (SSL_CTX *)(uintptr_t)ptr;
     bt->hostflags = flags;
+    bt->keylog_fd = keylog_fd;
+    if (keylog_fd >= 0)
+        keylog_install(bt->ctx);
     bt->pre = c->c2b;
     bt->pre_len = c->c2b_len;
     c->c2b = NULL;
@@ -185,6 +228,7 @@ static int start(plane *p, conn *c) {
         connect_result(p, c, ENOMEM);
         return -1;
     }
+    SSL_set_ex_data(s, conn_index, c); /* for the key log callback */
     SSL_set_connect_state(s);
     SSL_set_mode(s, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_AUTO_RETRY);
     SSL_set_read_ahead(s, 1);

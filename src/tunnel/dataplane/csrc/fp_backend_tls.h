@@ -9,8 +9,9 @@
 #define CLOSED_IN_HS (-3)     /* attempt result: the backend closed during the handshake */
 
 struct btls {
-    PyObject *settings; /* (SSLContext, SSL_CTX*, host flags | -1, names) */
+    PyObject *settings; /* (SSLContext, SSL_CTX*, host flags | -1, names, key log fd | -1) */
     SSL_CTX *ctx;
+    int keylog_fd; /* the backend's keylog_file (Python's, open for the worker's life) */
     int hostflags; /* -1: the context does not check the host name */
     SSL *ssl;      /* of the current attempt / the relay */
     char *pre;     /* the PROXY header, sent in plaintext before every ClientHello */
