@@ -333,3 +333,44 @@ def test_the_server_name_of_a_named_or_unix_backend(
         assert recv_exactly(sock.recv, 4) == b"name"
     assert names == ["localhost"]
     assert 'reason="done"' in summary(tunnel)
+
+
+def test_a_backend_key_log_shared_with_tls_health_checks(
+    certs: Certs,
+    ca_file: Path,
+    start_tunnel: TunnelFactory,
+    start_backend: BackendFactory,
+    tmp_path: Path,
+) -> None:
+    """The health checks' own TLS (CPython's SSL objects) and the relayed connections
+    (C's on the compiled plane) write to one key log through one context's callback."""
+    ctx = server_ctx(certs)
+
+    def handler(record: ConnRecord) -> None:
+        with (
+            contextlib.suppress(ssl.SSLError, OSError),
+            ctx.wrap_socket(record.sock, server_side=True) as sock,
+        ):
+            while data := sock.recv(65536):
+                sock.sendall(data)
+
+    backend = start_backend(handler)
+    keylog = tmp_path / "backend-keys.log"
+    section = tls_section(
+        backend.address,
+        ca_file,
+        keylog_file=str(keylog),
+        health_check="tls",
+        health_interval="1s",
+    )
+    tunnel = start_tunnel(None, backend="b", extra={"backend:b": section})
+    on_plane(tunnel)
+    for _ in range(2):
+        with tunnel.connect(certs.client_context()) as sock:
+            sock.sendall(b"keys")
+            assert recv_exactly(sock.recv, 4) == b"keys"
+        seen = len(backend.records)
+        wait_until(lambda: len(backend.records) > seen, what="a health check")  # noqa: B023
+    secrets = [x for x in keylog.read_text().splitlines() if not x.startswith("#")]
+    assert sum(x.startswith("CLIENT_TRAFFIC_SECRET_0 ") for x in secrets) >= 4
+    assert "Traceback" not in tunnel.log() and "restarting" not in tunnel.log()
