@@ -29,6 +29,7 @@ SOURCES = [
     for name in (
         "fp_core",
         "fp_relay",
+        "fp_out",
         "fp_events",
         "fp_proxy",
         "fp_module",

@@ -17,8 +17,10 @@
  *    by OpenSSL's keylog callback in C; deny_ja4 asks Python once (on_hello) with the
  *    copied ClientHello before OpenSSL parses it, and a refusal gets the Python plane's
  *    alert, not OpenSSL's answer.
- *  - TLS runs on the sockets directly (SSL_set_fd), from the SSL_CTX that Python built
- *    (certificates, ALPN, ciphers, ticket keys stay configured in one place). SNI selection
+ *  - TLS reads the client socket directly (a socket BIO) and writes it through a BIO that
+ *    gathers the records of one SSL_write into one send (fp_out.c), from the SSL_CTX that
+ *    Python built (certificates, ALPN, ciphers, ticket keys stay configured in one place).
+ *    SNI selection
  *    is done here from a table of SSL_CTXs Python passes in.
  *  - Epoll is level-triggered; the interest of each socket is recomputed from the state
  *    after every event (want()), which is where back-pressure lives: a side is only read
@@ -156,6 +158,8 @@ struct conn {
     size_t c2b_len, c2b_off;
     char *b2c; /* a blocked SSL_write, retried with the same bytes */
     size_t b2c_len;
+    char *out; /* encrypted bytes the client's socket did not take yet (fp_out.c) */
+    size_t out_len, out_off;
     unsigned long long bytes_in, bytes_out;
     double started, deadline, attempt_start, connect_timeout;
     conn *tprev, *tnext;
@@ -227,6 +231,12 @@ void pump_c2b(plane *p, conn *c);
 int ssl_send(plane *p, conn *c, const char *data, size_t n);
 void flush_b2c(plane *p, conn *c);
 void pump_b2c(plane *p, conn *c);
+int out_init(void);
+BIO *out_bio(conn *c);
+void out_begin(conn *c);
+int out_end(conn *c);
+int out_flush(conn *c);
+void out_free(conn *c);
 void add_attempt(plane *p, conn *c, int result);
 void attempt_failed(plane *p, conn *c, int result);
 void report_attempts(plane *p, conn *c);

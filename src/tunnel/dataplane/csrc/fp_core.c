@@ -106,17 +106,18 @@ void want(plane *p, conn *c) {
         cm = EPOLLIN;
         break;
     case S_HANDSHAKE:
-        cm = c->hs_want_write ? EPOLLOUT : EPOLLIN;
+        cm = c->hs_want_write || c->out_len ? EPOLLOUT : EPOLLIN;
         break;
     case S_CONNECTING:
-        bm = c->bt ? btls_mask(c, 0) : EPOLLOUT; /* the client: only errors meanwhile */
+        cm = c->out_len ? EPOLLOUT : 0; /* else only watched for errors meanwhile */
+        bm = c->bt ? btls_mask(c, 0) : EPOLLOUT;
         break;
     case S_RELAY:
         if (!c->client_done && c->c2b_len == 0 && !c->rd_want_write)
             cm |= EPOLLIN;
-        if (c->b2c_len || c->shut_pending || c->rd_want_write)
+        if (c->b2c_len || c->out_len || c->shut_pending || c->rd_want_write)
             cm |= EPOLLOUT;
-        if (!c->backend_done && c->b2c_len == 0 && !c->shut_pending)
+        if (!c->backend_done && c->b2c_len == 0 && c->out_len == 0 && !c->shut_pending)
             bm |= EPOLLIN;
         if (c->c2b_len)
             bm |= EPOLLOUT;
@@ -265,6 +266,7 @@ void conn_close(plane *p, conn *c) {
     btls_free(c);
     free(c->c2b);
     free(c->b2c);
+    out_free(c);
     free(c->targets);
     c->c2b = c->b2c = NULL;
     c->targets = NULL;
@@ -352,8 +354,8 @@ void client_lost(plane *p, conn *c, int err) {
 void finish(plane *p, conn *c) {
     set_reason_static(c, R_DONE);
     close_backend(c);
-    if (c->shut_pending) {
-        c->state = S_CLOSING; /* the close_notify still has to leave */
+    if (c->shut_pending || c->out_len) {
+        c->state = S_CLOSING; /* the last records or the close_notify still have to leave */
         tl_insert(&p->linger_list, c, p->now + CLOSE_SECONDS);
         return;
     }

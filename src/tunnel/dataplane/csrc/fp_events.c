@@ -119,9 +119,26 @@ void handshake_done(plane *p, conn *c) {
 void do_handshake(plane *p, conn *c) {
     if (c->l->policy && !c->peeked && hello_peek(p, c))
         return; /* deny_ja4: the first bytes cannot start a ClientHello (fp_policy.c) */
+    if (c->out_len) { /* the last flight first: the client cannot go on without it */
+        int f = out_flush(c);
+        if (f < 0) {
+            c->fatal = 1;
+            client_lost(p, c, errno);
+        }
+        if (f <= 0 || !c->hs_want_write)
+            return;
+    }
     ERR_clear_error();
     errno = 0;
+    out_begin(c);
     int r = SSL_do_handshake(c->ssl);
+    int saved = errno;
+    if (out_end(c) < 0) {
+        c->fatal = 1;
+        client_lost(p, c, errno);
+        return;
+    }
+    errno = saved;
     if (r == 1) {
         handshake_done(p, c);
         return;
@@ -239,17 +256,23 @@ void do_accept(plane *p, lsock *s) {
         }
         conn *c = calloc(1, sizeof *c);
         SSL *ssl = c && l->ctx ? SSL_new(l->ctx) : NULL; /* no SSL_CTX: client mode */
-        if (!c || (l->ctx && (!ssl || !SSL_set_fd(ssl, fd)))) {
+        BIO *rbio = ssl ? BIO_new_socket(fd, BIO_NOCLOSE) : NULL;
+        BIO *wbio = rbio ? out_bio(c) : NULL;
+        if (!c || (l->ctx && !wbio)) {
             ERR_clear_error();
+            BIO_free(rbio);
             SSL_free(ssl);
             free(c);
             close(fd);
             continue;
         }
+        c->cfd = fd; /* before any write through wbio */
         if (ssl) {
+            SSL_set_bio(ssl, rbio, wbio);
             SSL_set_accept_state(ssl);
             SSL_set_ex_data(ssl, conn_index, c);
-            SSL_set_mode(ssl, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+            /* Idle connections keep no record buffers (CPython sets it on its contexts too). */
+            SSL_set_mode(ssl, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
             SSL_set_read_ahead(ssl, 1);
             SSL_set_msg_callback(ssl, hello_callback);
             SSL_set_msg_callback_arg(ssl, c);
@@ -301,6 +324,8 @@ void on_client(plane *p, conn *c, uint32_t ev) {
     case S_CONNECTING:
         if (errors || (ev & EPOLLHUP))
             client_lost(p, c, sock_error(c->cfd));
+        else if ((ev & EPOLLOUT) && out_flush(c) < 0)
+            client_lost(p, c, errno);
         break;
     case S_RELAY:
         if (errors || hup_unwanted) {
@@ -386,7 +411,7 @@ void expire(plane *p, tlist *tl) {
             break;
         case S_HANDSHAKE:
             set_reason_static(c, R_HS_TIMEOUT);
-            if (c->hs_want_write) {
+            if (c->hs_want_write || c->out_len) {
                 conn_close(p, c); /* our flight is not even read: an alert would wait too */
                 break;
             }

@@ -378,7 +378,7 @@ PyMODINIT_FUNC PyInit__fastplane(void) {
     if (conn_index < 0)
         return PyErr_Format(PyExc_RuntimeError, "no SSL ex_data index");
     scratch = malloc(SCRATCH_SIZE);
-    if (!scratch)
+    if (!scratch || out_init() < 0)
         return PyErr_NoMemory();
     if (!(R_DONE = PyUnicode_InternFromString("done")) ||
         !(R_CLIENT_CLOSED = PyUnicode_InternFromString("client closed")) ||

@@ -161,13 +161,23 @@ void pump_c2b(plane *p, conn *c) {
     }
 }
 
-/* Encrypt to the client; a blocked SSL_write keeps its bytes for the retry. */
+/* Encrypt to the client, the records gathered into one send; a blocked SSL_write keeps
+ * its bytes for the retry. 1: OpenSSL took them all (some may wait in c->out: the caller
+ * stops reading the backend), 0: blocked, -1: the connection is ending. */
 int ssl_send(plane *p, conn *c, const char *data, size_t n) {
     if (!c->ssl)
         return plain_send(p, c, data, n); /* client mode (fp_plain_client.c) */
     ERR_clear_error();
     errno = 0;
+    out_begin(c);
     int r = SSL_write(c->ssl, data, (int)n);
+    int saved = errno;
+    if (out_end(c) < 0) {
+        c->fatal = 1;
+        client_lost(p, c, errno);
+        return -1;
+    }
+    errno = saved;
     if (r > 0)
         return 1;
     int e = SSL_get_error(c->ssl, r);
@@ -186,15 +196,23 @@ int ssl_send(plane *p, conn *c, const char *data, size_t n) {
     c->fatal = 1;
     if (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {
         client_lost(p, c, errno ? errno : EPIPE);
-        return 0;
+        return -1;
     }
     close_early(p, c, ssl_error_text("TLS error: "));
-    return 0;
+    return -1;
 }
 
 void flush_b2c(plane *p, conn *c) {
+    int r = out_flush(c);
+    if (r < 0) {
+        c->fatal = 1;
+        client_lost(p, c, errno);
+        return;
+    }
+    if (r == 0)
+        return;
     if (c->b2c_len) {
-        if (!ssl_send(p, c, c->b2c, c->b2c_len))
+        if (ssl_send(p, c, c->b2c, c->b2c_len) <= 0)
             return;
         free(c->b2c);
         c->b2c = NULL;
@@ -202,11 +220,10 @@ void flush_b2c(plane *p, conn *c) {
         if (c->bt)
             btls_resume(p, c); /* OpenSSL may hold more of the backend's input */
     }
-    if (c->shut_pending) {
+    if (c->shut_pending)
         send_close_notify(c);
-        if (!c->shut_pending && c->state == S_CLOSING)
-            conn_close(p, c);
-    }
+    if (!c->shut_pending && !c->out_len && c->state == S_CLOSING)
+        conn_close(p, c);
 }
 
 void pump_b2c(plane *p, conn *c) {
@@ -220,7 +237,7 @@ void pump_b2c(plane *p, conn *c) {
         if (n > 0) {
             c->bytes_out += (size_t)n;
             tl_insert(&c->l->idle_list, c, p->now + c->l->idle_timeout);
-            if (!ssl_send(p, c, scratch, (size_t)n) || (size_t)n < cap)
+            if (ssl_send(p, c, scratch, (size_t)n) <= 0 || c->out_len || (size_t)n < cap)
                 return;
             continue;
         }
