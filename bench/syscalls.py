@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """System calls per connection, per keep-alive request and per MiB of bulk, counted by
-``strace -c -f`` on the one process that serves (Tunnel's worker, or HAProxy).
+``strace -c -f`` on the one process that serves (Tunnel's worker, HAProxy, or nginx without master).
 
-    python bench/syscalls.py [--target tunnel|haproxy] [-n 300] [--bulk-mib 64]
+    python bench/syscalls.py [--target tunnel|haproxy|nginx] [-n 300] [--bulk-mib 64]
                              [--tests conn,req,bulk,cpu]
 
 * ``conn``: N connections, each a TLS 1.3 handshake, one 100-byte echo and a close;
@@ -72,6 +72,19 @@ def start_target(target: str, tmp: str, port: int, backend: int) -> subprocess.P
             f"  default_backend b\nbackend b\n  server s 127.0.0.1:{backend}\n"
         )
         return subprocess.Popen(["haproxy", "-db", "-f", str(cfg)])
+    if target == "nginx":  # one process (no master): the one that serves is the one traced
+        mod = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
+        cfg = Path(tmp, "nginx.conf")
+        cfg.write_text(
+            (f"load_module {mod};\n" if mod.exists() else "")
+            + ("user root;\n" if os.geteuid() == 0 else "")
+            + f"worker_processes 1;\nmaster_process off;\ndaemon off;\npid {tmp}/nginx.pid;\n"
+            f"error_log {tmp}/error.log crit;\nevents {{ worker_connections 1024; }}\n"
+            f"stream {{ server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {pem};\n"
+            f"  ssl_certificate_key {pem}; ssl_protocols TLSv1.2 TLSv1.3;\n"
+            f"  proxy_pass 127.0.0.1:{backend}; }} }}\n"
+        )
+        return subprocess.Popen(["nginx", "-e", "stderr", "-p", tmp, "-c", str(cfg)])
     conf = Path(tmp, "tunnel.ini")
     conf.write_text(
         "[tunnel]\nworkers = 1\nlog_level = warning\nallow_root = yes\n"
@@ -83,7 +96,7 @@ def start_target(target: str, tmp: str, port: int, backend: int) -> subprocess.P
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--target", default="tunnel", choices=("tunnel", "haproxy"))
+    ap.add_argument("--target", default="tunnel", choices=("tunnel", "haproxy", "nginx"))
     ap.add_argument("-n", type=int, default=300)
     ap.add_argument("--bulk-mib", type=int, default=64)
     ap.add_argument("--tests", default="conn,req,bulk")
