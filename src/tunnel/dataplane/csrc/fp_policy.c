@@ -108,7 +108,7 @@ void hello_policy(conn *c, SSL *ssl) {
         c->deny_alert = (unsigned char)description;
         BIO *sink = BIO_new(BIO_s_mem());
         if (sink)
-            SSL_set0_wbio(ssl, sink); /* the socket BIO does not own the fd */
+            SSL_set0_wbio(ssl, sink); /* the write BIO (fp_out.c) does not own the fd */
     } else if (!d || PyErr_Occurred()) { /* a broken policy must not stop every handshake */
         PyErr_WriteUnraisable(pol->on_hello);
     }
