@@ -153,7 +153,7 @@ void btls_pump(plane *p, conn *c) {
                 Py_XDECREF(why);
                 return;
             }
-            if (!sent) { /* the client is slow: the end is passed on after the rest */
+            if (sent <= 0) { /* the client is slow: the end is passed on after the rest */
                 if (end == 1)
                     bt->eof = 1;
                 else if (end == 2)
