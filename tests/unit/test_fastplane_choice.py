@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import ssl
+import sys
+from collections.abc import Iterator
 
 import pytest
 
+from tunnel import dataplane as dataplane_package
 from tunnel.config import Address, BackendConfig, ListenerConfig, Rate
 from tunnel.config.routing import Route
-from tunnel.dataplane import fastplane
+from tunnel.dataplane import fastplane, plane
 
 PLAIN = ListenerConfig(
     name="web",
@@ -81,16 +84,66 @@ def test_a_tls_backend_with_a_key_log_is_compiled() -> None:
     assert fastplane.unsupported(listener, {"api": api}) is None
 
 
-def test_the_python_plane_is_the_default_for_now(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def fresh_choice(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    """No TUNNEL_DATAPLANE, and load() asked again (it is cached per process)."""
     monkeypatch.delenv(fastplane.ENV, raising=False)
     fastplane.load.cache_clear()
+    yield monkeypatch
+    fastplane.load.cache_clear()
+
+
+def test_the_compiled_plane_is_the_default_where_built(fresh_choice: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("tunnel.dataplane._fastplane")
+    assert fastplane.choose(PLAIN, {}) == ("compiled", "")
+    assert fastplane.choose(PLAIN, {}, "compiled") == ("compiled", "")
+    assert not plane.missing_but_asked("compiled")
+
+
+def test_the_python_plane_by_variable_or_key(fresh_choice: pytest.MonkeyPatch) -> None:
+    assert fastplane.choose(PLAIN, {}, "python") == ("python", "dataplane = python")
+    fresh_choice.setenv(fastplane.ENV, "Python ")
+    fastplane.load.cache_clear()
+    assert fastplane.choose(PLAIN, {}) == ("python", "TUNNEL_DATAPLANE=python")
+    # The variable wins over the key, both ways.
+    assert fastplane.choose(PLAIN, {}, "compiled") == ("python", "TUNNEL_DATAPLANE=python")
+    fresh_choice.setenv(fastplane.ENV, "compiled")
+    fastplane.load.cache_clear()
+    assert fastplane.choose(PLAIN, {}, "python") == (
+        ("compiled", "") if _built() else ("python", fastplane.load("python")[1])
+    )
+    assert "dataplane = python" not in fastplane.choose(PLAIN, {}, "python")[1]
+
+
+def test_an_unknown_variable_value_is_named(fresh_choice: pytest.MonkeyPatch) -> None:
+    fresh_choice.setenv(fastplane.ENV, "fast")
+    assert fastplane.choose(PLAIN, {}) == (
+        "python",
+        "TUNNEL_DATAPLANE=fast is not one of auto, compiled, python",
+    )
+
+
+@pytest.mark.parametrize("setting", ["auto", "compiled"])
+def test_without_the_extension_the_python_plane_serves(
+    fresh_choice: pytest.MonkeyPatch, setting: str
+) -> None:
+    """As after ``pip install`` on a machine without a C compiler."""
+    fresh_choice.setitem(sys.modules, "tunnel.dataplane._fastplane", None)
+    fresh_choice.delattr(dataplane_package, "_fastplane", raising=False)
+    plane_, why = fastplane.choose(PLAIN, {}, setting)
+    assert plane_ == "python"
+    assert "the compiled data plane is not built" in why
+    # Asked for by name: a warning (tunnel check, the start-up log), not a failure.
+    assert why.startswith("dataplane = compiled, but ") == (setting == "compiled")
+    assert plane.missing_but_asked(setting) == (setting == "compiled")
+
+
+def _built() -> bool:
     try:
-        assert fastplane.choose(PLAIN, {}) == ("python", "TUNNEL_DATAPLANE=compiled not set")
-        monkeypatch.setenv(fastplane.ENV, "python")
-        fastplane.load.cache_clear()
-        assert fastplane.choose(PLAIN, {}) == ("python", "TUNNEL_DATAPLANE=python")
-    finally:
-        fastplane.load.cache_clear()
+        import tunnel.dataplane._fastplane  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def test_the_layout_check_accepts_real_contexts_and_refuses_others() -> None:

@@ -18,7 +18,7 @@ from tunnel.config import (
     load_partial,
     missing_inputs,
 )
-from tunnel.dataplane import fastplane
+from tunnel.dataplane import plane
 from tunnel.dataplane.accept import fd_capped
 from tunnel.errors import ConfigError, ConfigErrors
 from tunnel.process import generation, privileges, readable
@@ -72,9 +72,9 @@ def _describe_all(config: Config) -> dict[str, list[CertInfo]]:
     return described
 
 
-def _plane_line(listener: ListenerConfig, backends: dict[str, BackendConfig]) -> str:
-    plane, why = fastplane.choose(listener, backends)
-    return f"    data plane: {plane}" + (f" ({why})" if why else "")
+def _plane_line(listener: ListenerConfig, backends: dict[str, BackendConfig], setting: str) -> str:
+    chosen, why = plane.choose(listener, backends, setting)
+    return f"    data plane: {chosen}" + (f" ({why})" if why else "")
 
 
 def _listener_summary(listener: ListenerConfig) -> list[str]:
@@ -132,11 +132,15 @@ def _summary(config: Config, certs: dict[str, list[CertInfo]]) -> tuple[list[str
         from tunnel.process.acme import acme_listener_line, acme_summary
 
         lines.append(acme_summary(config.acme))
+    if plane.missing_but_asked(settings.dataplane):
+        why = plane.load(settings.dataplane)[1]
+        warnings.append(f"WARN: {why}: the Python data plane serves every listener")
+    backends = {b.name: b for b in config.backends}
     for listener in config.listeners:
         lines += _listener_summary(listener)
         if listener.acme and config.acme is not None:
             lines.append(f"    {acme_listener_line(listener.acme, config.acme)}")
-        lines.append(_plane_line(listener, {b.name: b for b in config.backends}))
+        lines.append(_plane_line(listener, backends, settings.dataplane))
         for info in certs.get(listener.name, []):
             lines.append(_cert_line(info, now))
             managed = set(info.names) == set(listener.acme)  # renewed by Tunnel itself

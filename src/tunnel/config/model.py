@@ -152,6 +152,7 @@ class TunnelSettings:
     # A Unix datagram socket path, or (host, port) for UDP; with log_target = syslog.
     log_syslog_address: SyslogAddress = "/dev/log"
     resolvers: tuple[Address, ...] = ()  # DNS servers for backend names; (): resolv.conf
+    dataplane: str = "auto"  # auto (compiled where built), compiled or python
 
 
 @dataclass(frozen=True, slots=True)

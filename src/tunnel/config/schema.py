@@ -67,6 +67,7 @@ LOG_FACILITIES = (
 LOG_FORMATS = ("text", "json")
 PROXY_PROTOCOLS = ("off", "v1", "v2")
 VERIFY_MODES = ("none", "optional", "required")
+DATAPLANES = ("auto", "compiled", "python")  # tunnel.dataplane.plane.CHOICES
 
 T, L, D, B, A = Scope.TUNNEL, Scope.LISTENER, Scope.DEFAULT, Scope.BACKEND, Scope.ACME
 _SHORT = v.duration_range(300.0)
@@ -102,6 +103,12 @@ KEYS: tuple[Key, ...] = (
     Key("allow_root", T, v.boolean, "allow serving as root"),
     Key("watch", T, v.boolean, "reload when a certificate, key, CA or CRL file changes"),
     Key("resolvers", T, resolver_list, "DNS servers for backend names (default: resolv.conf)"),
+    Key(
+        "dataplane",
+        T,
+        v.one_of(DATAPLANES),
+        "auto (the compiled data plane where it was built), compiled or python",
+    ),
     # ------------------------------------------------------------------ listeners
     Key(
         "accept",

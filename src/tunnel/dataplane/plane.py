@@ -1,11 +1,11 @@
 """Which data plane serves a listener: the compiled one or the Python reference.
 
 A listener is served by the compiled plane (:mod:`tunnel.dataplane.fastplane`) when the
-extension is built and loads with the same OpenSSL as the ``ssl`` module, the
-``TUNNEL_DATAPLANE`` environment variable asks for it, and the listener needs nothing the
-compiled plane does not have yet (:func:`unsupported`); otherwise the Python plane serves
-it. ``tunnel check`` and the worker's start-up log say which plane serves each listener
-and why.
+extension is built and loads with the same OpenSSL as the ``ssl`` module, nobody asked for
+the Python plane (``TUNNEL_DATAPLANE=python``, or ``dataplane = python`` in ``[tunnel]``;
+the environment variable wins), and the listener needs nothing the compiled plane does not
+have yet (:func:`unsupported`); otherwise the Python plane serves it. ``tunnel check`` and
+the start-up log say which plane serves each listener and why.
 """
 
 from __future__ import annotations
@@ -20,18 +20,41 @@ from types import ModuleType
 from tunnel.config import Address, BackendConfig, ListenerConfig
 
 ENV = "TUNNEL_DATAPLANE"
-COMPILED, PYTHON = "compiled", "python"
-# Off by default until the compiled plane has what main gained since (pools' health and
-# TTL changes seen at once, ...): TUNNEL_DATAPLANE=compiled.
-DEFAULT = PYTHON
+COMPILED, PYTHON, AUTO = "compiled", "python", "auto"
+CHOICES = (AUTO, COMPILED, PYTHON)  # also the values of the ``dataplane`` key
+# auto: the compiled plane wherever it was built (pip install builds it when a C compiler
+# and OpenSSL's headers are there), the Python plane otherwise.
+DEFAULT = AUTO
+
+
+def wanted(setting: str = DEFAULT) -> tuple[str, str]:
+    """``(choice, source)``: what was asked for, and where (the variable, or the key)."""
+    raw = os.environ.get(ENV, "").strip().lower()
+    if raw:
+        return raw, f"{ENV}={raw}"
+    return setting, f"dataplane = {setting}"
+
+
+def missing_but_asked(setting: str = DEFAULT) -> bool:
+    """The compiled plane was asked for by name and cannot be had: worth a warning."""
+    return wanted(setting)[0] == COMPILED and load(setting)[0] is None
 
 
 @cache
-def load() -> tuple[ModuleType | None, str]:
+def load(setting: str = DEFAULT) -> tuple[ModuleType | None, str]:
     """The extension module, or None and why it is not used."""
-    raw = os.environ.get(ENV, "").strip().lower()
-    if (raw or DEFAULT) != COMPILED:
-        return None, f"{ENV}={raw}" if raw else f"{ENV}=compiled not set"
+    choice, source = wanted(setting)
+    if choice == PYTHON:
+        return None, source
+    if choice not in CHOICES:
+        return None, f"{source} is not one of {', '.join(CHOICES)}"
+    module, why = _import()
+    if module is None and choice == COMPILED:
+        return None, f"{source}, but {why}"
+    return module, why
+
+
+def _import() -> tuple[ModuleType | None, str]:
     try:
         from tunnel.dataplane import _fastplane  # type: ignore[attr-defined]
     except ImportError as exc:
@@ -70,9 +93,14 @@ def unsupported(listener: ListenerConfig, backends: Mapping[str, BackendConfig])
     return None
 
 
-def choose(listener: ListenerConfig, backends: Mapping[str, BackendConfig]) -> tuple[str, str]:
-    """``(plane, why)`` for one listener: ``compiled`` or ``python``, and the reason."""
-    module, why = load()
+def choose(
+    listener: ListenerConfig, backends: Mapping[str, BackendConfig], setting: str = DEFAULT
+) -> tuple[str, str]:
+    """``(plane, why)`` for one listener: ``compiled`` or ``python``, and the reason.
+
+    ``setting`` is the ``dataplane`` key of ``[tunnel]`` (``TUNNEL_DATAPLANE`` wins over it).
+    """
+    module, why = load(setting)
     if module is None:
         return PYTHON, why
     missing = unsupported(listener, backends)

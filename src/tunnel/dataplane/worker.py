@@ -81,7 +81,9 @@ class Worker:
         self.runtimes: list[ListenerRuntime] = []
         backends = {backend.name: backend for backend in config.backends}
         # Which data plane serves each listener, and why (tunnel.dataplane.fastplane).
-        self.planes = {lc.name: fastplane.choose(lc, backends) for lc in config.listeners}
+        # The supervisor logs the choice once per generation (tunnel.process.reload).
+        setting = config.tunnel.dataplane
+        self.planes = {lc.name: fastplane.choose(lc, backends, setting) for lc in config.listeners}
         self.compiled: CompiledPlane | None = None
         self.gate = AcceptGate(
             self.max_connections,
@@ -103,7 +105,7 @@ class Worker:
 
     def _serve_compiled(self, runtime: ListenerRuntime) -> None:
         """Hand ``runtime`` to the compiled plane; on refusal the Python plane serves it."""
-        module, _ = fastplane.load()
+        module, _ = fastplane.load(self.config.tunnel.dataplane)
         assert module is not None
         try:
             if self.compiled is None:
@@ -112,6 +114,9 @@ class Worker:
             self.compiled.add(runtime, self.sockets[runtime.name])
         except (OSError, RuntimeError, TypeError, ValueError) as exc:
             self.planes[runtime.name] = (PYTHON, f"the compiled plane refused it: {exc}")
+            log.warning(
+                "listener %s: python data plane (%s)", runtime.name, self.planes[runtime.name][1]
+            )
             self.gate.limits[runtime.name] = runtime.config.max_connections
             self.gate.counts[runtime.name] = 0
 
@@ -166,8 +171,6 @@ class Worker:
             self.runtimes.append(runtime)
             if not self._on_python(listener.name):
                 self._serve_compiled(runtime)
-            plane, why = self.planes[listener.name]
-            log.info("listener %s: %s data plane%s", listener.name, plane, f" ({why})" * bool(why))
         self.gate.factories = {r.name: r.protocol_factory for r in self.runtimes}
         await self.pools.start()  # first DNS answers (bounded) before the first client
         await self.gate.start()

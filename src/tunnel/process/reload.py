@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from tunnel.config import Config, load_config
+from tunnel.dataplane import plane
 from tunnel.errors import ConfigErrors, TunnelError
 from tunnel.process.generation import apply_logging, build_contexts, destination, worker_count
 from tunnel.process.listen import bound_address
@@ -66,6 +67,24 @@ class Reloads(WorkerProcesses):
         admin = self.observer.admin
         if admin is not None:
             log.info("admin endpoint: %s", bound_address(admin.listener))
+        self._log_planes()
+
+    def _log_planes(self) -> None:
+        """Which data plane serves each listener: once per generation, not once per worker.
+
+        The workers make the same choice (same configuration, same environment); the
+        extension loaded here is inherited by the workers forked next.
+        """
+        setting = self.config.tunnel.dataplane
+        module, why = plane.load(setting)
+        if module is None:
+            level = logging.WARNING if plane.missing_but_asked(setting) else logging.INFO
+            log.log(level, "data plane: python for every listener (%s)", why)
+            return
+        backends = {backend.name: backend for backend in self.config.backends}
+        for listener in self.config.listeners:
+            chosen, why = plane.choose(listener, backends, setting)
+            log.info("listener %s: %s data plane%s", listener.name, chosen, f" ({why})" * bool(why))
 
     def reload(self) -> bool:
         """Re-read the configuration and certificates; switch generations if all is well.
