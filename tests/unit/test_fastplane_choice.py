@@ -97,7 +97,7 @@ def test_the_compiled_plane_is_the_default_where_built(fresh_choice: pytest.Monk
     pytest.importorskip("tunnel.dataplane._fastplane")
     assert fastplane.choose(PLAIN, {}) == ("compiled", "")
     assert fastplane.choose(PLAIN, {}, "compiled") == ("compiled", "")
-    assert not plane.missing_but_asked("compiled")
+    assert not plane.worth_a_warning("compiled")
 
 
 def test_the_python_plane_by_variable_or_key(fresh_choice: pytest.MonkeyPatch) -> None:
@@ -121,6 +121,7 @@ def test_an_unknown_variable_value_is_named(fresh_choice: pytest.MonkeyPatch) ->
         "python",
         "TUNNEL_DATAPLANE=fast is not one of auto, compiled, python",
     )
+    assert plane.worth_a_warning()
 
 
 @pytest.mark.parametrize("setting", ["auto", "compiled"])
@@ -135,7 +136,7 @@ def test_without_the_extension_the_python_plane_serves(
     assert "the compiled data plane is not built" in why
     # Asked for by name: a warning (tunnel check, the start-up log), not a failure.
     assert why.startswith("dataplane = compiled, but ") == (setting == "compiled")
-    assert plane.missing_but_asked(setting) == (setting == "compiled")
+    assert plane.worth_a_warning(setting) == (setting == "compiled")
 
 
 def _built() -> bool:

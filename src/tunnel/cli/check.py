@@ -132,7 +132,7 @@ def _summary(config: Config, certs: dict[str, list[CertInfo]]) -> tuple[list[str
         from tunnel.process.acme import acme_listener_line, acme_summary
 
         lines.append(acme_summary(config.acme))
-    if plane.missing_but_asked(settings.dataplane):
+    if plane.worth_a_warning(settings.dataplane):
         why = plane.load(settings.dataplane)[1]
         warnings.append(f"WARN: {why}: the Python data plane serves every listener")
     backends = {b.name: b for b in config.backends}

@@ -35,9 +35,10 @@ def wanted(setting: str = DEFAULT) -> tuple[str, str]:
     return setting, f"dataplane = {setting}"
 
 
-def missing_but_asked(setting: str = DEFAULT) -> bool:
-    """The compiled plane was asked for by name and cannot be had: worth a warning."""
-    return wanted(setting)[0] == COMPILED and load(setting)[0] is None
+def worth_a_warning(setting: str = DEFAULT) -> bool:
+    """The Python plane serves although nobody chose it: the compiled plane was asked for
+    by name and cannot be had, or ``TUNNEL_DATAPLANE`` has a value it does not know."""
+    return wanted(setting)[0] not in (AUTO, PYTHON) and load(setting)[0] is None
 
 
 @cache

@@ -78,7 +78,7 @@ class Reloads(WorkerProcesses):
         setting = self.config.tunnel.dataplane
         module, why = plane.load(setting)
         if module is None:
-            level = logging.WARNING if plane.missing_but_asked(setting) else logging.INFO
+            level = logging.WARNING if plane.worth_a_warning(setting) else logging.INFO
             log.log(level, "data plane: python for every listener (%s)", why)
             return
         backends = {backend.name: backend for backend in self.config.backends}
