@@ -9,10 +9,14 @@ simulated by a ``sitecustomize`` that makes importing it fail in the tunnel's pr
 from __future__ import annotations
 
 import os
+import signal
+import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from harness.http import read_all, tls_client
+from harness.http import read_all, routing_handler, slow_body, start_slow_transfer, tls_client
+from harness.process import generation_line
 
 from .conftest import Backend, Certs, Launcher, start_run, write_config
 
@@ -99,3 +103,38 @@ def test_the_config_key_chooses_and_the_variable_wins(
     result = tunnel.run("check", "-c", str(typo))
     assert result.returncode != 0
     assert "dataplane" in result.stderr and "auto, compiled, python" in result.stderr
+
+
+def test_a_reload_switches_planes_and_the_old_generation_drains(
+    tunnel: Launcher,
+    tmp_path: Path,
+    certs: Certs,
+    backend_factory: Callable[[Callable[[socket.socket], None]], Backend],
+) -> None:
+    """The key takes effect at a reload: the compiled generation drains its transfer while
+    the new one serves on the Python plane, and back."""
+    pytest.importorskip("tunnel.dataplane._fastplane")
+    tunnel.env.pop("TUNNEL_DATAPLANE", None)
+    running = start_run(tunnel, tmp_path, certs, backend_factory(routing_handler), workers="2")
+    assert "listener web: compiled data plane" in running.proc.log()
+    text = running.config.read_text()
+    sock, first = start_slow_transfer(running)
+    with sock:
+        offset = len(running.proc.log())
+        running.config.write_text(text.replace("[tunnel]\n", "[tunnel]\ndataplane = python\n"))
+        running.proc.signal(signal.SIGHUP)
+        running.proc.wait_log(generation_line(2), start=offset)
+        log = running.proc.log()[offset:]
+        assert "data plane: python for every listener (dataplane = python)" in log
+        with tls_client(running) as other:
+            other.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            assert read_all(other).endswith(b"hello from the backend\n")
+        assert read_all(sock, first).partition(b"\r\n\r\n")[2] == slow_body()
+    offset = len(running.proc.log())
+    running.config.write_text(text)
+    running.proc.signal(signal.SIGHUP)
+    running.proc.wait_log(generation_line(3), start=offset)
+    assert "listener web: compiled data plane" in running.proc.log()[offset:]
+    with tls_client(running) as other:
+        other.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert read_all(other).endswith(b"hello from the backend\n")
