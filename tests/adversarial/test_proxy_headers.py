@@ -2,15 +2,14 @@
 whole and split byte by byte. Each connection is closed before any TLS byte is sent (FIN,
 or an RST where bytes past the header's cap were never read), with a "proxy header error"
 line; nothing reaches the backend; the one worker survives and serves a good header after
-all of them; headers that never end are cut at proxy_timeout; its fds come back. With
-TUNNEL_DATAPLANE=compiled the header is framed in C (csrc/fp_proxy.c) and decoded by the
+all of them; headers that never end are cut at proxy_timeout; its fds come back. On the
+compiled plane (the default) the header is framed in C (csrc/fp_proxy.c) and decoded by the
 Python plane's decoder; the test checks which plane served it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import socket
 import ssl
@@ -21,6 +20,7 @@ import pytest
 from harness.backends import Backend, BackendFactory
 from harness.certs import Certs
 from harness.net import read_until_closed, recv_exactly
+from harness.planes import compiled_run
 from harness.tunnel import TunnelFactory, TunnelProcess
 from harness.waits import wait_until
 
@@ -120,8 +120,11 @@ def served_through(tunnel: TunnelProcess, certs: Certs, name: str) -> None:
 
 
 def test_it_runs_on_the_requested_plane(proxied: Proxied) -> None:
-    plane = os.environ.get("TUNNEL_DATAPLANE", "python").strip().lower() or "python"
-    assert f"listener test: {plane} data plane" in proxied.tunnel.log()
+    log = proxied.tunnel.log()
+    if compiled_run():  # the default
+        assert "listener test: compiled data plane" in log
+    else:
+        assert "data plane: python for every listener (TUNNEL_DATAPLANE=python)" in log
 
 
 @pytest.mark.parametrize("split", [False, True], ids=["whole", "byte-split"])
