@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import socket
 import ssl
@@ -14,6 +13,7 @@ from typing import Any
 
 import pytest
 import trustme
+from harness.planes import compiled_run
 
 from .harness import (
     BackendFactory,
@@ -28,7 +28,7 @@ from .harness import (
 
 pytestmark = pytest.mark.timeout(90)
 
-COMPILED = os.environ.get("TUNNEL_DATAPLANE", "").lower() == "compiled"
+COMPILED = compiled_run()
 
 
 def on_expected_plane(tunnel: Any) -> None:

@@ -9,7 +9,6 @@ SNI, client certificates and the failure's WARNING and metric.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import socket
 import ssl
@@ -19,6 +18,7 @@ from typing import Any
 
 import pytest
 import trustme
+from harness.planes import compiled_run
 
 from .harness import (
     BackendFactory,
@@ -33,7 +33,7 @@ from .harness import (
 
 pytestmark = pytest.mark.timeout(60)
 
-COMPILED = os.environ.get("TUNNEL_DATAPLANE", "").lower() == "compiled"
+COMPILED = compiled_run()
 REPLY = pattern(3 * 1024 * 1024 + 17, 3)  # larger than every socket buffer on the way
 UPLOAD = pattern(1024 * 1024 + 5, 5)
 GREETING = b"greeting from the TLS backend\n"

@@ -1,7 +1,7 @@
 """Client mode (``client = yes``): plaintext clients, TLS to the backend; on both planes.
 
 test_backend_tls.py has the original client-mode test (with the backend's key log, which
-keeps that listener on the Python plane); these run on the plane TUNNEL_DATAPLANE names.
+is compiled too); these run on the default (compiled) plane, or the one TUNNEL_DATAPLANE names.
 """
 
 from __future__ import annotations
