@@ -37,6 +37,7 @@ SOURCES = [
         "fp_backend_tls",
         "fp_backend_relay",
         "fp_plain_client",
+        "fp_passthrough",
     )
 ]
 LDFLAGS: list[str] = []

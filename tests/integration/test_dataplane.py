@@ -56,10 +56,11 @@ def test_mtls_listeners_are_compiled(
         assert "listener test: compiled data plane" in tunnel.log()
 
 
-def test_a_listener_with_an_unsupported_feature_falls_back(
+def test_passthrough_routes_are_compiled(
     certs: Certs, start_tunnel: TunnelFactory, start_backend: BackendFactory
 ) -> None:
-    """A passthrough backend is not compiled yet: that listener says so and still serves."""
+    """A listener with a passthrough route is compiled (fp_passthrough.c), and its other
+    names are terminated there (test_passthrough runs passthrough itself on both planes)."""
     backend = start_backend(echo_handler)
     tunnel = start_tunnel(
         backend.address,
@@ -70,7 +71,7 @@ def test_a_listener_with_an_unsupported_feature_falls_back(
     if FORCED_PYTHON:
         assert PYTHON_LINE in tunnel.log()
     else:
-        assert "python data plane (needs passthrough backends)" in tunnel.log()
+        assert "listener test: compiled data plane" in tunnel.log()
     with tunnel.connect(certs.client_context()) as sock:
         sock.sendall(b"pong")
         assert sock.recv(4) == b"pong"

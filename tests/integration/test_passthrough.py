@@ -30,6 +30,7 @@ from .harness import (
     TunnelFactory,
     TunnelProcess,
     echo_handler,
+    expect_plane,
     read_until_closed,
     recording_handler,
     reserve_port,
@@ -71,11 +72,13 @@ def s_server(ca: trustme.CA, directory: Path) -> Iterator[int]:
 def passthrough_tunnel(
     start_tunnel: TunnelFactory, default: str, port: int, **backend: str
 ) -> TunnelProcess:
-    return start_tunnel(
+    tunnel = start_tunnel(
         default,
         route=f"sni:{NAME}=pass",
         extra={"backend:pass": {"connect": f"127.0.0.1:{port}", "passthrough": "yes", **backend}},
     )
+    expect_plane(tunnel)  # the compiled run must test the compiled plane (fp_passthrough.c)
+    return tunnel
 
 
 def tls_client(tunnel: TunnelProcess, ctx: ssl.SSLContext, name: str) -> ssl.SSLSocket:
@@ -159,6 +162,7 @@ def test_passthrough_with_proxy_v2_and_half_close(
             }
         },
     )
+    expect_plane(tunnel)
     hello = client_hello()
     with socket.create_connection(tunnel.address, timeout=10) as sock:
         sock.sendall(hello[:50])  # split: the hello is read across reads
@@ -236,6 +240,7 @@ def test_passthrough_idle_timeout(
         idle_timeout="1s",
         extra={"backend:pass": {"connect": f"127.0.0.1:{port}", "passthrough": "yes"}},
     )
+    expect_plane(tunnel)
     with socket.create_connection(tunnel.address, timeout=10) as sock:
         sock.sendall(client_hello())
         read_until_closed(sock)
@@ -289,6 +294,7 @@ def test_passthrough_per_ip_cap_and_metrics(
         tunnel={"admin": "127.0.0.1:0"},
         extra={"backend:pass": {"connect": f"127.0.0.1:{port}", "passthrough": "yes"}},
     )
+    expect_plane(tunnel)
     admin = tunnel.admin_port()  # admin says port 0
     hello = client_hello()
     with socket.create_connection(tunnel.address, timeout=10) as held:
@@ -338,6 +344,7 @@ def test_passthrough_behind_a_balancer(
             }
         },
     )
+    expect_plane(tunnel)
     hello = client_hello()
     inbound = pp.encode_v1(("203.0.113.9", 4000), ("192.0.2.1", 443))
     with socket.create_connection(tunnel.address, timeout=10) as sock:

@@ -84,6 +84,14 @@ def test_a_tls_backend_with_a_key_log_is_compiled() -> None:
     assert fastplane.unsupported(listener, {"api": api}) is None
 
 
+def test_passthrough_backends_are_compiled() -> None:
+    """C sniffs the ClientHello, Python's reader routes it (csrc/fp_passthrough.c)."""
+    backends = {"pass": BackendConfig("pass", (Address("tcp", "10.0.0.2", 443),), passthrough=True)}
+    listener = dataclasses.replace(PLAIN, routes=(Route("sni", "pass.example", "pass"),))
+    assert fastplane.unsupported(listener, backends) is None
+    assert fastplane.unsupported(dataclasses.replace(PLAIN, backend="pass"), backends) is None
+
+
 @pytest.fixture
 def fresh_choice(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
     """No TUNNEL_DATAPLANE, and load() asked again (it is cached per process)."""

@@ -44,6 +44,7 @@ from tunnel.dataplane.fastplane_facts import (
     recovering,
     sockaddr,
 )
+from tunnel.dataplane.fastplane_passthrough import Answer, Sniffer, summary_fields
 from tunnel.dataplane.fastplane_policy import SUMMARIZED, Policy, keylog_fd
 from tunnel.dataplane.fastplane_proxy import ProxyIn, proxy_in_args
 from tunnel.dataplane.fastplane_tls import BackendTLS, Settings
@@ -57,8 +58,10 @@ from tunnel.dataplane.plane import load as load
 from tunnel.dataplane.plane import unsupported as unsupported
 from tunnel.dataplane.pool import Member
 from tunnel.dataplane.summary import format_summary, peer_text, tcp_addr
+from tunnel.dataplane.targets import Target
 from tunnel.tls.contexts import SNISelector
 from tunnel.wire import proxy_out
+from tunnel.wire.clienthello import ClientHello
 from tunnel.wire.ja4 import message_ja4
 
 log = logging.getLogger("tunnel.conn")
@@ -100,6 +103,7 @@ class CompiledPlane:
         self._policy = Policy()  # per-IP caps and rates, deny_ja4 (fastplane_policy.py)
         self.proxy = ProxyIn(self._admit_proxied)  # PROXY headers of proxy_from listeners
         self._tls = BackendTLS(module.ctx_pointer)  # TLS backends' settings for C
+        self._sniffer = Sniffer(self._policy, self._pass_through)  # passthrough routes
 
     @property
     def live(self) -> int:
@@ -159,6 +163,8 @@ class CompiledPlane:
         if cfg.proxy_from:
             timeout, nets, untrusted, expired = proxy_in_args(cfg)
             self.plane.proxy_in(lid, timeout, nets, self.proxy.feed, untrusted, expired)
+        if runtime.passthrough and not cfg.client:  # the ClientHello routes first
+            self.plane.passthrough(lid, self._on_sniff)
         if not cfg.client and (cfg.keylog_file is not None or runtime.deny_ja4):
             deny = bool(runtime.deny_ja4)
             self.plane.set_policy(  # owns log_fd from here on
@@ -256,13 +262,67 @@ class CompiledPlane:
                 unique_id=uid,
                 balancer_tlvs=tlvs,
             )
+        entry = self._entry(cid, target, uid, fingerprint)
+        if identity is not None:
+            entry.client = identity[0]
+        return self._route(runtime, cid, entry, preamble)
+
+    def _on_sniff(self, lid: int, cid: int, data: bytes, peer: Any, local: Any) -> Answer:
+        """Passthrough routes: the first bytes, peeked (fastplane_passthrough.py)."""
+        return self._sniffer.sniff(self.runtimes[lid], cid, data, peer, local)
+
+    def _pass_through(
+        self,
+        runtime: ListenerRuntime,
+        cid: int,
+        target: Target,
+        hello: ClientHello,
+        fingerprint: str,
+        peer: Any,
+        local: Any,
+    ) -> Decision | str | None:
+        """The backend decision of a passed-through connection, as Passthrough.begin and
+        its PROXY header (v2: the SNI and JA4, no SSL TLV: Tunnel did not terminate)."""
+        self._count_connects()
+        runtime.stats.passed_through()
+        if runtime.per_ip is not None or runtime.rates is not None:
+            self._policy.handshake_done(runtime, cid, False)  # the part Tunnel reads is over
+        peer, local, tlvs = self.proxy.addresses(cid, peer, local)
+        uid = None
+        preamble = b""
+        options = target.proxy
+        if options is not None:
+            if options.unique_id:
+                uid = os.urandom(UNIQUE_ID_BYTES)
+            facts = proxy_out.TLSFacts(sni=hello.server_name, ja4=fingerprint, terminated=False)
+            preamble = proxy_out.build_header(
+                options,
+                tcp_addr(peer),
+                tcp_addr(local),
+                facts,
+                unique_id=uid,
+                balancer_tlvs=tlvs,
+            )
+        entry = self._entry(cid, target, uid, fingerprint)
+        entry.passthrough, entry.sni = True, hello.server_name
+        return self._route(runtime, cid, entry, preamble)
+
+    def _entry(
+        self, cid: int, target: Target, uid: bytes | None, fingerprint: str | None
+    ) -> Pending:
+        """Remember a connection that goes to ``target`` until it closes."""
         members = tuple(target.pool.candidates(time.monotonic()))
         origins = tuple(member.address for member in members)
         entry = self._pending[cid] = Pending(target, uid, origins, members, ja4=fingerprint)
-        if identity is not None:
-            entry.client = identity[0]
-        if not members:
-            return f"backend unreachable: backend {target.pool.name} has no address (DNS)"
+        return entry
+
+    def _route(
+        self, runtime: ListenerRuntime, cid: int, entry: Pending, preamble: bytes
+    ) -> Decision | str | None:
+        """The addresses of the target's pool for C (None: resolved first, then decided)."""
+        if not entry.members:
+            return f"backend unreachable: backend {entry.target.pool.name} has no address (DNS)"
+        origins = entry.origins
         addrs = tuple(sockaddr(a) for a in origins) if all(map(numeric, origins)) else None
         if addrs is None:  # answered later, by plane.decide()
             entry.task = runtime.loop.create_task(self._resolve(cid, runtime, entry, preamble))
@@ -344,7 +404,8 @@ class CompiledPlane:
         entry = self._pending.pop(cid, None)
         backend: Address | None = None
         uid = client = None
-        fingerprint = message_ja4(hello)  # a hello is only left here if no handshake-done
+        denied = self._sniffer.forget(cid)  # a JA4 denied before OpenSSL read the hello
+        fingerprint = message_ja4(hello) or denied  # a hello is left here if no handshake-done
         if entry is not None:
             uid, client, fingerprint = entry.uid, entry.client, entry.ja4
             if entry.task is not None:
@@ -369,6 +430,30 @@ class CompiledPlane:
         level = logging.DEBUG if kind in SUMMARIZED else logging.INFO
         if not log.isEnabledFor(level):
             return
+        if entry is not None and entry.passthrough:
+            fields = summary_fields(runtime, peer_text(peer), entry.sni, fingerprint, backend)
+        else:
+            fields = self._tls_fields(runtime, peer, facts, fingerprint, client, backend)
+        fields |= {
+            "in": bytes_in,
+            "out": bytes_out,
+            "duration": round(duration, 3),
+            "reason": reason,
+        }
+        if uid and backend_index >= 0:  # only once the header went to a backend
+            fields["uid"] = uid.hex()
+        log.log(level, "%s", format_summary(fields), extra={"conn": fields})
+
+    def _tls_fields(
+        self,
+        runtime: ListenerRuntime,
+        peer: Any,
+        facts: Facts,
+        fingerprint: str | None,
+        client: str | None,
+        backend: Address | None,
+    ) -> dict[str, str | int | float]:
+        """The head of a terminated connection's log line (the caller adds the rest)."""
         sni, alpn, version, cipher, resumed, group = facts
         fields: dict[str, str | int | float] = {
             "peer": peer_text(peer),
@@ -383,16 +468,8 @@ class CompiledPlane:
         }
         if runtime.config.verify != "none":
             fields["client"] = client or "-"  # only where client certificates are asked
-        fields |= {
-            "backend": str(backend or "-"),
-            "in": bytes_in,
-            "out": bytes_out,
-            "duration": round(duration, 3),
-            "reason": reason,
-        }
-        if uid and backend_index >= 0:  # only once the header went to a backend
-            fields["uid"] = uid.hex()
-        log.log(level, "%s", format_summary(fields), extra={"conn": fields})
+        fields["backend"] = str(backend or "-")
+        return fields
 
     def _on_connect(self, lid: int, cid: int, attempts: list[tuple[int, int, float]]) -> None:
         """Connect attempts C reports at once (a failure, or a success asked for by

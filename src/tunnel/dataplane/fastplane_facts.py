@@ -56,6 +56,8 @@ class Pending:
     client: str | None = None  # the client certificate's subject CN (mTLS listeners)
     task: asyncio.Task[None] | None = None  # resolving backend host names
     ja4: str | None = None  # the JA4 of the client's ClientHello (C hands over the message)
+    passthrough: bool = False  # passed through untouched (fastplane_passthrough.py)
+    sni: str | None = None  # the SNI of a passed-through connection's ClientHello
 
 
 def sockaddr(addr: Address) -> tuple[int, str, int]:

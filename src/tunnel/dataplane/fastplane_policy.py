@@ -105,17 +105,17 @@ class Policy:
         being ``length`` bytes), which came in ``records`` TLS records: None to go on,
         else (alert, close reason) to refuse."""
         if records > MAX_RECORDS:
-            return self._unreadable(
+            return self.unreadable(
                 runtime, cid, f"ClientHello split into over {MAX_RECORDS} records"
             )
         if message is None:
             # Only a hello over the reader's limit is not kept (HELLO_LIMIT in fastplane.h).
             error = f"ClientHello of {max(length - 4, 0)} bytes: more than {DEFAULT_LIMIT}"
-            return self._unreadable(runtime, cid, error)
+            return self.unreadable(runtime, cid, error)
         try:
             fingerprint = ja4(parse_handshake_message(message))
         except ClientHelloError as exc:
-            return self._unreadable(runtime, cid, str(exc))
+            return self.unreadable(runtime, cid, str(exc))
         if fingerprint in runtime.deny_ja4:
             runtime.stats.denied["ja4"] += 1
             return ALERT_HANDSHAKE_FAILURE, f"denied: ja4 {fingerprint}"
@@ -129,7 +129,7 @@ class Policy:
         try:
             ClientHelloReader().feed(data)
         except ClientHelloError as exc:
-            return self._unreadable(runtime, cid, str(exc))
+            return self.unreadable(runtime, cid, str(exc))
         return None
 
     def took_bad_hello(self, cid: int) -> bool:
@@ -139,7 +139,7 @@ class Policy:
             return True
         return False
 
-    def _unreadable(self, runtime: ListenerRuntime, cid: int, error: str) -> tuple[int, str]:
+    def unreadable(self, runtime: ListenerRuntime, cid: int, error: str) -> tuple[int, str]:
         """The Python plane refuses a hello it cannot read where a JA4 policy is set."""
         self.bad_hello.add(cid)
         return ALERT_DECODE_ERROR, f"handshake failed: bad ClientHello: {error}"

@@ -88,9 +88,6 @@ def unsupported(listener: ListenerConfig, backends: Mapping[str, BackendConfig])
     """Why the compiled plane cannot serve ``listener`` yet (None: it can)."""
     if listener.acme:
         return "acme (TLS-ALPN-01 challenges are answered in the handshake)"
-    used = backends_of(listener, backends)
-    if any(backend.passthrough for backend in used):
-        return "passthrough backends"
     return None
 
 

@@ -41,6 +41,11 @@
  *  - Client mode (fp_plain_client.c): a listener without SSL_CTX has connections without
  *    SSL (c->ssl NULL): accept goes straight to on_handshake, the client side is read and
  *    written with recv/send, and its end is a FIN.
+ *  - SNI passthrough (fp_passthrough.c): on a listener with passthrough routes, the first
+ *    bytes are peeked before OpenSSL reads any and Python's ClientHello reader decides
+ *    once the hello is whole: terminate (OpenSSL reads it), refuse (our alert), or pass
+ *    through (the SSL is freed and the connection relays as a client-mode one, the
+ *    hello still on the socket being the first bytes relayed).
  *  - No length read from the network is trusted: every copy is bounded by the buffer it
  *    goes into (the scratch buffer, or a pending buffer allocated for exactly that size).
  */
@@ -125,6 +130,7 @@ struct listener {
     proxy_net *nets;
     PyObject *on_proxy, *r_untrusted, *r_expired;
     struct fp_policy *policy; /* NULL: none (set_policy) */
+    PyObject *on_sniff; /* passthrough routes: the ClientHello is sniffed (fp_passthrough.c) */
 };
 
 typedef struct {
@@ -173,6 +179,10 @@ struct conn {
     PyObject *attempts; /* list of (index, errno | 0 ok | -1 timeout | < -1 + text, seconds) */
     PyObject *reason;
     struct btls *bt; /* TLS to the backend (fp_backend_tls.c); NULL: a plain backend */
+    unsigned sniff : 1;     /* the ClientHello is still to be sniffed (fp_passthrough.c) */
+    unsigned sniff_end : 1; /* meanwhile, the client's input ended (or failed) */
+    unsigned passed : 1;    /* passed through: no TLS of ours, the client's bytes as they are */
+    size_t sniffed;         /* bytes the last sniff saw */
 };
 
 struct plane {
@@ -281,6 +291,12 @@ void proxy_free(listener *l);
 void proxy_start(plane *p, conn *c);
 void proxy_read(plane *p, conn *c);
 void proxy_expired(plane *p, conn *c);
+/* SNI passthrough (fp_passthrough.c). */
+PyObject *Plane_passthrough(plane *p, PyObject *args);
+void pt_free(listener *l);
+int pt_sniff(plane *p, conn *c);
+int pt_expired(plane *p, conn *c);
+void pt_unreachable(conn *c);
 void arm_timer(plane *p);
 void run_timers(plane *p);
 

@@ -107,6 +107,8 @@ void want(plane *p, conn *c) {
         break;
     case S_HANDSHAKE:
         cm = c->hs_want_write || c->out_len ? EPOLLOUT : EPOLLIN;
+        if (c->sniff) /* bytes peeked but not read must not wake us again (fp_passthrough.c) */
+            cm = EPOLLIN | EPOLLRDHUP | EPOLLET;
         break;
     case S_CONNECTING:
         cm = c->out_len ? EPOLLOUT : 0; /* else only watched for errors meanwhile */

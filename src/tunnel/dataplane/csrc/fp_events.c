@@ -117,6 +117,8 @@ void handshake_done(plane *p, conn *c) {
 }
 
 void do_handshake(plane *p, conn *c) {
+    if (c->sniff && pt_sniff(p, c))
+        return; /* passthrough routes: the ClientHello decides first (fp_passthrough.c) */
     if (c->l->policy && !c->peeked && hello_peek(p, c))
         return; /* deny_ja4: the first bytes cannot start a ClientHello (fp_policy.c) */
     if (c->out_len) { /* the last flight first: the client cannot go on without it */
@@ -283,6 +285,7 @@ void do_accept(plane *p, lsock *s) {
         }
         c->kind = K_CONN;
         c->state = S_HANDSHAKE;
+        c->sniff = ssl && l->on_sniff; /* passthrough routes: the hello is sniffed first */
         c->l = l;
         c->id = id;
         c->cfd = fd;
@@ -319,6 +322,8 @@ void on_client(plane *p, conn *c, uint32_t ev) {
         proxy_read(p, c);
         break;
     case S_HANDSHAKE:
+        if (c->sniff && (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
+            c->sniff_end = 1; /* no more of the hello will come */
         do_handshake(p, c);
         break;
     case S_CONNECTING:
@@ -410,6 +415,8 @@ void expire(plane *p, tlist *tl) {
             proxy_expired(p, c);
             break;
         case S_HANDSHAKE:
+            if (c->sniff && pt_expired(p, c))
+                break; /* OpenSSL, given what came, ended it */
             set_reason_static(c, R_HS_TIMEOUT);
             if (c->hs_want_write || c->out_len) {
                 conn_close(p, c); /* our flight is not even read: an alert would wait too */

@@ -278,6 +278,7 @@ static void Plane_dealloc(plane *p) {
         for (Py_ssize_t j = 0; l->wild && j < l->nwild; j++)
             free(l->wild[j].name);
         proxy_free(l);
+        pt_free(l);
         free(l->exact);
         free(l->wild);
         free(l->socks);
@@ -309,6 +310,7 @@ static PyMethodDef plane_methods[] = {
     {"proxy_in", (PyCFunction)Plane_proxy_in, METH_VARARGS, "Read a PROXY header first."},
     {"counts", (PyCFunction)Plane_counts, METH_O, "(accepted, active) of a listener."},
     {"set_policy", (PyCFunction)Plane_set_policy, METH_VARARGS, "keylog_file, deny_ja4."},
+    {"passthrough", (PyCFunction)Plane_passthrough, METH_VARARGS, "Sniff the ClientHello."},
     {NULL, NULL, 0, NULL},
 };
 

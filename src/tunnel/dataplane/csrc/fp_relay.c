@@ -334,6 +334,7 @@ void try_connect(plane *p, conn *c) {
         attempt_failed(p, c, err);
     }
     Py_INCREF(R_UNREACHABLE);
+    pt_unreachable(c); /* passed through: the client gets our alert (fp_passthrough.c) */
     close_early(p, c, R_UNREACHABLE); /* Python adds why, from the attempts */
 }
 
@@ -359,6 +360,7 @@ int take_decision(plane *p, conn *c, PyObject *d) {
     }
     if (PyUnicode_Check(d)) {
         Py_INCREF(d);
+        pt_unreachable(c); /* only a passed-through connection: its alert */
         close_early(p, c, d);
         return 0;
     }
