@@ -317,6 +317,7 @@ def test_passthrough_per_ip_cap_and_metrics(
     assert value(samples, "tunnel_connections_refused_per_ip_total", listener="test") == 1
     assert value(samples, "tunnel_connections_accepted_total", listener="test") == 1
     assert value(samples, "tunnel_bytes_total", listener="test", direction="in") == len(hello)
+    assert value(samples, "tunnel_handshakes_total", listener="test", result="passthrough") == 1
 
 
 def test_passthrough_behind_a_balancer(

@@ -10,7 +10,10 @@ pool's passive health and its log lines are as timely as on the Python plane; an
 ``proxy_from`` listener once before the handshake, with the PROXY header's bytes
 (:mod:`tunnel.dataplane.fastplane_proxy`). Listeners with per-IP rates or caps add one call
 at accept, and ``deny_ja4`` listeners one at the ClientHello
-(:mod:`tunnel.dataplane.fastplane_policy`).
+(:mod:`tunnel.dataplane.fastplane_policy`). On a listener with passthrough routes, the
+first bytes of each connection go to :meth:`CompiledPlane._on_sniff` (usually once) before
+OpenSSL reads any: its ClientHello decides whether the connection is terminated, refused
+or passed through (:mod:`tunnel.dataplane.fastplane_passthrough`).
 
 Which listeners it serves is decided in :mod:`tunnel.dataplane.plane`; the bookkeeping
 between the two calls is in :mod:`tunnel.dataplane.fastplane_facts`.
@@ -43,8 +46,14 @@ from tunnel.dataplane.fastplane_facts import (
     count_attempts,
     recovering,
     sockaddr,
+    tls_fields,
 )
-from tunnel.dataplane.fastplane_passthrough import Answer, Sniffer, summary_fields
+from tunnel.dataplane.fastplane_passthrough import (
+    Answer,
+    Sniffer,
+    proxy_header,
+    summary_fields,
+)
 from tunnel.dataplane.fastplane_policy import SUMMARIZED, Policy, keylog_fd
 from tunnel.dataplane.fastplane_proxy import ProxyIn, proxy_in_args
 from tunnel.dataplane.fastplane_tls import BackendTLS, Settings
@@ -288,21 +297,7 @@ class CompiledPlane:
         if runtime.per_ip is not None or runtime.rates is not None:
             self._policy.handshake_done(runtime, cid, False)  # the part Tunnel reads is over
         peer, local, tlvs = self.proxy.addresses(cid, peer, local)
-        uid = None
-        preamble = b""
-        options = target.proxy
-        if options is not None:
-            if options.unique_id:
-                uid = os.urandom(UNIQUE_ID_BYTES)
-            facts = proxy_out.TLSFacts(sni=hello.server_name, ja4=fingerprint, terminated=False)
-            preamble = proxy_out.build_header(
-                options,
-                tcp_addr(peer),
-                tcp_addr(local),
-                facts,
-                unique_id=uid,
-                balancer_tlvs=tlvs,
-            )
+        uid, preamble = proxy_header(target, hello.server_name, fingerprint, peer, local, tlvs)
         entry = self._entry(cid, target, uid, fingerprint)
         entry.passthrough, entry.sni = True, hello.server_name
         return self._route(runtime, cid, entry, preamble)
@@ -433,7 +428,7 @@ class CompiledPlane:
         if entry is not None and entry.passthrough:
             fields = summary_fields(runtime, peer_text(peer), entry.sni, fingerprint, backend)
         else:
-            fields = self._tls_fields(runtime, peer, facts, fingerprint, client, backend)
+            fields = tls_fields(runtime, peer, facts, fingerprint, client, backend)
         fields |= {
             "in": bytes_in,
             "out": bytes_out,
@@ -443,33 +438,6 @@ class CompiledPlane:
         if uid and backend_index >= 0:  # only once the header went to a backend
             fields["uid"] = uid.hex()
         log.log(level, "%s", format_summary(fields), extra={"conn": fields})
-
-    def _tls_fields(
-        self,
-        runtime: ListenerRuntime,
-        peer: Any,
-        facts: Facts,
-        fingerprint: str | None,
-        client: str | None,
-        backend: Address | None,
-    ) -> dict[str, str | int | float]:
-        """The head of a terminated connection's log line (the caller adds the rest)."""
-        sni, alpn, version, cipher, resumed, group = facts
-        fields: dict[str, str | int | float] = {
-            "peer": peer_text(peer),
-            "listener": runtime.name,
-            "sni": sni or "-",
-            "alpn": alpn or "-",
-            "tls": version or "-",
-            "cipher": cipher or "-",
-            "resumed": "yes" if resumed else "no",
-            "group": group_display_name(group) if group else "-",
-            "ja4": fingerprint or "-",
-        }
-        if runtime.config.verify != "none":
-            fields["client"] = client or "-"  # only where client certificates are asked
-        fields["backend"] = str(backend or "-")
-        return fields
 
     def _on_connect(self, lid: int, cid: int, attempts: list[tuple[int, int, float]]) -> None:
         """Connect attempts C reports at once (a failure, or a success asked for by

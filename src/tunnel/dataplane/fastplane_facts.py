@@ -21,10 +21,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from tunnel._native.openssl import group_display_name
 from tunnel.config import Address
 from tunnel.dataplane.connection import ListenerRuntime
 from tunnel.dataplane.fastplane_tls import log_failure
 from tunnel.dataplane.pool import Member
+from tunnel.dataplane.summary import peer_text
 from tunnel.dataplane.targets import Target
 from tunnel.dataplane.tls_endpoint import failure_by_code
 from tunnel.observe.reasons import CloseReason, HandshakeFailure
@@ -162,3 +164,30 @@ def close_labels(
     if detail == UNKNOWN_NAME:
         return reason, HandshakeFailure.UNKNOWN_SNI
     return reason, failure_by_code(detail.upper().replace(" ", "_"))
+
+
+def tls_fields(
+    runtime: ListenerRuntime,
+    peer: Any,
+    facts: Facts,
+    fingerprint: str | None,
+    client: str | None,
+    backend: Address | None,
+) -> dict[str, str | int | float]:
+    """The head of a terminated connection's log line (the caller adds the rest)."""
+    sni, alpn, version, cipher, resumed, group = facts
+    fields: dict[str, str | int | float] = {
+        "peer": peer_text(peer),
+        "listener": runtime.name,
+        "sni": sni or "-",
+        "alpn": alpn or "-",
+        "tls": version or "-",
+        "cipher": cipher or "-",
+        "resumed": "yes" if resumed else "no",
+        "group": group_display_name(group) if group else "-",
+        "ja4": fingerprint or "-",
+    }
+    if runtime.config.verify != "none":
+        fields["client"] = client or "-"  # only where client certificates are asked
+    fields["backend"] = str(backend or "-")
+    return fields

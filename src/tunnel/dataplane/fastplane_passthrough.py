@@ -17,12 +17,15 @@ knows is ``-``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
-from tunnel.dataplane.connection import ListenerRuntime
+from tunnel.dataplane.connection import UNIQUE_ID_BYTES, ListenerRuntime
 from tunnel.dataplane.fastplane_policy import ALERT_HANDSHAKE_FAILURE, Policy
+from tunnel.dataplane.summary import tcp_addr
 from tunnel.dataplane.targets import Target
+from tunnel.wire import proxy_out
 from tunnel.wire.clienthello import ClientHello, ClientHelloError, ClientHelloReader
 from tunnel.wire.ja4 import ja4
 
@@ -70,6 +73,28 @@ class Sniffer:
         """The connection ended: drop its reader; the JA4 it was denied for, if it was."""
         self._readers.pop(cid, None)
         return self._denied.pop(cid, None)
+
+
+def proxy_header(
+    target: Target,
+    sni: str | None,
+    fingerprint: str,
+    peer: Any,
+    local: Any,
+    tlvs: tuple[tuple[int, bytes], ...],
+) -> tuple[bytes | None, bytes]:
+    """``(unique ID, PROXY header)`` for a passed-through connection, as
+    :meth:`tunnel.dataplane.passthrough.Passthrough._preamble` builds it: v2 says the SNI
+    and JA4 and has no SSL TLV (Tunnel did not terminate). ``b""`` without a header."""
+    options = target.proxy
+    if options is None:
+        return None, b""
+    uid = os.urandom(UNIQUE_ID_BYTES) if options.unique_id else None
+    facts = proxy_out.TLSFacts(sni=sni, ja4=fingerprint, terminated=False)
+    header = proxy_out.build_header(
+        options, tcp_addr(peer), tcp_addr(local), facts, unique_id=uid, balancer_tlvs=tlvs
+    )
+    return uid, header
 
 
 def summary_fields(
