@@ -14,6 +14,9 @@ What applies as on terminated connections: the connect timeout and failover, the
 header (v2 with the SNI as AUTHORITY, no SSL TLV), back-pressure at ``buffer_size``,
 half-close both ways (a FIN is passed on as a FIN), the idle timeout (the listener's
 sweep), drain, the per-IP limits, the listener's metrics and one summary log line.
+
+The compiled plane does the same in C (``csrc/fp_passthrough.c``, with
+:mod:`tunnel.dataplane.fastplane_passthrough`): same bytes on the wire, log line and metrics.
 """
 
 from __future__ import annotations
