@@ -42,6 +42,28 @@ def in_records(hello: bytes, size: int) -> bytes:
     return b"".join(b"\x16\x03\x01" + len(c).to_bytes(2, "big") + c for c in chunks)
 
 
+def padded(hello: bytes, body: int) -> bytes:
+    """``hello`` (one record) grown to a ``body``-byte message by an unknown extension."""
+    message = hello[9 : 9 + int.from_bytes(hello[6:9], "big")]
+    pad = body - len(message) - 4
+    assert pad >= 0
+    pos = 2 + 32  # legacy_version, random; then session id, ciphers, compression
+    pos += 1 + message[pos]
+    pos += 2 + int.from_bytes(message[pos : pos + 2], "big")
+    pos += 1 + message[pos]
+    extensions = int.from_bytes(message[pos : pos + 2], "big") + 4 + pad
+    grown = (
+        message[:pos]
+        + extensions.to_bytes(2, "big")
+        + message[pos + 2 :]
+        + b"\xfa\xde"
+        + pad.to_bytes(2, "big")
+        + b"\x00" * pad
+    )
+    out = b"\x01" + len(grown).to_bytes(3, "big") + grown
+    return b"\x16\x03\x01" + len(out).to_bytes(2, "big") + out
+
+
 def reader_error(data: bytes) -> str:
     """What the Python plane's reader says of ``data`` (both planes must say the same)."""
     with pytest.raises(ClientHelloError) as info:
@@ -84,6 +106,28 @@ def test_a_split_hello_is_passed_through_whole(
     assert f"sni={NAME}" in line and f" in={len(hello) + 8} " in line
 
 
+def test_the_largest_hello_the_reader_takes_is_passed_through(
+    start_tunnel: TunnelFactory, start_backend: BackendFactory
+) -> None:
+    """A 16 KiB message in 32 records: the most the reader (and C's peek) accepts."""
+    recorder = start_backend(closing_recorder)
+    port = int(recorder.address.rsplit(":", 1)[1])
+    tunnel = passthrough_tunnel(start_tunnel, "127.0.0.1:9", port)
+    hello = in_records(padded(client_hello(), 16384), -(-(16384 + 4) // 32))
+    assert hello.count(b"\x16\x03\x01") >= 32 and len(hello) == 16388 + 32 * 5
+    parsed = ClientHelloReader().feed(hello)
+    assert parsed is not None and parsed.server_name == NAME
+    with nodelay(tunnel.address) as sock:
+        for i in range(0, len(hello), 1000):
+            sock.sendall(hello[i : i + 1000])
+        sock.shutdown(socket.SHUT_WR)
+        read_until_closed(sock)
+    (record,) = recorder.wait_connections(1)
+    wait_until(record.eof.is_set, what="backend EOF")
+    assert bytes(record.received) == hello
+    assert f" in={len(hello)} " in line_with(tunnel, "passthrough=yes")
+
+
 @pytest.mark.parametrize(
     "garbage",
     [
@@ -93,6 +137,7 @@ def test_a_split_hello_is_passed_through_whole(
             id="then an application record",
         ),
         pytest.param(lambda h: in_records(h, 8), id="over 32 records"),
+        pytest.param(lambda h: padded(h, 16385), id="a message over 16 KiB"),
         pytest.param(lambda h: b"\x16\x03\x01\x41\x01" + b"\x01" * 50, id="record too long"),
         pytest.param(lambda h: b"\x80\x2e\x01\x03\x01" + b"\x00" * 45, id="SSLv2 hello"),
     ],
