@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from tunnel.config.model import ConfigValueError
 from tunnel.config.values import parse_duration
@@ -95,6 +94,8 @@ def parse_names(text: str) -> tuple[str, ...]:
 
 
 def directory_url(text: str) -> str:
+    from urllib.parse import urlsplit  # only for an [acme] directory URL
+
     url = urlsplit(text.strip())
     if url.scheme not in ("https", "http") or not url.netloc:
         raise ConfigValueError(

@@ -20,7 +20,6 @@ import errno
 import grp
 import os
 import pwd
-import shlex
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -117,6 +116,8 @@ def _bits(want: int) -> str:
 
 def fix(denial: Denial, who: Who, group: str) -> str:
     """The command that lets ``who`` through, changing as little as possible."""
+    import shlex  # only when a file is out of reach, to say how to fix it
+
     node, bits, path = denial.node, _bits(denial.want), shlex.quote(denial.node.path)
     if node.uid == who.uid:
         return f"chmod u+{bits} {path}"

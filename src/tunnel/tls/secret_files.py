@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import os
 import ssl
-import tempfile
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # serving processes write no files here: tempfile and pathlib cost ~1 MB
+    from pathlib import Path
 
 PRIVATE_MODE = 0o600
 
@@ -29,6 +31,8 @@ def write_private_file(path: Path, data: bytes, *, force: bool = False) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_MODE)
         _write_all(fd, data)
         return
+    import tempfile  # only gen-cert, demo and ACME replace files (tempfile: ~0.8 MB)
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mode 0600
     try:
         _write_all(fd, data)
