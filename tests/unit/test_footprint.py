@@ -38,22 +38,25 @@ FORBIDDEN = (
 # Checked with ``python -S``: a ``.pth`` hook of this machine's site-packages loads
 # ``certifi``, which imports them into every Python process here.
 FORBIDDEN_STDLIB = (
-    "tempfile",  # replacing a file atomically (gen-cert, demo, ACME state); pulls shutil,
-    "shutil",  # bz2, lzma and random with it
+    "tempfile",  # replacing a file atomically (gen-cert, demo, ACME state); it pulls
+    "shutil",  # shutil, bz2, lzma and random with it
     "pathlib",  # the same commands' paths
     "urllib.parse",  # an [acme] directory URL
     "shlex",  # the fix for a file the workers could not read
+    "lzma",  # (and bz2, zlib) shutil, which argparse imports for the terminal's width
 )
 
 SCRIPT = """
 import json, sys
 from tunnel.cli import main  # the `tunnel` entry point
+from tunnel.cli.main import build_parser
 from tunnel.config import parse_config
 from tunnel.dataplane import worker
 from tunnel.observe.collector import Observer
 from tunnel.observe.metrics import ListenerStats, snapshot
 from tunnel.process import generation, service, supervisor
 
+build_parser().parse_args(["run", "-c", "tunnel.ini"])  # as `tunnel run` parses its arguments
 config = parse_config(sys.argv[1], "<footprint>")
 contexts = generation.build_contexts(config)
 observer = Observer(config, 1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import cast
@@ -47,15 +48,50 @@ def _later(module: str, name: str) -> Command:
 # --------------------------------------------------------------------------- parser
 
 
+def _columns() -> int:
+    """``shutil.get_terminal_size().columns``, without importing ``shutil``.
+
+    argparse's formatter (made for every ``add_argument``) imports ``shutil``, and with it
+    ``bz2``, ``lzma`` and ``zlib``: ~230 KiB of heap in every serving process, for the
+    width of a help text that ``tunnel run`` never prints.
+    """
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help formatter, told the terminal's width (see :func:`_columns`)."""
+
+    def __init__(
+        self,
+        prog: str,
+        indent_increment: int = 2,
+        max_help_position: int = 24,
+        width: int | None = None,
+    ) -> None:
+        width = _columns() - 2 if width is None else width  # what argparse itself does
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``tunnel`` command."""
     parser = argparse.ArgumentParser(
-        prog="tunnel", description="Tunnel: a lightweight TLS terminator."
+        prog="tunnel",
+        description="Tunnel: a lightweight TLS terminator.",
+        formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"tunnel {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = sub.add_parser("run", help="serve the configured listeners")
+    run = sub.add_parser("run", help="serve the configured listeners", formatter_class=_Formatter)
     run.add_argument("-c", "--config", required=True, metavar="FILE", help="configuration file")
     run.add_argument("--log-level", choices=LOG_LEVELS, help="override [tunnel] log_level")
     run.add_argument(
@@ -63,7 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=_later("run", "cmd_run"))
 
-    rel = sub.add_parser("reload", help="make a running Tunnel re-read its configuration")
+    rel = sub.add_parser(
+        "reload",
+        help="make a running Tunnel re-read its configuration",
+        formatter_class=_Formatter,
+    )
     rel.add_argument(
         "-c", "--config", metavar="FILE", help="validate FILE; its pid_file finds Tunnel"
     )
@@ -77,26 +117,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rel.set_defaults(func=_later("reload", "cmd_reload"))
 
-    check = sub.add_parser("check", help="validate a configuration without serving")
+    check = sub.add_parser(
+        "check", help="validate a configuration without serving", formatter_class=_Formatter
+    )
     check.add_argument("-c", "--config", required=True, metavar="FILE", help="configuration file")
     check.set_defaults(func=_later("check", "cmd_check"))
 
     stat = sub.add_parser(
         "status",
         help="summarise a running Tunnel (its admin endpoint); exit 1 unless it is ready",
+        formatter_class=_Formatter,
     )
     where = stat.add_mutually_exclusive_group()
     where.add_argument("-c", "--config", metavar="FILE", help="read [tunnel] admin from FILE")
     where.add_argument("--admin", metavar="HOST:PORT", help="the admin endpoint's address")
     stat.set_defaults(func=_later("status", "cmd_status"))
 
-    dem = sub.add_parser("demo", help="run a self-contained demo on https://localhost:8443/")
+    dem = sub.add_parser(
+        "demo",
+        help="run a self-contained demo on https://localhost:8443/",
+        formatter_class=_Formatter,
+    )
     dem.add_argument("--port", type=int, default=8443, help="port to accept on (default 8443)")
     dem.add_argument("--host", default="127.0.0.1", help="address to accept on (127.0.0.1)")
     dem.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="default info")
     dem.set_defaults(func=_later("demo", "cmd_demo"))
 
-    gen = sub.add_parser("gen-cert", help="write a self-signed certificate and key (PEM)")
+    gen = sub.add_parser(
+        "gen-cert",
+        help="write a self-signed certificate and key (PEM)",
+        formatter_class=_Formatter,
+    )
     # Not demo.default_cert_path(): importing the demo would load cryptography for every command.
     gen.add_argument(
         "--out",
