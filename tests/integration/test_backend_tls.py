@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import trustme
-from harness.planes import compiled_run
 
 from .harness import (
     BackendFactory,
@@ -28,14 +27,10 @@ from .harness import (
 
 pytestmark = pytest.mark.timeout(90)
 
-COMPILED = compiled_run()
-
 
 def on_expected_plane(tunnel: Any) -> None:
-    """With TUNNEL_DATAPLANE=compiled, the TLS backend is reached from the compiled plane."""
-    wait_until(lambda: "data plane" in tunnel.log(), what="the data plane line")
-    plane = "compiled data plane" if COMPILED else "python data plane"
-    assert f"listener test: {plane}" in tunnel.log()
+    """On a compiled run, the TLS backend is reached from the compiled plane."""
+    expect_plane(tunnel)
 
 
 VERSIONS = ["1.2", "1.3"]
