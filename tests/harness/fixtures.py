@@ -110,11 +110,15 @@ def unreachable() -> Iterator[str]:
 
 
 @pytest.fixture
-def home(tmp_path: Path) -> Path:
-    """A fresh HOME for the subprocesses."""
-    path = tmp_path / "home"
-    path.mkdir()
-    return path
+def home() -> Iterator[Path]:
+    """A fresh HOME for the subprocesses, under a short path: Unix sockets made below it
+    (the demo backend's) must fit in 108 bytes, which pytest-xdist's deeper tmp_path
+    does not leave room for."""
+    path = Path(tempfile.mkdtemp(prefix="tn-home-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
