@@ -10,6 +10,7 @@ accepts (``shutdown_delay``), so the balancer can take it out first.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import ssl
@@ -81,14 +82,22 @@ class Fleet:
         return found
 
     def reload_all(self, generation: int) -> None:
-        """SIGHUP every instance and wait for its new generation."""
+        """SIGHUP every instance and wait for its new generation, and for its old workers
+        to be gone: until they have handled their SIGTERM they may still accept a
+        connection (and answer it with the old ticket keys)."""
+        drained = [t.log().count("finished draining") for t in self.tunnels]
         for tunnel in self.tunnels:
             tunnel.proc.send_signal(signal.SIGHUP)
-        for tunnel in self.tunnels:
+        pattern = re.compile(rf"generation {generation} serving .*; (\d+) old worker")
+        for tunnel, before in zip(self.tunnels, drained, strict=True):
+            match = wait_until(
+                lambda t=tunnel: pattern.search(t.log()), 20, what=f"generation {generation}"
+            )
+            old = int(match.group(1))
             wait_until(
-                lambda t=tunnel: f"generation {generation} serving" in t.log(),
+                lambda t=tunnel, n=before + old: t.log().count("finished draining") >= n,
                 20,
-                what=f"generation {generation}",
+                what=f"the workers before generation {generation} gone",
             )
 
 
