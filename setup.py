@@ -29,10 +29,13 @@ SOURCES = [
     for name in (
         "fp_core",
         "fp_relay",
+        "fp_connect",
         "fp_out",
         "fp_events",
+        "fp_handshake",
         "fp_proxy",
         "fp_module",
+        "fp_listener",
         "fp_policy",
         "fp_backend_tls",
         "fp_backend_relay",

@@ -208,7 +208,8 @@ extern char *scratch; /* one read buffer for every connection (SCRATCH_SIZE) */
 extern PyObject *R_DONE, *R_CLIENT_CLOSED, *R_IDLE, *R_HS_TIMEOUT, *R_HS_EOF, *R_UNREACHABLE,
     *R_BACKEND_CLOSED;
 
-/* Functions shared between the files of the extension (all hidden: -fvisibility=hidden). */
+/* Functions shared between the files of the extension (all hidden: -fvisibility=hidden).
+ * First fp_core.c: helpers, epoll interest, the accept gate, closing. */
 double mono(void);
 void tl_remove(conn *c);
 void tl_insert(tlist *tl, conn *c, double deadline);
@@ -232,6 +233,7 @@ void close_backend(conn *c);
 void close_early(plane *p, conn *c, PyObject *reason);
 void client_lost(plane *p, conn *c, int err);
 void finish(plane *p, conn *c);
+/* The relay both ways (fp_relay.c). */
 void send_close_notify(conn *c);
 void backend_finished(plane *p, conn *c);
 void client_finished(plane *p, conn *c);
@@ -241,12 +243,14 @@ void pump_c2b(plane *p, conn *c);
 int ssl_send(plane *p, conn *c, const char *data, size_t n);
 void flush_b2c(plane *p, conn *c);
 void pump_b2c(plane *p, conn *c);
+/* The client socket's write side (fp_out.c). */
 int out_init(void);
 BIO *out_bio(conn *c);
 void out_begin(conn *c);
 int out_end(conn *c);
 int out_flush(conn *c);
 void out_free(conn *c);
+/* The backend connect, from Python's decision (fp_connect.c). */
 void add_attempt(plane *p, conn *c, int result);
 void attempt_failed(plane *p, conn *c, int result);
 void report_attempts(plane *p, conn *c);
@@ -255,12 +259,14 @@ void try_connect(plane *p, conn *c);
 void connect_result(plane *p, conn *c, int err);
 int take_decision(plane *p, conn *c, PyObject *d);
 void apply_decision(plane *p, conn *c, PyObject *d);
+/* The client's TLS handshake (fp_handshake.c). */
 void handshake_done(plane *p, conn *c);
 void do_handshake(plane *p, conn *c);
 int sni_callback(SSL *s, int *alert, void *arg);
 void hello_callback(int write_p, int version, int content_type, const void *buf, size_t len,
                     SSL *ssl, void *arg);
 PyObject *take_hello(conn *c);
+/* Listener policies inside the handshake (fp_policy.c). */
 void hello_policy(conn *c, SSL *ssl);
 void hello_refuse(plane *p, conn *c);
 int hello_peek(plane *p, conn *c);
@@ -282,10 +288,14 @@ void plain_pump_c2b(plane *p, conn *c);
 int plain_send(plane *p, conn *c, const char *data, size_t n);
 void btls_drop(conn *c);
 void btls_free(conn *c);
+/* Accept, the events of both sockets, the timers (fp_events.c). */
 void do_accept(plane *p, lsock *s);
 void on_client(plane *p, conn *c, uint32_t ev);
 void on_backend(plane *p, conn *c, uint32_t ev);
 void expire(plane *p, tlist *tl);
+void arm_timer(plane *p);
+void run_timers(plane *p);
+/* The PROXY header from load balancers (fp_proxy.c). */
 PyObject *Plane_proxy_in(plane *p, PyObject *args);
 void proxy_free(listener *l);
 void proxy_start(plane *p, conn *c);
@@ -297,7 +307,10 @@ void pt_free(listener *l);
 int pt_sniff(plane *p, conn *c);
 int pt_expired(plane *p, conn *c);
 void pt_unreachable(conn *c);
-void arm_timer(plane *p);
-void run_timers(plane *p);
+/* The listeners of a Plane (fp_listener.c); the other Plane methods are in fp_module.c. */
+PyObject *Plane_add_listener(plane *p, PyObject *args);
+PyObject *Plane_stop_accepting(plane *p, PyObject *ignored);
+PyObject *Plane_counts(plane *p, PyObject *arg);
+void listener_free(listener *l);
 
 #endif
