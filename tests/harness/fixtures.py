@@ -129,6 +129,7 @@ def tunnel(tmp_path: Path, home: Path) -> Iterator[Launcher]:
         yield launcher
     finally:
         launcher.stop_all()
+    launcher.check_logs()  # after a passing test only: a failure already says what broke
 
 
 @pytest.fixture

@@ -37,6 +37,9 @@ __all__ = [
     "start_run",
 ]
 
+# What a tunnel prints only when something crashed.
+CRASH_MARKERS = ("Traceback", "ERROR: AddressSanitizer")
+
 SRC = Path(__file__).resolve().parents[2] / "src"
 REPO = SRC.parent
 
@@ -68,6 +71,7 @@ class Launcher:
         self.workdir = workdir
         self.env = env
         self.procs: list[TunnelProcess] = []
+        self.tracebacks_expected = False  # set by a test that provokes one on purpose
 
     def start(self, *args: str) -> TunnelProcess:
         """Start ``tunnel ARGS`` in the background, output to files."""
@@ -99,6 +103,20 @@ class Launcher:
         """Stop every started process."""
         for proc in self.procs:
             proc.stop()
+
+    def check_logs(self) -> None:
+        """Fail if a started process printed a traceback or an AddressSanitizer report.
+
+        A crash that the supervisor survives (a worker restarted) or a traceback a test
+        does not look for would otherwise pass unnoticed. A test that provokes one on
+        purpose sets :attr:`tracebacks_expected`.
+        """
+        if self.tracebacks_expected:
+            return
+        for proc in self.procs:
+            text = proc.stdout() + proc.stderr()
+            for marker in CRASH_MARKERS:
+                assert marker not in text, f"{marker!r} in the output of tunnel:\n{text[-3000:]}"
 
 
 @dataclass
