@@ -322,3 +322,56 @@ def test_keylog_file(
     text = keylog.read_text()
     assert text.startswith(KEYLOG_HEADER) and text.count("#") == 1 and text.endswith("\n")
     assert keylog.stat().st_mode & 0o777 == 0o600  # not the umask's 0644
+
+
+def test_a_backend_failing_every_connection_is_logged_once_and_counted_each_time(
+    certs: Certs,
+    ca_file: Path,
+    start_tunnel: TunnelFactory,
+    start_backend: BackendFactory,
+    tmp_path: Path,
+) -> None:
+    """One WARNING per backend address and 10 s, however many connections meet the fault
+    (a log line per connection would let a bad backend flood the log); metrics count each."""
+    other = trustme.CA().issue_cert("localhost", "127.0.0.1")
+    bad_pem = tmp_path / "bad.pem"
+    other.private_key_and_cert_chain_pem.write_to_path(str(bad_pem))
+    bad_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    bad_ctx.load_cert_chain(bad_pem)
+    bad = start_backend(tls_echo(bad_ctx, []))
+    good = start_backend(tls_echo(server_context(certs, "1.3"), []))
+    tunnel = start_tunnel(
+        None,
+        backend="secure",
+        tunnel={"admin": "127.0.0.1:0"},
+        extra={
+            "backend:secure": {
+                "connect": [bad.address, good.address],
+                "tls": "yes",
+                "ca": str(ca_file),
+                "max_fails": "0",  # never taken out: every connection tries it first
+            }
+        },
+    )
+    on_expected_plane(tunnel)
+    admin = tunnel.admin_port()
+    rounds = 5
+    for _ in range(rounds):
+        with tunnel.connect(certs.client_context()) as sock:
+            echo_roundtrip(sock, 100)
+            sock.unwrap()
+
+    def tls_failures() -> float:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=10) as reply:
+            text = reply.read().decode()
+        line = f'tunnel_backend_connect_failures_total{{backend="{bad.address}",kind="tls"}}'
+        found = [row.split()[-1] for row in text.splitlines() if row.startswith(line)]
+        return float(found[0]) if found else 0.0
+
+    wait_until(lambda: tls_failures() == rounds, timeout=20, interval=0.2, what="each counted")
+    wait_until(
+        lambda: tunnel.log().count('reason="done"') >= rounds, what="every connection's summary"
+    )
+    warnings = re.findall(r"backend \S+: TLS handshake failed: .*", tunnel.log())
+    assert len(warnings) == 1, warnings
+    assert str(bad.address) in warnings[0]

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from tunnel.config import Address
+from tunnel.dataplane.backend_log import backend_tls_failed
 from tunnel.dataplane.pool import Member
 from tunnel.dataplane.relay_end import CONNECTING
 from tunnel.dataplane.tls_endpoint import describe
@@ -26,8 +26,6 @@ from tunnel.dataplane.tls_endpoint import describe
 if TYPE_CHECKING:
     from tunnel.dataplane.connection import ListenerRuntime
     from tunnel.dataplane.targets import Target
-
-log = logging.getLogger("tunnel.conn")
 
 
 class PoolConnect:
@@ -102,13 +100,7 @@ class PoolConnect:
         """Log a backend that failed its TLS handshake (failover would hide it otherwise)."""
         why = exc.verify_message if isinstance(exc, ssl.SSLCertVerificationError) else None
         why = why or describe(exc)
-        log.warning(
-            "[%s] backend %s: TLS handshake failed: %s%s",
-            self.listener.name,
-            addr,
-            why,
-            "" if last else "; trying the next address",
-        )
+        backend_tls_failed(self.listener.name, addr, why, last)
         return f"{addr}: TLS handshake failed: {why}"
 
 

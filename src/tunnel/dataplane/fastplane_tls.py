@@ -17,7 +17,6 @@ and that listener stays on the Python plane.
 
 from __future__ import annotations
 
-import logging
 import os
 import ssl
 from collections.abc import Callable, Sequence
@@ -25,9 +24,8 @@ from typing import Any
 
 from tunnel.config import Address
 from tunnel.config.routing import RouteTable
+from tunnel.dataplane.backend_log import backend_tls_failed
 from tunnel.dataplane.targets import Target
-
-log = logging.getLogger("tunnel.conn")
 
 # (SSLContext, SSL_CTX*, host flags or -1, server name per address, key log fd or -1)
 Settings = tuple[ssl.SSLContext, int, int, tuple[str | None, ...], int]
@@ -101,10 +99,4 @@ class BackendTLS:
 
 def log_failure(listener: str, addr: Any, why: str, last: bool) -> None:
     """The WARNING of a backend whose TLS handshake failed (as on the Python plane)."""
-    log.warning(
-        "[%s] backend %s: TLS handshake failed: %s%s",
-        listener,
-        addr,
-        why,
-        "" if last else "; trying the next address",
-    )
+    backend_tls_failed(listener, addr, why, last)
