@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
 import socket
-import ssl
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +13,13 @@ import trustme
 from .harness import (
     BackendFactory,
     Certs,
-    ConnRecord,
     TunnelFactory,
     expect_plane,
     pattern,
     recv_exactly,
     wait_until,
 )
+from .tls_backends import server_context, tls_echo, tls_failures, untrusted_ctx
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -34,48 +30,6 @@ def on_expected_plane(tunnel: Any) -> None:
 
 
 VERSIONS = ["1.2", "1.3"]
-
-
-def tls_echo(ctx: ssl.SSLContext, seen: list[dict[str, Any]]) -> Callable[[ConnRecord], None]:
-    """A backend handler: TLS server, echo until close_notify, note what it saw."""
-
-    def handler(record: ConnRecord) -> None:
-        try:
-            sock = ctx.wrap_socket(record.sock, server_side=True)
-        except (ssl.SSLError, OSError) as exc:
-            seen.append({"error": str(exc)})
-            return
-        with sock:
-            seen.append(
-                {"version": sock.version(), "peer": sock.getpeercert(), "sni": server_names[-1:]}
-            )
-            while data := sock.recv(65536):
-                sock.sendall(data)
-            with contextlib.suppress(OSError, ValueError):
-                sock.unwrap()
-
-    server_names: list[str | None] = []
-    ctx.sni_callback = lambda _obj, name, _ctx: server_names.append(name)  # type: ignore[assignment,func-returns-value,misc]
-    return handler
-
-
-def server_context(
-    certs: Certs, version: str, client_ca: trustme.CA | None = None
-) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(certs.cert_path, certs.key_path)
-    ctx.minimum_version = ctx.maximum_version = getattr(ssl.TLSVersion, f"TLSv1_{version[-1]}")
-    if client_ca is not None:
-        client_ca.configure_trust(ctx)
-        ctx.verify_mode = ssl.CERT_REQUIRED
-    return ctx
-
-
-@pytest.fixture
-def ca_file(certs: Certs, tmp_path: Path) -> Path:
-    path = tmp_path / "backend-ca.pem"
-    certs.ca.cert_pem.write_to_path(str(path))
-    return path
 
 
 def echo_roundtrip(sock: socket.socket, size: int = 300_000) -> None:
@@ -121,11 +75,7 @@ def test_backend_certificate_is_verified_and_failover_goes_on(
     start_backend: BackendFactory,
     tmp_path: Path,
 ) -> None:
-    other = trustme.CA().issue_cert("localhost", "127.0.0.1")
-    bad_pem = tmp_path / "bad.pem"
-    other.private_key_and_cert_chain_pem.write_to_path(str(bad_pem))
-    bad_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    bad_ctx.load_cert_chain(bad_pem)
+    bad_ctx = untrusted_ctx(tmp_path)
     bad_seen: list[dict[str, Any]] = []
     good_seen: list[dict[str, Any]] = []
     bad = start_backend(tls_echo(bad_ctx, bad_seen))
@@ -157,11 +107,7 @@ def test_a_backend_failing_verification_is_logged_and_counted_before_failover(
     tmp_path: Path,
 ) -> None:
     """The connection succeeds on the next address, yet the failed one is not hidden."""
-    other = trustme.CA().issue_cert("localhost", "127.0.0.1")
-    bad_pem = tmp_path / "bad.pem"
-    other.private_key_and_cert_chain_pem.write_to_path(str(bad_pem))
-    bad_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    bad_ctx.load_cert_chain(bad_pem)
+    bad_ctx = untrusted_ctx(tmp_path)
     bad = start_backend(tls_echo(bad_ctx, []))
     good = start_backend(tls_echo(server_context(certs, "1.3"), []))
     tunnel = start_tunnel(
@@ -189,14 +135,12 @@ def test_a_backend_failing_verification_is_logged_and_counted_before_failover(
     assert "unable to get local issuer certificate" in logged.group(2)
     assert "trying the next address" in logged.group(2)
 
-    def tls_failures() -> float:
-        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=10) as reply:
-            text = reply.read().decode()
-        line = f'tunnel_backend_connect_failures_total{{backend="{bad.address}",kind="tls"}}'
-        found = [row.split()[-1] for row in text.splitlines() if row.startswith(line)]
-        return float(found[0]) if found else 0.0
-
-    wait_until(lambda: tls_failures() == 1, timeout=20, interval=0.2, what="the failure counted")
+    wait_until(
+        lambda: tls_failures(admin, bad.address) == 1,
+        timeout=20,
+        interval=0.2,
+        what="the failure counted",
+    )
 
 
 def test_client_certificate_to_the_backend(
@@ -333,11 +277,7 @@ def test_a_backend_failing_every_connection_is_logged_once_and_counted_each_time
 ) -> None:
     """One WARNING per backend address and 10 s, however many connections meet the fault
     (a log line per connection would let a bad backend flood the log); metrics count each."""
-    other = trustme.CA().issue_cert("localhost", "127.0.0.1")
-    bad_pem = tmp_path / "bad.pem"
-    other.private_key_and_cert_chain_pem.write_to_path(str(bad_pem))
-    bad_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    bad_ctx.load_cert_chain(bad_pem)
+    bad_ctx = untrusted_ctx(tmp_path)
     bad = start_backend(tls_echo(bad_ctx, []))
     good = start_backend(tls_echo(server_context(certs, "1.3"), []))
     tunnel = start_tunnel(
@@ -361,14 +301,12 @@ def test_a_backend_failing_every_connection_is_logged_once_and_counted_each_time
             echo_roundtrip(sock, 100)
             sock.unwrap()
 
-    def tls_failures() -> float:
-        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=10) as reply:
-            text = reply.read().decode()
-        line = f'tunnel_backend_connect_failures_total{{backend="{bad.address}",kind="tls"}}'
-        found = [row.split()[-1] for row in text.splitlines() if row.startswith(line)]
-        return float(found[0]) if found else 0.0
-
-    wait_until(lambda: tls_failures() == rounds, timeout=20, interval=0.2, what="each counted")
+    wait_until(
+        lambda: tls_failures(admin, bad.address) == rounds,
+        timeout=20,
+        interval=0.2,
+        what="each counted",
+    )
     wait_until(
         lambda: tunnel.log().count('reason="done"') >= rounds, what="every connection's summary"
     )

@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
-from harness.planes import expect_plane
 
 from .harness import (
     BackendFactory,
@@ -26,99 +24,26 @@ from .harness import (
     Certs,
     ConnRecord,
     TunnelFactory,
-    pattern,
     recv_exactly,
     wait_until,
+)
+from .tls_backends import (
+    GREETING,
+    REPLY,
+    UPLOAD,
+    BioServer,
+    greets_then_reads,
+    on_plane,
+    reads_then_replies,
+    server_ctx,
+    summary,
+    tls_section,
+    untrusted_ctx,
 )
 
 pytestmark = pytest.mark.timeout(60)
 
-REPLY = pattern(3 * 1024 * 1024 + 17, 3)  # larger than every socket buffer on the way
-UPLOAD = pattern(1024 * 1024 + 5, 5)
-GREETING = b"greeting from the TLS backend\n"
 MISMATCH = "Hostname mismatch, certificate is not valid"  # CPython's words, kept by C
-
-
-class BioServer:
-    """The backend's TLS over memory BIOs: it can send close_notify and go on reading."""
-
-    def __init__(self, sock: socket.socket, ctx: ssl.SSLContext) -> None:
-        self.sock = sock
-        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        self.obj = ctx.wrap_bio(self.incoming, self.outgoing, server_side=True)
-        while True:
-            try:
-                self.obj.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                self._flush()
-                self._fill()
-        self._flush()
-
-    def _flush(self) -> None:
-        if data := self.outgoing.read():
-            self.sock.sendall(data)
-
-    def _fill(self) -> None:
-        data = self.sock.recv(65536)
-        if not data:
-            self.incoming.write_eof()
-        self.incoming.write(data)
-
-    def send(self, data: bytes) -> None:
-        for i in range(0, len(data), 65536):
-            self.obj.write(data[i : i + 65536])
-            self._flush()
-
-    def recv_all(self) -> bytes:
-        """Everything until the peer's close_notify (read() may say it with b"")."""
-        parts = []
-        while True:
-            try:
-                data = self.obj.read(65536)
-                if not data:
-                    return b"".join(parts)
-                parts.append(data)
-            except ssl.SSLWantReadError:
-                self._flush()
-                self._fill()
-            except ssl.SSLZeroReturnError:
-                return b"".join(parts)
-
-    def close_notify(self) -> None:
-        with contextlib.suppress(ssl.SSLWantReadError):
-            self.obj.unwrap()
-        self._flush()
-
-
-def server_ctx(certs: Certs) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(certs.cert_path, certs.key_path)
-    return ctx
-
-
-def tls_section(address: str | list[str], ca: Path, **more: str) -> dict[str, Any]:
-    return {"connect": address, "tls": "yes", "ca": str(ca), "connect_timeout": "1s"} | more
-
-
-@pytest.fixture
-def ca_file(certs: Certs, tmp_path: Path) -> Path:
-    path = tmp_path / "backend-ca.pem"
-    certs.ca.cert_pem.write_to_path(str(path))
-    return path
-
-
-def on_plane(tunnel: Any) -> None:
-    """On a compiled run, the listener is served by the compiled plane."""
-    expect_plane(tunnel)
-
-
-def summary(tunnel: Any) -> str:
-    line: str = wait_until(
-        lambda: next((ln for ln in tunnel.log().splitlines() if "reason=" in ln), None),
-        what="the summary line",
-    )
-    return line
 
 
 def test_client_close_notify_first_then_a_large_reply(
@@ -126,15 +51,7 @@ def test_client_close_notify_first_then_a_large_reply(
 ) -> None:
     """Client close_notify -> backend close_notify (+FIN); the reply still flows back."""
     got: list[bytes] = []
-
-    def handler(record: ConnRecord) -> None:
-        server = BioServer(record.sock, server_ctx(certs))
-        got.append(server.recv_all())
-        server.send(REPLY)
-        server.close_notify()
-        record.sock.close()
-
-    backend = start_backend(handler)
+    backend = start_backend(reads_then_replies(certs, got))
     tunnel = start_tunnel(
         None, backend="b", extra={"backend:b": tls_section(backend.address, ca_file)}
     )
@@ -157,14 +74,7 @@ def test_backend_close_notify_first_client_keeps_sending(
 ) -> None:
     """Backend close_notify -> client close_notify; the client then uploads 1 MiB."""
     got: list[bytes] = []
-
-    def handler(record: ConnRecord) -> None:
-        server = BioServer(record.sock, server_ctx(certs))
-        server.send(GREETING)
-        server.close_notify()
-        got.append(server.recv_all())
-
-    backend = start_backend(handler)
+    backend = start_backend(greets_then_reads(certs, got))
     tunnel = start_tunnel(
         None, backend="b", extra={"backend:b": tls_section(backend.address, ca_file)}
     )
@@ -190,9 +100,6 @@ def test_the_proxy_header_goes_in_plaintext_before_every_handshake(
 ) -> None:
     """Failover after a failed handshake sends the header again, to the next address."""
     headers: list[bytes] = []
-    other = trustme.CA().issue_cert("localhost", "127.0.0.1")
-    bad_pem = tmp_path / "bad.pem"
-    other.private_key_and_cert_chain_pem.write_to_path(str(bad_pem))
 
     def proxied(ctx: ssl.SSLContext) -> Any:
         def handler(record: ConnRecord) -> None:
@@ -209,9 +116,7 @@ def test_the_proxy_header_goes_in_plaintext_before_every_handshake(
 
         return handler
 
-    bad_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    bad_ctx.load_cert_chain(bad_pem)
-    bad = start_backend(proxied(bad_ctx))
+    bad = start_backend(proxied(untrusted_ctx(tmp_path)))
     good = start_backend(proxied(server_ctx(certs)))
     section = tls_section([bad.address, good.address], ca_file, proxy_protocol="v1")
     tunnel = start_tunnel(None, backend="b", extra={"backend:b": section})

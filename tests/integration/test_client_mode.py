@@ -12,26 +12,19 @@ from typing import Any
 
 import pytest
 
-from .harness import BackendFactory, Certs, ConnRecord, TunnelFactory, recv_exactly, wait_until
-from .test_backend_tls_relay import (
+from .harness import BackendFactory, Certs, TunnelFactory, recv_exactly, wait_until
+from .tls_backends import (
     GREETING,
     REPLY,
     UPLOAD,
-    BioServer,
+    greets_then_reads,
     on_plane,
-    server_ctx,
+    reads_then_replies,
     summary,
     tls_section,
 )
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def ca_file(certs: Certs, tmp_path: Path) -> Path:
-    path = tmp_path / "backend-ca.pem"
-    certs.ca.cert_pem.write_to_path(str(path))
-    return path
 
 
 def client_mode(start_tunnel: TunnelFactory, address: str, ca_file: Path) -> Any:
@@ -47,15 +40,7 @@ def test_plaintext_in_tls_out_half_close_and_a_large_reply(
     """The client's FIN reaches the backend as close_notify; its reply and close_notify
     come back as bytes and a FIN; the log line has no TLS facts of the client side."""
     got: list[bytes] = []
-
-    def handler(record: ConnRecord) -> None:
-        server = BioServer(record.sock, server_ctx(certs))
-        got.append(server.recv_all())
-        server.send(REPLY)
-        server.close_notify()
-        record.sock.close()
-
-    backend = start_backend(handler)
+    backend = start_backend(reads_then_replies(certs, got))
     tunnel = client_mode(start_tunnel, backend.address, ca_file)
     on_plane(tunnel)
     with socket.create_connection((tunnel.host, tunnel.port), timeout=10) as sock:
@@ -74,14 +59,7 @@ def test_the_backend_ends_first_the_client_keeps_sending(
     certs: Certs, ca_file: Path, start_tunnel: TunnelFactory, start_backend: BackendFactory
 ) -> None:
     got: list[bytes] = []
-
-    def handler(record: ConnRecord) -> None:
-        server = BioServer(record.sock, server_ctx(certs))
-        server.send(GREETING)
-        server.close_notify()
-        got.append(server.recv_all())
-
-    backend = start_backend(handler)
+    backend = start_backend(greets_then_reads(certs, got))
     tunnel = client_mode(start_tunnel, backend.address, ca_file)
     on_plane(tunnel)
     with socket.create_connection((tunnel.host, tunnel.port), timeout=10) as sock:
