@@ -1,5 +1,10 @@
 """Build of the optional compiled data plane (``tunnel.dataplane._fastplane``).
 
+Also ``tunnel._native._ticketkeys``, the session-ticket key callback in C: a module of its
+own because the TLS layer uses it, and that layer may not import the data plane (imports
+run cli -> process -> dataplane -> observe -> tls -> config -> wire -> _native). Its source
+is with the others in ``src/tunnel/dataplane/csrc/``.
+
 Everything else is in pyproject.toml. The extension is optional: where it cannot be built
 (no compiler, no OpenSSL headers) the install still succeeds, and Tunnel serves every
 listener on the Python data plane, saying so at start and in ``tunnel check``.
@@ -22,7 +27,7 @@ CFLAGS = [
     "-Werror",
     "-std=gnu11",
     "-fno-strict-aliasing",
-    "-fvisibility=hidden",  # only PyInit__fastplane is exported
+    "-fvisibility=hidden",  # only the PyInit_ functions are exported
 ]
 SOURCES = [
     f"src/tunnel/dataplane/csrc/{name}.c"
@@ -86,7 +91,15 @@ setup(
             extra_compile_args=CFLAGS,
             extra_link_args=LDFLAGS,
             optional=True,
-        )
+        ),
+        Extension(
+            "tunnel._native._ticketkeys",
+            ["src/tunnel/dataplane/csrc/ticket_keys.c"],
+            libraries=["ssl", "crypto"],
+            extra_compile_args=CFLAGS,
+            extra_link_args=LDFLAGS,
+            optional=True,
+        ),
     ],
     cmdclass={"build_ext": OptionalBuildExt},
 )

@@ -41,6 +41,21 @@ class Launch:
     env: dict[str, str] | None = None
 
 
+def _ticket_key_line(workdir: Path) -> str:
+    """``ticket_key_file = ...`` when TUNNEL_BENCH_TICKET_KEYS=1, else nothing.
+
+    Off by default: the default bench config stays Tunnel's default (tickets encrypted by
+    OpenSSL's own per-context keys). On, it measures the shared-key callback that a fleet
+    with ``ticket_key_file`` runs at every handshake and resumption.
+    """
+    if os.environ.get("TUNNEL_BENCH_TICKET_KEYS") != "1":
+        return ""
+    path = workdir / "tickets.key"
+    path.write_bytes(os.urandom(80))
+    path.chmod(0o600)
+    return f"ticket_key_file = {path}\n"
+
+
 def tunnel_launch(s: Setup) -> Launch:
     conf = s.workdir / "tunnel.ini"
     conf.write_text(
@@ -54,6 +69,7 @@ def tunnel_launch(s: Setup) -> Launch:
         f"cert = {s.cert.combined}\n"
         f"connect = 127.0.0.1:{s.backend_port}\n"
         f"ciphersuites = {CIPHERSUITES}\n"
+        + _ticket_key_line(s.workdir)
     )
     # TUNNEL_BENCH_SRC=DIR runs the Tunnel found in DIR (e.g. a worktree's src/) instead of
     # the installed `tunnel` script, so a change can be measured before it is installed.

@@ -1,8 +1,10 @@
 """ticket_key_file: instances sharing it resume each other's sessions; rotation works.
 
-This also guards the ctypes mechanism behind it (SSL_CTX_set_tlsext_ticket_key_evp_cb):
-if it stopped working, resumption across two processes would fail here, and resumption
-across processes with *different* files would (wrongly) succeed.
+This also guards the mechanism behind it (SSL_CTX_set_tlsext_ticket_key_evp_cb, in C
+where tunnel._native._ticketkeys is built, else through ctypes): if it stopped working,
+resumption across two processes would fail here, and resumption across processes with
+*different* files would (wrongly) succeed. On either plane, the C callback serves where
+it is built (the reload log line says which one did).
 """
 
 from __future__ import annotations
@@ -14,9 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from tunnel._native.tickets import extension
+
 from .harness import BackendFactory, Certs, TunnelFactory, TunnelProcess, echo_handler, wait_until
 
 pytestmark = pytest.mark.timeout(120)
+
+# The tunnels under test import the same tunnel package as this process.
+CALLBACK = "C callback" if extension() is not None else "ctypes callback"
 
 VERSIONS = ["1.2", "1.3"]
 
@@ -85,6 +92,7 @@ def test_replacing_the_file_rotates_keys_without_restart(
         timeout=20,
         what="both workers reloading the ticket keys",
     )
+    assert tunnel.log().count(CALLBACK) >= 2, "each worker says which callback it runs"
     renewed, resumed = session_from(tunnel, ctx, old_session)
     assert resumed, "a ticket of the previous key must resume during the overlap"
     new_session, _ = session_from(tunnel, ctx)

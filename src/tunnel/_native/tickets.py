@@ -1,6 +1,12 @@
 """The OpenSSL session-ticket key callback (``SSL_CTX_set_tlsext_ticket_key_evp_cb``).
 
-:func:`ticket_callback` wraps two plain Python look-ups -- the key that encrypts new
+:func:`new_ticket_callback` gives the callback of one key store: the C one of the
+extension module ``tunnel._native._ticketkeys`` (``csrc/ticket_keys.c``) where it is built
+with the OpenSSL the ``ssl`` module uses, else the ctypes one below. Both take the keys as
+a list, first one current, and both serve either data plane (they are set on the
+``SSL_CTX`` behind an ``ssl.SSLContext``). The C one runs no Python per handshake.
+
+The fallback: :func:`ticket_callback` wraps two plain Python look-ups -- the key that encrypts new
 tickets, and the key with a given name for tickets clients bring back -- into the C
 callback OpenSSL calls during a handshake, and does the EVP and OSSL_PARAM work that needs
 ctypes. Which keys exist, and when they change, is policy: :mod:`tunnel.tls.tickets`.
@@ -10,8 +16,11 @@ Install the result with :func:`tunnel._native.openssl.set_ticket_callback`.
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Callable
-from typing import Any
+import ssl
+from collections.abc import Callable, Sequence
+from functools import cache
+from types import ModuleType
+from typing import Any, Protocol
 
 from tunnel._native import openssl as _openssl
 
@@ -90,3 +99,89 @@ def ticket_callback(current: CurrentKey, find: FindKey) -> Any:
             return -1
 
     return _openssl.TICKET_CALLBACK(on_ticket)
+
+
+Key = tuple[bytes, bytes, bytes]  # (name, hmac_key, aes_key)
+
+
+class TicketCallback(Protocol):
+    """A ticket key callback and the keys it uses."""
+
+    kind: str  # "C" or "ctypes": which implementation, for logs and tests
+
+    def set_keys(self, keys: Sequence[Key]) -> None:
+        """Use ``keys`` from now on (the first encrypts new tickets; each decrypts)."""
+
+    def install(self, ctx: ssl.SSLContext) -> None:
+        """Make ``ctx`` encrypt and decrypt its session tickets with these keys."""
+
+
+@cache
+def extension() -> ModuleType | None:
+    """The C callback's module, or None where it is not built or has another OpenSSL."""
+    try:
+        from tunnel._native import _ticketkeys  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    module: ModuleType = _ticketkeys
+    # Its SSL_CTX functions must be the ones the ssl module's contexts belong to.
+    return module if module.openssl_version() == ssl.OPENSSL_VERSION_NUMBER else None
+
+
+class CCallback:
+    """The keys in C memory (one table per store), read by the C callback."""
+
+    kind = "C"
+
+    def __init__(self, module: ModuleType) -> None:
+        self._module = module
+        self._table = module.new_table()
+
+    def set_keys(self, keys: Sequence[Key]) -> None:
+        records = bytearray(b"".join(name + hmac + aes for name, hmac, aes in keys))
+        try:
+            self._module.set_keys(self._table, records)
+        finally:
+            records[:] = bytes(len(records))  # our copy; the table keeps its own
+
+    def install(self, ctx: ssl.SSLContext) -> None:
+        self._module.install(self._table, _openssl.ssl_ctx_pointer(ctx))
+
+    def counts(self) -> tuple[int, int, int, int]:
+        """Tickets (issued, resumed with the current key, renewed, of no known key)."""
+        issued, resumed, renewed, unknown = self._module.counts(self._table)
+        return issued, resumed, renewed, unknown
+
+
+class CtypesCallback:
+    """The keys in Python dicts, read by the ctypes callback (where C is not built)."""
+
+    kind = "ctypes"
+
+    def __init__(self) -> None:
+        self._current: Key = (b"", b"", b"")
+        self._by_name: dict[bytes, tuple[bytes, bytes, bool]] = {}
+        # Look-ups through methods: set_keys() replaces the tables, not the callback.
+        self._function = ticket_callback(self._current_key, self._find_key)
+
+    def set_keys(self, keys: Sequence[Key]) -> None:
+        self._current = keys[0]
+        self._by_name = {
+            name: (hmac_key, aes_key, index == 0)
+            for index, (name, hmac_key, aes_key) in reversed(list(enumerate(keys)))
+        }
+
+    def install(self, ctx: ssl.SSLContext) -> None:
+        _openssl.set_ticket_callback(ctx, self._function)
+
+    def _current_key(self) -> Key:
+        return self._current
+
+    def _find_key(self, name: bytes) -> tuple[bytes, bytes, bool] | None:
+        return self._by_name.get(name)
+
+
+def new_ticket_callback() -> TicketCallback:
+    """The C callback where its module is built, else the ctypes one."""
+    module = extension()
+    return CCallback(module) if module is not None else CtypesCallback()

@@ -7,9 +7,10 @@ one behind it rotates without breaking the sessions clients hold (tickets made w
 older key are renewed with the current one when they resume).
 
 The stdlib ``ssl`` module has no API for this: :class:`TicketKeys` installs an OpenSSL
-ticket callback (``SSL_CTX_set_tlsext_ticket_key_evp_cb``, built by
-:mod:`tunnel._native.tickets`) that looks keys up here. This module is the policy (which
-keys, when to re-read them); the ctypes work lives in ``_native``. Workers call
+ticket callback (``SSL_CTX_set_tlsext_ticket_key_evp_cb``) from :mod:`tunnel._native.tickets`:
+the C one where the extension is built (no Python runs per handshake), the ctypes one
+otherwise, and hands it the keys whenever it reads them. This module is the policy (which
+keys, when to re-read them); the callbacks live in ``_native``. Workers call
 :meth:`TicketKeys.refresh` every few seconds, which re-reads the file when its modification
 time, size or inode changed.
 """
@@ -21,8 +22,7 @@ import os
 import ssl
 import time
 
-from tunnel._native import openssl as _openssl
-from tunnel._native.tickets import NAME_SIZE, ticket_callback
+from tunnel._native.tickets import NAME_SIZE, new_ticket_callback
 
 log = logging.getLogger("tunnel.tickets")
 
@@ -63,12 +63,15 @@ class TicketKeys:
     def __init__(self, path: str) -> None:
         self.path = path
         self._state = (0, 0, 0)
-        self._current: tuple[bytes, bytes, bytes] = (b"", b"", b"")
-        self._by_name: dict[bytes, tuple[bytes, bytes, bool]] = {}
+        self._names = 0  # distinct key names in use
         self._warned: tuple[str, float] | None = None  # the last problem logged, and when
+        self._callback = new_ticket_callback()
         self._load()
-        # Look-ups through methods: refresh() replaces the key tables, not the callback.
-        self._callback = ticket_callback(self._current_key, self._find_key)
+
+    @property
+    def callback(self) -> str:
+        """Which callback serves these keys: "C" or "ctypes"."""
+        return self._callback.kind
 
     def _load(self) -> None:
         try:
@@ -77,16 +80,13 @@ class TicketKeys:
                 keys = parse_keys(stream.read())
         except OSError as exc:
             raise TicketKeyError(f"cannot read it: {exc.strerror or exc}") from None
+        self._callback.set_keys(keys)
         self._state = state
-        self._current = keys[0]
-        self._by_name = {
-            name: (hmac_key, aes_key, index == 0)
-            for index, (name, hmac_key, aes_key) in reversed(list(enumerate(keys)))
-        }
+        self._names = len({name for name, _, _ in keys})
 
     def install(self, ctx: ssl.SSLContext) -> None:
         """Make ``ctx`` encrypt and decrypt its session tickets with these keys."""
-        _openssl.set_ticket_callback(ctx, self._callback)
+        self._callback.install(ctx)
 
     def refresh(self) -> bool:
         """Re-read the file if it changed; True if new keys are in use.
@@ -101,7 +101,12 @@ class TicketKeys:
             self._warn(str(exc))
             return False
         self._warned = None
-        log.info("ticket keys reloaded from %s (%d key(s))", self.path, len(self._by_name))
+        log.info(
+            "ticket keys reloaded from %s (%d key(s), %s callback)",
+            self.path,
+            self._names,
+            self._callback.kind,
+        )
         return True
 
     def _warn(self, problem: str) -> None:
@@ -118,9 +123,3 @@ class TicketKeys:
             problem,
             WARN_AGAIN_SECONDS / 60,
         )
-
-    def _current_key(self) -> tuple[bytes, bytes, bytes]:
-        return self._current
-
-    def _find_key(self, name: bytes) -> tuple[bytes, bytes, bool] | None:
-        return self._by_name.get(name)
