@@ -74,6 +74,27 @@ def test_ja4_logged_and_sent_in_a_tlv(
     assert f" ja4={fingerprint} " in last_line(tunnel)
 
 
+@pytest.mark.parametrize("proxy", ["off", "v1", "v2"])
+def test_ja4_logged_when_no_header_carries_it(
+    proxy: str, certs: Certs, start_tunnel: TunnelFactory, start_backend: BackendFactory
+) -> None:
+    """Without a JA4 TLV, the compiled plane computes the JA4 only for the log line (at the
+    close, from the ClientHello it kept): it is logged all the same."""
+    backend = start_backend(echo_handler if proxy == "off" else ConnRecord.read_to_end)
+    tunnel = start_tunnel(backend.address, proxy_protocol=proxy)
+    expect_plane(tunnel)
+    ctx = certs.client_context()
+    fingerprint = expected_ja4(ctx)
+    with tunnel.connect(ctx) as sock:
+        sock.sendall(b"ping")
+        if proxy == "off":
+            assert sock.recv(4) == b"ping"
+        else:
+            (record,) = backend.wait_connections(1)
+            wait_until(lambda: record.received.endswith(b"ping"), what="payload at the backend")
+    assert f" ja4={fingerprint} " in last_line(tunnel)
+
+
 @pytest.mark.parametrize("group", ["P-521", "X25519"])
 def test_negotiated_group_sent_in_a_tlv(
     group: str, certs: Certs, start_tunnel: TunnelFactory, start_backend: BackendFactory

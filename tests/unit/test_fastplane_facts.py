@@ -1,16 +1,31 @@
-"""The compiled plane's connect reports (pure): each attempt counted once, names as one."""
+"""The compiled plane's bookkeeping (pure): each connect attempt counted once, names as one;
+the addresses for C, the JA4 when asked, the close reason's labels."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import socket
+import ssl
 from typing import cast
+
+import pytest
 
 from tunnel.config import Address, BackendConfig
 from tunnel.dataplane.connection import ListenerRuntime
-from tunnel.dataplane.fastplane_facts import Pending, count_attempts, recovering
+from tunnel.dataplane.fastplane_facts import (
+    AddressCache,
+    Pending,
+    close_labels,
+    count_attempts,
+    entry_ja4,
+    recovering,
+)
 from tunnel.dataplane.pool import Member, Pool
 from tunnel.dataplane.targets import Target
 from tunnel.observe.metrics import BackendStats
+from tunnel.observe.reasons import CloseReason, HandshakeFailure
+from tunnel.wire.ja4 import message_ja4
 
 REFUSED = errno.ECONNREFUSED
 
@@ -73,3 +88,67 @@ def test_the_addresses_of_a_name_are_one_attempt() -> None:
     assert name.fails == 1
     assert entry.failures == ["app.test:1: connect timed out"]
     assert runtime.counters["app.test:1"].failures == {"timeout": 1}
+
+
+def test_addresses_are_made_once_per_members_tried() -> None:
+    a = Member(Address("tcp", host="10.0.0.1", port=1))
+    b = Member(Address("tcp", host="::1", port=2))
+    name = Member(Address("tcp", host="app.test", port=3))
+    cache = AddressCache(limit=2)
+    origins, addrs = cache.get((a, b))
+    assert origins == (a.address, b.address)
+    assert addrs == ((socket.AF_INET, "10.0.0.1", 1), (socket.AF_INET6, "::1", 2))
+    assert cache.get((a, b)) is cache.get((a, b))  # the same answer, not made again
+    assert cache.get((a, name)) == ((a.address, name.address), None)  # a name: resolved first
+    assert cache.get(()) == ((), ())
+    # Members are told apart by identity: a pool's refresh makes new ones, new answers.
+    again = Member(Address("tcp", host="10.0.0.1", port=1))
+    assert cache.get((again,)) == ((again.address,), ((socket.AF_INET, "10.0.0.1", 1),))
+
+
+def test_the_ja4_is_computed_at_its_first_use_only() -> None:
+    _, entry, _ = setup(Member(Address("tcp", host="10.0.0.1", port=1)))
+    assert entry_ja4(entry) is None  # no ClientHello: none
+    message = client_hello_message()
+    entry.hello = message
+    assert entry_ja4(entry) == message_ja4(message) and entry.ja4 is not None
+    assert entry.hello is None  # computed once; the bytes are not kept
+    assert entry_ja4(entry) == message_ja4(message)
+    entry.ja4, entry.hello = None, b"\x01\x00\x00\x01x"  # one the reader refuses: no JA4
+    assert entry_ja4(entry) is None
+
+
+def client_hello_message() -> bytes:
+    """A ClientHello handshake message as C hands it over (no record header)."""
+    outgoing = ssl.MemoryBIO()
+    obj = ssl.create_default_context().wrap_bio(ssl.MemoryBIO(), outgoing, server_hostname="a")
+    with contextlib.suppress(ssl.SSLWantReadError):
+        obj.do_handshake()
+    return outgoing.read()[5:]
+
+
+@pytest.mark.parametrize("reason", list(CloseReason))
+def test_close_labels_of_each_reason(reason: CloseReason) -> None:
+    kind, failure = close_labels(f"{reason.value}: some detail", False)
+    assert kind is reason
+    assert (failure is None) == (reason is not CloseReason.HANDSHAKE_FAILED)
+    assert close_labels(reason.value, False)[0] is reason
+
+
+def test_close_labels_of_failed_handshakes() -> None:
+    failed = CloseReason.HANDSHAKE_FAILED
+    assert close_labels("handshake failed: no shared cipher", False) == (
+        failed,
+        HandshakeFailure.NO_SHARED_CIPHER,
+    )
+    assert close_labels("handshake failed: unknown server name", False) == (
+        failed,
+        HandshakeFailure.UNKNOWN_SNI,
+    )
+    assert close_labels("handshake failed: x", True) == (failed, HandshakeFailure.BAD_CLIENT_CERT)
+    assert close_labels("handshake failed: x", False, True) == (
+        failed,
+        HandshakeFailure.BAD_CLIENT_HELLO,
+    )
+    assert close_labels("handshake failed: x", False) == (failed, HandshakeFailure.OTHER)
+    assert close_labels("internal error (see the traceback)", False) == (CloseReason.CLOSED, None)

@@ -38,7 +38,7 @@ from tunnel.config.routing import NameTable
 from tunnel.dataplane.connection import ListenerRuntime
 from tunnel.dataplane.fastplane_close import Closer
 from tunnel.dataplane.fastplane_close import log as log
-from tunnel.dataplane.fastplane_facts import Pending
+from tunnel.dataplane.fastplane_facts import AddressCache, Pending
 from tunnel.dataplane.fastplane_passthrough import Sniffer
 from tunnel.dataplane.fastplane_policy import Policy, keylog_fd
 from tunnel.dataplane.fastplane_proxy import ProxyIn, proxy_in_args
@@ -87,6 +87,7 @@ class CompiledPlane(Closer):
         self.proxy = ProxyIn(self._admit_proxied)  # PROXY headers of proxy_from listeners
         self._tls = BackendTLS(module.ctx_pointer)  # TLS backends' settings for C
         self._sniffer = Sniffer(self._policy, self._pass_through)  # passthrough routes
+        self._addresses = AddressCache()  # the addresses C gets, by the members tried
 
     @property
     def live(self) -> int:

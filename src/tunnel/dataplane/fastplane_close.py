@@ -17,6 +17,7 @@ from tunnel.dataplane.fastplane_facts import (
     Facts,
     close_labels,
     count_attempts,
+    entry_ja4,
     tls_fields,
 )
 from tunnel.dataplane.fastplane_passthrough import summary_fields
@@ -70,9 +71,8 @@ class Closer(Router):
         backend: Address | None = None
         uid = client = None
         denied = self._sniffer.forget(cid)  # a JA4 denied before OpenSSL read the hello
-        fingerprint = message_ja4(hello) or denied  # a hello is left here if no handshake-done
         if entry is not None:
-            uid, client, fingerprint = entry.uid, entry.client, entry.ja4
+            uid, client = entry.uid, entry.client
             if entry.task is not None:
                 entry.task.cancel()  # the client left while the names were resolved
             if entry.member is not None:
@@ -94,7 +94,9 @@ class Closer(Router):
         # Refusals after a balancer's header have a summary line instead (as in Python).
         level = logging.DEBUG if kind in SUMMARIZED else logging.INFO
         if not log.isEnabledFor(level):
-            return
+            return  # the JA4 only for the log line: it is most of the cost (a Python parse)
+        # Without an entry (no handshake-done), C hands the ClientHello over here.
+        fingerprint = entry_ja4(entry) if entry is not None else message_ja4(hello) or denied
         if entry is not None and entry.passthrough:
             fields = summary_fields(runtime, peer_text(peer), entry.sni, fingerprint, backend)
         else:

@@ -25,16 +25,20 @@ from tunnel._native.openssl import group_display_name
 from tunnel.config import Address
 from tunnel.dataplane.connection import ListenerRuntime
 from tunnel.dataplane.fastplane_tls import log_failure
+from tunnel.dataplane.plane import numeric
 from tunnel.dataplane.pool import Member
 from tunnel.dataplane.summary import peer_text
 from tunnel.dataplane.targets import Target
 from tunnel.dataplane.tls_endpoint import failure_by_code
 from tunnel.observe.reasons import CloseReason, HandshakeFailure
+from tunnel.wire.ja4 import message_ja4
 from tunnel.wire.proxy_out import ClientCert
 
 # SNI, ALPN, TLS version, cipher, resumed, key exchange group (OpenSSL's name)
 Facts = tuple[str | None, str | None, str | None, str | None, bool, str | None]
 SockAddr = tuple[int, str, int]
+# The configured addresses tried, and their socket addresses (None: names to resolve first).
+Addresses = tuple[tuple[Address, ...], tuple[SockAddr, ...] | None]
 # A connect attempt from C: (address index, result, seconds[, text]). Result: 0 connected,
 # an errno, TIMED_OUT, or (with the text) TLS_FAILED / CLOSED_IN_HANDSHAKE of a TLS backend.
 Attempt = tuple[Any, ...]
@@ -57,9 +61,47 @@ class Pending:
     failures: list[str] = field(default_factory=list)  # names unresolved, members failed
     client: str | None = None  # the client certificate's subject CN (mTLS listeners)
     task: asyncio.Task[None] | None = None  # resolving backend host names
-    ja4: str | None = None  # the JA4 of the client's ClientHello (C hands over the message)
+    ja4: str | None = None  # the JA4 of the ClientHello, once computed (entry_ja4)
+    hello: bytes | None = None  # that ClientHello (C hands over the message) until then
     passthrough: bool = False  # passed through untouched (fastplane_passthrough.py)
     sni: str | None = None  # the SNI of a passed-through connection's ClientHello
+
+
+def entry_ja4(entry: Pending) -> str | None:
+    """The JA4 of ``entry``'s ClientHello, computed at the first use only: most connections
+    need none (no PROXY TLV carries it, and the log line is off at level WARNING), and it is
+    most of the Python work per connection (a pure-Python parse)."""
+    hello = entry.hello
+    if hello is not None:
+        entry.ja4, entry.hello = message_ja4(hello), None
+    return entry.ja4
+
+
+class AddressCache:
+    """The configured address behind each member a connection tries (``origins``) and the
+    socket addresses C gets for them (None if a host name is among them: resolved first),
+    by the members tried. Most connections try the same members (one, often): this spares
+    each of them the tuples and the parse of every address (``inet_pton``).
+
+    Members are compared by identity and their address never changes (a pool's refresh
+    makes new members); the cache is emptied at ``limit`` entries (pools that change)."""
+
+    __slots__ = ("_known", "_limit")
+
+    def __init__(self, limit: int = 256) -> None:
+        self._known: dict[tuple[Member, ...], Addresses] = {}
+        self._limit = limit
+
+    def get(self, members: tuple[Member, ...]) -> Addresses:
+        """``(origins, socket addresses or None)`` of ``members``."""
+        known = self._known.get(members)
+        if known is None:
+            if len(self._known) >= self._limit:
+                self._known.clear()
+            origins = tuple(member.address for member in members)
+            addrs = tuple(map(sockaddr, origins)) if all(map(numeric, origins)) else None
+            known = self._known[members] = (origins, addrs)
+        return known
 
 
 def sockaddr(addr: Address) -> tuple[int, str, int]:
@@ -144,6 +186,9 @@ def certificate_facts(der: bytes, resumed: bool) -> tuple[str | None, ClientCert
     return (names[0] if names else None), facts
 
 
+_REASONS = {reason.value: reason for reason in CloseReason}
+
+
 def close_labels(
     text: str, rejected: bool, bad_hello: bool = False
 ) -> tuple[CloseReason, HandshakeFailure | None]:
@@ -151,10 +196,9 @@ def close_labels(
     ``rejected``: the client certificate was refused (on_rejected said so); ``bad_hello``:
     deny_ja4's reader refused the ClientHello (fastplane_policy)."""
     head, _, detail = text.partition(": ")
-    try:
-        reason = CloseReason(head)
-    except ValueError:
-        reason = CloseReason.CLOSED  # "internal error (see the traceback)"
+    # A dict, not CloseReason(head): the Enum call costs more than the rest of this.
+    # Other texts ("internal error (see the traceback)") count as closed.
+    reason = _REASONS.get(head, CloseReason.CLOSED)
     if reason is not CloseReason.HANDSHAKE_FAILED:
         return reason, None
     if rejected:

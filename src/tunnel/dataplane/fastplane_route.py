@@ -21,6 +21,7 @@ from tunnel._native.openssl import group_display_name
 from tunnel.config import Address
 from tunnel.dataplane.connection import UNIQUE_ID_BYTES, ListenerRuntime
 from tunnel.dataplane.fastplane_facts import (
+    AddressCache,
     Facts,
     Pending,
     SockAddr,
@@ -60,6 +61,7 @@ class Router:
     proxy: ProxyIn
     _tls: BackendTLS
     _sniffer: Sniffer
+    _addresses: AddressCache
 
     def _count_connects(self) -> None:
         """Backend statistics of the connections that reached their backend since last time."""
@@ -91,11 +93,13 @@ class Router:
         identity = certificate_facts(cert, resumed) if cert else None
         runtime.stats.handshake_ok(seconds, version or "-", cipher or "-", alpn or "-")
         target = runtime.routes.choose(sni, alpn)
-        fingerprint = message_ja4(hello)
+        fingerprint = None  # computed here only for a PROXY TLV, else when logged (if)
         uid = None
         preamble = b""
         options = target.proxy
         if options is not None:
+            if options.ja4_tlv and options.version != "v1":
+                fingerprint, hello = message_ja4(hello), None
             if options.unique_id:
                 uid = os.urandom(UNIQUE_ID_BYTES)
             tls = (
@@ -124,7 +128,7 @@ class Router:
                 unique_id=uid,
                 balancer_tlvs=tlvs,
             )
-        entry = self._entry(cid, target, uid, fingerprint)
+        entry = self._entry(cid, target, uid, fingerprint, hello)
         if identity is not None:
             entry.client = identity[0]
         return self._route(runtime, cid, entry, preamble)
@@ -156,12 +160,20 @@ class Router:
         return self._route(runtime, cid, entry, preamble)
 
     def _entry(
-        self, cid: int, target: Target, uid: bytes | None, fingerprint: str | None
+        self,
+        cid: int,
+        target: Target,
+        uid: bytes | None,
+        fingerprint: str | None,
+        hello: bytes | None = None,
     ) -> Pending:
-        """Remember a connection that goes to ``target`` until it closes."""
+        """Remember a connection that goes to ``target`` until it closes (its JA4, or the
+        ClientHello to compute it from if asked: :func:`fastplane_facts.entry_ja4`)."""
         members = tuple(target.pool.candidates(time.monotonic()))
-        origins = tuple(member.address for member in members)
-        entry = self._pending[cid] = Pending(target, uid, origins, members, ja4=fingerprint)
+        origins = self._addresses.get(members)[0]
+        entry = self._pending[cid] = Pending(
+            target, uid, origins, members, ja4=fingerprint, hello=hello
+        )
         return entry
 
     def _route(
@@ -170,8 +182,7 @@ class Router:
         """The addresses of the target's pool for C (None: resolved first, then decided)."""
         if not entry.members:
             return f"backend unreachable: backend {entry.target.pool.name} has no address (DNS)"
-        origins = entry.origins
-        addrs = tuple(sockaddr(a) for a in origins) if all(map(numeric, origins)) else None
+        addrs = self._addresses.get(entry.members)[1]
         if addrs is None:  # answered later, by plane.decide()
             entry.task = runtime.loop.create_task(self._resolve(cid, runtime, entry, preamble))
             return None
