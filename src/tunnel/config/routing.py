@@ -153,8 +153,9 @@ class RouteTable(Generic[T]):
 
     def choose(self, sni: str | None, alpn: str | None) -> T:
         """The backend for a connection with this SNI and negotiated ALPN protocol."""
-        if sni and self.sni:
-            value = self.sni.lookup(sni)
+        names = self.sni
+        if sni and (names.exact or names.wildcard):  # not len(names): a Python call
+            value = names.lookup(sni)
             if value is not None:
                 return value
         if alpn and self.alpn:

@@ -70,7 +70,9 @@ class Closer(Router):
         entry = self._pending.pop(cid, None)
         backend: Address | None = None
         uid = client = None
-        denied = self._sniffer.forget(cid)  # a JA4 denied before OpenSSL read the hello
+        # A JA4 denied before OpenSSL read the hello (only listeners with passthrough routes
+        # have their first bytes sniffed: no call for the others).
+        denied = self._sniffer.forget(cid) if runtime.passthrough else None
         if entry is not None:
             uid, client = entry.uid, entry.client
             if entry.task is not None:
@@ -86,9 +88,11 @@ class Closer(Router):
                 backend = entry.origins[backend_index]
             elif backend is None and entry.failures:
                 backend = entry.target.backend.connect[-1]
-        rejected = cid in self._rejected
-        self._rejected.discard(cid)
-        kind, failure = close_labels(reason, rejected, self._policy.took_bad_hello(cid))
+        rejected = bool(self._rejected) and cid in self._rejected  # empty, nearly always
+        if rejected:
+            self._rejected.discard(cid)
+        bad_hello = bool(self._policy.bad_hello) and self._policy.took_bad_hello(cid)
+        kind, failure = close_labels(reason, rejected, bad_hello)
         runtime.stats.ended(kind, bytes_in, bytes_out, failure)
         self.worker.compiled_closed()
         # Refusals after a balancer's header have a summary line instead (as in Python).
