@@ -247,14 +247,25 @@ class Worker:
             self.send_report()
 
     async def _drain(self) -> None:
-        self.stopping = True
-        self.send_report()
         self.gate.stop()
         if self.compiled is not None:
             self.compiled.stop_accepting()
         for socks in self.sockets.values():
             for sock in socks:
                 sock.close()
+        # Connections the Python plane accepted up to here may not be counted yet: uvloop
+        # accepts in the loop's poll phase but calls connection_made (which counts) from
+        # the ready queue, where it can wait behind this step (SIGTERM handled, then a
+        # connection accepted, in one iteration). Uncounted, such a connection was closed
+        # unserved: by the exit when nothing else was live, or by close_early when the
+        # last counted one ended first and set _stop_now. Accepting has stopped, so the
+        # queue now holds every such call, and one turn of the loop (FIFO: this task
+        # resumes behind them) makes the count exact, as the compiled plane's is from the
+        # accept on. Only then may a count of 0 end the drain (``stopping``): a connection
+        # ending during this turn must not set _stop_now with another still uncounted.
+        await asyncio.sleep(0)
+        self.stopping = True
+        self.send_report()
         timeout = self.config.tunnel.drain_timeout
         live = self._live()
         if live:
