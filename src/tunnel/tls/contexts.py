@@ -11,6 +11,7 @@ so every worker shares the same session-ticket keys and a client resumes on any 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
@@ -111,6 +112,10 @@ def _load_chain(
             message = f"{cert} / {key_file}: cannot load ({reason})"
             hint = "both must be PEM: certificate chain in 'cert', private key in 'key'"
         raise _setup_error(file, listener.name, cert_file.setting, message, hint) from None
+    # Once client_auth has filled the trust store (_settings_context): a chain the file
+    # lacks is built now rather than at every handshake (same certificates sent).
+    with contextlib.suppress(_openssl.OpenSSLCallError):
+        _openssl.build_chain_once(ctx)
 
 
 def _apply_openssl(ctx: ssl.SSLContext, listener: ListenerConfig, file: str) -> None:
