@@ -48,3 +48,35 @@ def test_supervisor_and_workers_import_only_what_serving_needs(
     found = re.search(r"tunnel_certificate_not_after_seconds\{[^}]*\} (\S+)", text)
     assert found is not None, text
     assert float(found.group(1)) == leaf.not_valid_after_utc.timestamp()
+
+
+# The Python plane's relay: a worker whose listeners are all compiled never imports it.
+PYTHON_RELAY = (
+    "tunnel.dataplane.connection",
+    "tunnel.dataplane.relay",
+    "tunnel.dataplane.passthrough",
+    "tunnel.dataplane.backend_tls",
+    "tunnel.dataplane.plain_backend",
+    "tunnel.dataplane.failover",
+)
+
+
+@pytest.mark.parametrize("plane", ["compiled", "python"])
+def test_the_python_relay_is_imported_only_where_a_listener_uses_it(
+    tunnel: Launcher, tmp_path: Path, certs: Certs, hello_backend: Backend, plane: str
+) -> None:
+    dump = tmp_path / "modules"
+    dump.mkdir()
+    tunnel.env["TUNNEL_DEBUG_MODULES"] = str(dump)
+    tunnel.env["TUNNEL_DATAPLANE"] = plane
+    running = start_run(tunnel, tmp_path, certs, hello_backend, workers="1")
+    running.proc.wait_log(f"listener web: {plane} data plane|data plane: python for every")
+    wait_for("2 module lists", lambda: len(list(dump.glob("*.modules"))) == 2)
+    for path in dump.glob("*.modules"):
+        modules = set(path.read_text().split())
+        loaded = [name for name in PYTHON_RELAY if name in modules]
+        if plane == "compiled":
+            assert loaded == [], f"{path.name} imports {loaded} with every listener compiled"
+        else:
+            # Imported by the supervisor before the fork, so that the workers share it.
+            assert loaded == list(PYTHON_RELAY), f"{path.name} lacks the Python relay"

@@ -13,33 +13,31 @@ import logging
 import os
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 from tunnel._native.openssl import negotiated_group
-from tunnel.config import Address, BackendConfig, ListenerConfig
+from tunnel.config import Address
 from tunnel.dataplane import passthrough
 from tunnel.dataplane.backend_tls import TLSBackendSide
-from tunnel.dataplane.backends import Pools
 from tunnel.dataplane.failover import PoolConnect
 from tunnel.dataplane.hello import ALERT_DECODE_ERROR, ALERT_HANDSHAKE_FAILURE
-from tunnel.dataplane.limits import PerIPLimits
+from tunnel.dataplane.listener import UNIQUE_ID_BYTES as UNIQUE_ID_BYTES
+from tunnel.dataplane.listener import AcceptControl as AcceptControl
+from tunnel.dataplane.listener import ListenerRuntime as ListenerRuntime
 from tunnel.dataplane.plain_backend import PlainSide
 from tunnel.dataplane.pool import Member
-from tunnel.dataplane.rates import ListenerRates, RateTable, listener_rates
+from tunnel.dataplane.rates import ListenerRates
 from tunnel.dataplane.relay import TLSSide
 from tunnel.dataplane.relay_end import CLOSED
 from tunnel.dataplane.summary import client_cn, format_summary, peer_text, tcp_addr, tls_fields
-from tunnel.dataplane.sweep import IdleSweep
-from tunnel.dataplane.targets import PoolSource, Target, any_passthrough, listener_routes
+from tunnel.dataplane.targets import Target
 from tunnel.dataplane.tls_endpoint import describe, handshake_failure
-from tunnel.observe.metrics import BackendStats, ListenerStats
 from tunnel.observe.reasons import CloseReason, HandshakeFailure
 from tunnel.tls.acme import ACME_TLS_1
 from tunnel.tls.clients import client_cert
 from tunnel.tls.contexts import sni_refused
-from tunnel.tls.identity import AllowListCheck
 from tunnel.wire import proxy_out
 from tunnel.wire.clienthello import ClientHello, ClientHelloError
 from tunnel.wire.ja4 import ja4
@@ -47,76 +45,7 @@ from tunnel.wire.proxy_out import ProxyOptions
 
 log = logging.getLogger("tunnel.conn")
 
-UNIQUE_ID_BYTES = 16  # the spec allows up to 128; 16 random bytes never collide in practice
 _SUMMARIZED = frozenset({CloseReason.RATE_LIMITED, CloseReason.IP_LIMITED})
-
-
-class AcceptControl(Protocol):
-    """What a connection tells its worker (which pauses accepting at the limit)."""
-
-    def opened(self, listener: str) -> None: ...
-
-    def closed(self, listener: str) -> None: ...
-
-
-class ListenerRuntime:
-    """Per-worker state of one listener: its TLS context, backends, live connections."""
-
-    def __init__(
-        self,
-        config: ListenerConfig,
-        ctx: ssl.SSLContext,
-        loop: asyncio.AbstractEventLoop,
-        control: AcceptControl,
-        backends: Mapping[str, BackendConfig] | None = None,
-        counters: dict[str, BackendStats] | None = None,
-        backend_tls: Mapping[str, ssl.SSLContext] | None = None,
-        allow_check: AllowListCheck | None = None,
-        rate_table: RateTable | None = None,
-        pools: PoolSource | None = None,
-    ) -> None:
-        self.config = config
-        self.name = config.name
-        self.ctx = ctx
-        self.allow_check = allow_check  # why a client certificate was refused
-        self.loop = loop
-        self.control = control
-        self.stats = ListenerStats()
-        # Shared by all listeners of a worker: keyed by backend address.
-        self.counters = counters if counters is not None else {}
-        self.live: set[ClientConnection | passthrough.Passthrough] = set()
-        # One timer checks every relaying connection for idleness (no timer per connection).
-        self.idle_sweep = IdleSweep(loop, config.idle_timeout / 4)
-        # Listeners that read an inbound PROXY header use a subclass (tunnel.proxy_in),
-        # so the others pay nothing for it.
-        self.conn_class: type[ClientConnection] = ClientConnection
-        own = pools if pools is not None else Pools((), backend_tls or {})
-        self.routes, self.pools = listener_routes(config, backends or {}, backend_tls or {}, own)
-        self.deny_ja4 = frozenset(config.deny_ja4)
-        # Only with a passthrough backend is a route chosen before the handshake.
-        self.passthrough = any_passthrough(self.routes)
-        # A ClientHello Tunnel cannot read is refused where it matters (passthrough or a
-        # JA4 policy); elsewhere OpenSSL answers it, as it would without the reader.
-        self.strict_hello = self.passthrough or bool(self.deny_ja4)
-        limits = PerIPLimits(
-            config.name, config.max_connections_per_ip, config.max_handshakes_per_ip, loop
-        )
-        # None when no per-IP limit is set: then a connection does not even look it up.
-        self.per_ip: PerIPLimits | None = limits if limits.enabled else None
-        # None when no rate is set, or without the shared table (a Worker made by a test).
-        self.rates: ListenerRates | None = listener_rates(config, rate_table, loop, self.stats)
-
-    def backend_stats(self, addr: Address) -> BackendStats:
-        """The statistics of one backend address (created on first use)."""
-        key = str(addr)
-        stats = self.counters.get(key)
-        if stats is None:
-            stats = self.counters[key] = BackendStats()
-        return stats
-
-    def protocol_factory(self) -> ClientConnection:
-        """Create the protocol for one accepted client connection."""
-        return self.conn_class(self)
 
 
 def _proxy_header(conn: ClientConnection, options: ProxyOptions, uid: bytes | None) -> bytes:

@@ -24,7 +24,7 @@ from tunnel.dataplane.relay_end import CONNECTING
 from tunnel.dataplane.tls_endpoint import describe
 
 if TYPE_CHECKING:
-    from tunnel.dataplane.connection import ListenerRuntime
+    from tunnel.dataplane.listener import ListenerRuntime
     from tunnel.dataplane.targets import Target
 
 

@@ -35,7 +35,6 @@ from typing import Any
 
 from tunnel.config import BackendConfig
 from tunnel.config.routing import NameTable
-from tunnel.dataplane.connection import ListenerRuntime
 from tunnel.dataplane.fastplane_close import Closer
 from tunnel.dataplane.fastplane_close import log as log
 from tunnel.dataplane.fastplane_facts import AddressCache, Pending
@@ -45,6 +44,7 @@ from tunnel.dataplane.fastplane_proxy import ProxyIn, proxy_in_args
 from tunnel.dataplane.fastplane_route import MAX_ADDRESSES as MAX_ADDRESSES
 from tunnel.dataplane.fastplane_route import Decision as Decision
 from tunnel.dataplane.fastplane_tls import BackendTLS
+from tunnel.dataplane.listener import ListenerRuntime
 from tunnel.dataplane.plane import COMPILED as COMPILED
 from tunnel.dataplane.plane import DEFAULT as DEFAULT
 from tunnel.dataplane.plane import ENV as ENV

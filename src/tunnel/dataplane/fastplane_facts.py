@@ -23,8 +23,8 @@ from typing import Any
 
 from tunnel._native.openssl import group_display_name
 from tunnel.config import Address
-from tunnel.dataplane.connection import ListenerRuntime
 from tunnel.dataplane.fastplane_tls import log_failure
+from tunnel.dataplane.listener import ListenerRuntime
 from tunnel.dataplane.plane import numeric
 from tunnel.dataplane.pool import Member
 from tunnel.dataplane.summary import peer_text

@@ -21,8 +21,8 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from tunnel.dataplane.connection import UNIQUE_ID_BYTES, ListenerRuntime
 from tunnel.dataplane.fastplane_policy import ALERT_HANDSHAKE_FAILURE, Policy
+from tunnel.dataplane.listener import UNIQUE_ID_BYTES, ListenerRuntime
 from tunnel.dataplane.summary import tcp_addr
 from tunnel.dataplane.targets import Target
 from tunnel.wire import proxy_out

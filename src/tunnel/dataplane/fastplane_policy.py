@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from tunnel.dataplane.connection import ListenerRuntime
+from tunnel.dataplane.listener import ListenerRuntime
 from tunnel.observe.reasons import CloseReason
 from tunnel.wire.clienthello import (
     DEFAULT_LIMIT,

@@ -19,7 +19,6 @@ from typing import Any
 
 from tunnel._native.openssl import group_display_name
 from tunnel.config import Address
-from tunnel.dataplane.connection import UNIQUE_ID_BYTES, ListenerRuntime
 from tunnel.dataplane.fastplane_facts import (
     AddressCache,
     Facts,
@@ -34,6 +33,7 @@ from tunnel.dataplane.fastplane_passthrough import Answer, Sniffer, proxy_header
 from tunnel.dataplane.fastplane_policy import Policy
 from tunnel.dataplane.fastplane_proxy import ProxyIn
 from tunnel.dataplane.fastplane_tls import BackendTLS, Settings
+from tunnel.dataplane.listener import UNIQUE_ID_BYTES, ListenerRuntime
 from tunnel.dataplane.plane import numeric
 from tunnel.dataplane.pool import Member
 from tunnel.dataplane.summary import tcp_addr

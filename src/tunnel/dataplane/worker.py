@@ -18,19 +18,17 @@ import os
 import signal
 import socket
 import time
+from typing import TYPE_CHECKING
 
 import uvloop
 
 from tunnel._native import malloc as _malloc
-from tunnel.config import Config, TunnelSettings
+from tunnel.config import Config, ListenerConfig, TunnelSettings
 from tunnel.dataplane import fastplane
 from tunnel.dataplane.accept import AcceptGate, fd_capped
 from tunnel.dataplane.backends import Pools
-from tunnel.dataplane.connection import ClientConnection, ListenerRuntime
 from tunnel.dataplane.fastplane import PYTHON, CompiledPlane
-from tunnel.dataplane.passthrough import Passthrough
-from tunnel.dataplane.plain_client import PlainClientConnection
-from tunnel.dataplane.proxy_in import ProxiedConnection
+from tunnel.dataplane.listener import ListenerRuntime
 from tunnel.dataplane.rates import RateTable
 from tunnel.observe import metrics
 from tunnel.observe.log import reopen_logs
@@ -40,9 +38,44 @@ from tunnel.observe.reasons import CloseReason
 from tunnel.tls.bundle import TLSBundle
 from tunnel.tls.tickets import REFRESH_SECONDS
 
+if TYPE_CHECKING:
+    from tunnel.dataplane.connection import ClientConnection
+    from tunnel.dataplane.passthrough import Passthrough
+
 log = logging.getLogger("tunnel.worker")
 
 REPORT_SECONDS = 1.0
+
+
+def python_protocol(listener: ListenerConfig) -> type[ClientConnection]:
+    """The Python plane's protocol class for ``listener``, its relay imported on first use.
+
+    Only listeners on the Python plane need these modules (~0.3 MB of heap, ~20 modules):
+    a worker whose listeners are all compiled never imports them.
+    """
+    if listener.client:
+        from tunnel.dataplane.plain_client import PlainClientConnection
+
+        return PlainClientConnection
+    if listener.proxy_from:
+        from tunnel.dataplane.proxy_in import ProxiedConnection
+
+        return ProxiedConnection
+    from tunnel.dataplane.connection import ClientConnection
+
+    return ClientConnection
+
+
+def import_python_plane(config: Config) -> None:
+    """Import the Python relay now if any listener of ``config`` will be served by it.
+
+    Called by the supervisor before it forks a generation: imported there, the modules'
+    pages are shared by every worker instead of being built again in each.
+    """
+    backends = {backend.name: backend for backend in config.backends}
+    for listener in config.listeners:
+        if fastplane.choose(listener, backends, config.tunnel.dataplane)[0] == PYTHON:
+            python_protocol(listener)
 
 
 class Worker:
@@ -164,13 +197,11 @@ class Worker:
                 self.rates,
                 self.pools,
             )
-            if listener.proxy_from:
-                runtime.conn_class = ProxiedConnection
-            if listener.client:
-                runtime.conn_class = PlainClientConnection
             self.runtimes.append(runtime)
             if not self._on_python(listener.name):
                 self._serve_compiled(runtime)
+            if self._on_python(listener.name):  # also when the compiled plane refused it
+                runtime.conn_class = python_protocol(listener)
         self.gate.factories = {r.name: r.protocol_factory for r in self.runtimes}
         await self.pools.start()  # first DNS answers (bounded) before the first client
         await self.gate.start()

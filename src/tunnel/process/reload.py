@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from tunnel.config import Config, load_config
 from tunnel.dataplane import plane
+from tunnel.dataplane.worker import import_python_plane
 from tunnel.errors import ConfigErrors, TunnelError
 from tunnel.process.generation import apply_logging, build_contexts, destination, worker_count
 from tunnel.process.listen import bound_address
@@ -76,6 +77,8 @@ class Reloads(WorkerProcesses):
         extension loaded here is inherited by the workers forked next.
         """
         setting = self.config.tunnel.dataplane
+        # Likewise the Python relay, imported only if a listener of this generation uses it.
+        import_python_plane(self.config)
         module, why = plane.load(setting)
         if module is None:
             level = logging.WARNING if plane.worth_a_warning(setting) else logging.INFO
