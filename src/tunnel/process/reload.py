@@ -136,8 +136,7 @@ class Reloads(WorkerProcesses):
         # The new generation starts before the old one stops accepting; the sockets of
         # unchanged addresses are the same, so a connection arriving in between waits
         # in the backlog for whichever worker accepts first.
-        for slot in self.slots:
-            self._spawn(slot)
+        self._fork_generation()
         for pid in old_pids:
             self.retired[pid] = kill_at
             with contextlib.suppress(ProcessLookupError):

@@ -153,8 +153,7 @@ class Supervisor(Reloads):
             for hook in self.before_workers:
                 hook()
             self._log_listeners()
-            for slot in self.slots:
-                self._spawn(slot)
+            self._fork_generation()
             if self.acme is not None:
                 self.acme.start(self._in_other_child)
             self.watch.reset(self.config)

@@ -10,6 +10,7 @@ drain, and are killed at their deadline if they have not finished by then.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -79,8 +80,23 @@ class WorkerProcesses:
         self.observer.in_child()
         self.pool.close_all()
 
+    def _fork_generation(self) -> None:
+        """Fork a worker for every slot: a new generation (at start, or a reload)."""
+        # Garbage cycles of the previous generation (its configuration, its TLS contexts)
+        # are collected now, before what is alive is frozen by the forks below.
+        gc.unfreeze()
+        gc.collect()
+        for slot in self.slots:
+            self._spawn(slot)
+
     def _spawn(self, slot: WorkerSlot) -> None:
         report = self.observer.pair(slot.index)
+        # Everything alive goes to the collector's permanent generation, which it never
+        # scans: a full collection in a worker (or in the supervisor) would otherwise
+        # write to the header of every object inherited at the fork and so copy nearly
+        # every page the processes share (CPython 3.11). Measured after 1,500
+        # connections: -0.6 MB of anonymous PSS for the supervisor and one worker.
+        gc.freeze()
         pid = os.fork()
         if pid == 0:  # the worker
             code = 1
