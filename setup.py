@@ -46,6 +46,7 @@ SOURCES = [
         "fp_backend_relay",
         "fp_plain_client",
         "fp_passthrough",
+        "fp_wait",
     )
 ]
 LDFLAGS: list[str] = []

@@ -2,7 +2,8 @@
 
 The extension (``_fastplane``, C sources in ``csrc/``) runs accept, TLS handshake, backend
 connect, relay, half-close, timeouts and linger in C, on its own epoll set that the worker's
-loop watches as one reader. Python is called twice per connection:
+loop watches as one reader, or selects through (:mod:`tunnel.dataplane.oneloop`).
+Python is called twice per connection:
 :meth:`CompiledPlane._on_handshake` (route, PROXY header, addresses to try:
 :mod:`tunnel.dataplane.fastplane_route`) and :meth:`CompiledPlane._on_close` (metrics and
 the log line, the same as the Python plane's: :mod:`tunnel.dataplane.fastplane_close`);
@@ -35,6 +36,7 @@ from typing import Any
 
 from tunnel.config import BackendConfig
 from tunnel.config.routing import NameTable
+from tunnel.dataplane import oneloop
 from tunnel.dataplane.fastplane_close import Closer
 from tunnel.dataplane.fastplane_close import log as log
 from tunnel.dataplane.fastplane_facts import AddressCache, Pending
@@ -159,9 +161,11 @@ class CompiledPlane(Closer):
             )
 
     def start(self) -> None:
-        """Let the worker's event loop run the plane's events."""
+        """Accept from now on; let the worker's event loop run the plane's events."""
         loop = next(iter(self.runtimes.values())).loop
-        loop.add_reader(self.plane.fileno(), self.plane.run_once)
+        if not oneloop.selects_for(loop, self.plane):  # else the loop waits in the plane
+            loop.add_reader(self.plane.fileno(), self.plane.run_once)
+        self.plane.start_accepting()
 
     def stop_accepting(self) -> None:
         """Drain: accept no more (the worker's listening sockets stay open elsewhere)."""
@@ -175,7 +179,8 @@ class CompiledPlane(Closer):
         """Stop watching the plane's events."""
         if self.runtimes:
             loop = next(iter(self.runtimes.values())).loop
-            loop.remove_reader(self.plane.fileno())
+            if not oneloop.selects_for(loop, self.plane):
+                loop.remove_reader(self.plane.fileno())
 
     def sync_stats(self) -> None:
         """Copy the accepted/active counters kept in C into the listeners' statistics."""

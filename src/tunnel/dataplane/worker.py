@@ -1,4 +1,8 @@
-"""One worker process: a uvloop event loop serving the listening sockets it was handed.
+"""One worker process: an event loop serving the listening sockets it was handed.
+
+The loop is uvloop's, unless every listener is on the compiled plane: then it is an asyncio
+loop that selects through the plane's epoll set (:mod:`tunnel.dataplane.oneloop`), so that
+the plane's events are run in C without a wake-up of Python.
 
 Accepting is paused at ``max_connections`` (the worker's, capped by the open-files limit,
 and each listener's) without refusing anyone: see :mod:`tunnel.dataplane.accept`.
@@ -24,7 +28,7 @@ import uvloop
 
 from tunnel._native import malloc as _malloc
 from tunnel.config import Config, ListenerConfig, TunnelSettings
-from tunnel.dataplane import fastplane
+from tunnel.dataplane import fastplane, oneloop
 from tunnel.dataplane.accept import AcceptGate, fd_capped
 from tunnel.dataplane.backends import Pools
 from tunnel.dataplane.fastplane import PYTHON, CompiledPlane
@@ -136,15 +140,35 @@ class Worker:
     def _live(self) -> int:
         return self.count + (self.compiled.live if self.compiled is not None else 0)
 
+    def _plane(self) -> CompiledPlane:
+        """The compiled plane, made at the first call (OSError: the kernel refused it)."""
+        if self.compiled is None:
+            module, _ = fastplane.load(self.config.tunnel.dataplane)
+            assert module is not None
+            backends = {backend.name: backend for backend in self.config.backends}
+            self.compiled = CompiledPlane(module, self.max_connections, self, backends)
+        return self.compiled
+
+    def new_loop(self) -> asyncio.AbstractEventLoop:
+        """uvloop's loop; or, when no listener is on the Python plane, the compiled plane's.
+
+        A listener the compiled plane refuses later (in serve()) is then served by the
+        Python plane on that asyncio loop: slower than on uvloop, but served.
+        """
+        if self.planes and not any(self._on_python(name) for name in self.planes):
+            try:
+                plane = self._plane()
+            except OSError as exc:
+                log.warning("the compiled data plane could not start: %s", exc)
+            else:
+                log.debug("event loop: the compiled plane's epoll set")
+                return oneloop.new_event_loop(plane.plane)
+        return uvloop.new_event_loop()
+
     def _serve_compiled(self, runtime: ListenerRuntime) -> None:
         """Hand ``runtime`` to the compiled plane; on refusal the Python plane serves it."""
-        module, _ = fastplane.load(self.config.tunnel.dataplane)
-        assert module is not None
         try:
-            if self.compiled is None:
-                backends = {backend.name: backend for backend in self.config.backends}
-                self.compiled = CompiledPlane(module, self.max_connections, self, backends)
-            self.compiled.add(runtime, self.sockets[runtime.name])
+            self._plane().add(runtime, self.sockets[runtime.name])
         except (OSError, RuntimeError, TypeError, ValueError) as exc:
             self.planes[runtime.name] = (PYTHON, f"the compiled plane refused it: {exc}")
             log.warning(
@@ -222,6 +246,8 @@ class Worker:
             if runtime.rates is not None:
                 runtime.rates.close()
         self.send_report()
+        if self.compiled is not None and oneloop.selects_for(loop, self.compiled.plane):
+            oneloop.report(self.compiled.plane)
 
     def send_report(self) -> None:
         """Send one statistics snapshot to the supervisor; drop it if the pipe is full."""
@@ -342,6 +368,6 @@ def run_worker(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     worker = Worker(config, contexts, sockets, report, rates)
     # What uvloop.run() does, which needs uvloop >= 0.18 (Debian 12 has 0.17).
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+    with asyncio.Runner(loop_factory=worker.new_loop) as runner:
         runner.run(worker.serve())
     return 0

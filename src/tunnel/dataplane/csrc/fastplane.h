@@ -2,7 +2,10 @@
  *
  * Theory of operation (the Python side is tunnel/dataplane/fastplane.py):
  *  - A Plane owns an epoll set and a timerfd. The worker's asyncio loop watches the epoll
- *    fd as one reader and calls Plane.run_once(), which runs one batch of events in C.
+ *    fd as one reader and calls Plane.run_once(), which runs one batch of events in C;
+ *    or, when every listener of the worker is compiled, the loop selects through
+ *    Plane.wait() on that same epoll set, which runs the plane's events without returning
+ *    to Python (fp_wait.c).
  *  - Per connection Python is called twice: on_handshake(...) once the TLS handshake is
  *    done (it returns the backend addresses, the bytes to send first, the connect timeout,
  *    or a refusal text), and on_close(...) with the summary (log line and metrics).
@@ -195,12 +198,14 @@ struct plane {
     int nls;
     long max_total, total;
     int full, starved, stopped;
+    int held; /* no accepting before start_accepting(): the worker is not ready yet */
     unsigned long long next_id;
     conn *live, *dead;
     PyObject *connected; /* [(lid, id, attempts)] of connections that reached a backend */
     tlist connect_list, linger_list;
     tlist awaiting; /* connections whose backend addresses Python is still resolving */
     double now, armed;
+    unsigned long long wakes, returns; /* Plane.wait(): epoll waits, and returns to Python */
 };
 
 extern int conn_index; /* SSL ex_data index of the connection (for the SNI callback) */
@@ -309,8 +314,13 @@ int pt_expired(plane *p, conn *c);
 void pt_unreachable(conn *c);
 /* The listeners of a Plane (fp_listener.c); the other Plane methods are in fp_module.c. */
 PyObject *Plane_add_listener(plane *p, PyObject *args);
+PyObject *Plane_start_accepting(plane *p, PyObject *ignored);
 PyObject *Plane_stop_accepting(plane *p, PyObject *ignored);
 PyObject *Plane_counts(plane *p, PyObject *arg);
 void listener_free(listener *l);
+/* One batch of events, and the worker loop's selector (fp_wait.c). */
+int plane_batch(plane *p, struct epoll_event *evs, int n, PyObject *out);
+PyObject *Plane_watch(plane *p, PyObject *args);
+PyObject *Plane_wait(plane *p, PyObject *args);
 
 #endif

@@ -170,7 +170,7 @@ void listener_poll(listener *l, int on) {
 void gate_apply(plane *p) {
     for (int i = 0; i < p->nls; i++) {
         listener *l = p->ls[i];
-        listener_poll(l, !(p->stopped || p->full || p->starved || l->full));
+        listener_poll(l, !(p->held || p->stopped || p->full || p->starved || l->full));
     }
 }
 

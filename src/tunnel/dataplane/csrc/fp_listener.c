@@ -83,6 +83,15 @@ PyObject *Plane_add_listener(plane *p, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* The worker is ready (its pools have their first answers): accept from now on. Until
+ * then the listening sockets are not in the epoll set, which the worker's loop may already
+ * be waiting on (tunnel/dataplane/oneloop.py). */
+PyObject *Plane_start_accepting(plane *p, PyObject *Py_UNUSED(ignored)) {
+    p->held = 0;
+    gate_apply(p);
+    Py_RETURN_NONE;
+}
+
 PyObject *Plane_stop_accepting(plane *p, PyObject *Py_UNUSED(ignored)) {
     p->stopped = 1;
     for (int i = 0; i < p->nls; i++) {

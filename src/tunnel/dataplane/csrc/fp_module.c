@@ -12,32 +12,7 @@ PyObject *R_DONE, *R_CLIENT_CLOSED, *R_IDLE, *R_HS_TIMEOUT, *R_HS_EOF, *R_UNREAC
 static PyObject *Plane_run_once(plane *p, PyObject *Py_UNUSED(ignored)) {
     struct epoll_event evs[MAX_EVENTS];
     int n = epoll_wait(p->epfd, evs, MAX_EVENTS, 0);
-    p->now = mono();
-    int timers = 0;
-    for (int i = 0; i < n; i++) {
-        uintptr_t tag = (uintptr_t)evs[i].data.u64;
-        int side = (int)(tag & 1);
-        void *obj = (void *)(tag & ~(uintptr_t)1);
-        int kind = *(int *)obj;
-        if (kind == K_CONN) {
-            conn *c = obj;
-            if (c->state == S_CLOSED)
-                continue;
-            if (side)
-                on_backend(p, c, evs[i].events);
-            else
-                on_client(p, c, evs[i].events);
-        } else if (kind == K_LISTEN) {
-            do_accept(p, obj);
-        } else {
-            timers = 1;
-        }
-    }
-    if (timers || (p->armed > 0 && p->armed <= p->now))
-        run_timers(p);
-    arm_timer(p);
-    free_dead(p);
-    if (PyErr_Occurred())
+    if (plane_batch(p, evs, n > 0 ? n : 0, NULL) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
@@ -114,6 +89,12 @@ static PyObject *Plane_live(plane *p, void *Py_UNUSED(closure)) {
     return PyLong_FromLong(p->total);
 }
 
+/* (epoll waits, returns to Python) of Plane.wait(): tests check that wake-ups with only
+ * plane events stay in C. */
+static PyObject *Plane_waits(plane *p, void *Py_UNUSED(closure)) {
+    return Py_BuildValue("(KK)", p->wakes, p->returns);
+}
+
 static PyObject *Plane_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     static char *names[] = {"on_handshake", "on_close",   "on_notice",       "on_rejected",
                             "on_accept",    "on_connect", "max_connections", NULL};
@@ -127,6 +108,7 @@ static PyObject *Plane_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
         return NULL;
     p->epfd = p->tfd = -1;
     p->tkind = K_TIMER;
+    p->held = 1;
     p->max_total = maxc;
     Py_INCREF(hs);
     Py_INCREF(cl);
@@ -183,7 +165,10 @@ static void Plane_dealloc(plane *p) {
 static PyMethodDef plane_methods[] = {
     {"run_once", (PyCFunction)Plane_run_once, METH_NOARGS, "Run one batch of events."},
     {"fileno", (PyCFunction)Plane_fileno, METH_NOARGS, "The epoll fd to watch."},
+    {"wait", (PyCFunction)Plane_wait, METH_VARARGS, "Select for the worker's loop."},
+    {"watch", (PyCFunction)Plane_watch, METH_VARARGS, "Watch an fd for the loop."},
     {"add_listener", (PyCFunction)Plane_add_listener, METH_VARARGS, "Serve a listener."},
+    {"start_accepting", (PyCFunction)Plane_start_accepting, METH_NOARGS, "Accept."},
     {"stop_accepting", (PyCFunction)Plane_stop_accepting, METH_NOARGS, "Stop accepting."},
     {"close_all", (PyCFunction)Plane_close_all, METH_O, "Close every connection."},
     {"decide", (PyCFunction)Plane_decide, METH_VARARGS, "A deferred handshake decision."},
@@ -197,6 +182,7 @@ static PyMethodDef plane_methods[] = {
 
 static PyGetSetDef plane_getset[] = {
     {"live", (getter)Plane_live, NULL, "Open connections.", NULL},
+    {"waits", (getter)Plane_waits, NULL, "(epoll waits, returns) of wait().", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
