@@ -39,7 +39,7 @@ from tlsbench.backend import start_backend
 from tlsbench.certs import make_certs
 from tlsbench.loads import run_s_time
 from tlsbench.procs import Registry, process_tree, raise_nofile_limit, wait_for_port
-from tlsbench.profiling import World
+from tlsbench.profiling import World, callgrind_wrap
 from tlsbench.targets import TARGETS, Launch, Setup, Target
 
 # Exported functions whose inclusive cost says where a handshake's instructions go.
@@ -185,14 +185,7 @@ def measure(
     """Per-operation instructions of ``target`` for ``kind`` ("full", "resume", "bare";
     "s_time_new" and "s_time_reuse": ``count`` seconds of 4 ``openssl s_time`` clients)."""
     out = Path(tempfile.mkdtemp(prefix=f"cg-{target}-{kind}-", dir=keep)) / "callgrind.out"
-    wrap = [
-        "valgrind",
-        "--tool=callgrind",
-        "--trace-children=yes",
-        "--instr-atstart=no",
-        f"--callgrind-out-file={out}.%p",
-        *extra,
-    ]
+    wrap = callgrind_wrap(out, extra)
     managed, port, _workdir = world.start(target, "ecdsa", f"sc-{target}-", wrap)
     ctx = _client_context()
     try:

@@ -136,16 +136,23 @@ def _instructions(files: list[str]) -> tuple[int, dict[str, int]]:
     return total, by_object
 
 
-def callgrind_per_op(world: World, target: str, test: str, count: int) -> str:
-    """One line: user-space instructions per operation of ``target``'s serving process."""
-    out = Path(tempfile.mkdtemp(prefix="cg-out-", dir=world.tmp)) / "callgrind.out"
-    wrap = [
+def callgrind_wrap(out: Path, extra: list[str] | None = None) -> list[str]:
+    """The command prefix that runs a target under callgrind, counting only while the
+    caller switches instrumentation on (``callgrind_control -i on``), one file per pid."""
+    return [
         "valgrind",
         "--tool=callgrind",
         "--trace-children=yes",
         "--instr-atstart=no",
         f"--callgrind-out-file={out}.%p",
+        *(extra or []),
     ]
+
+
+def callgrind_per_op(world: World, target: str, test: str, count: int) -> str:
+    """One line: user-space instructions per operation of ``target``'s serving process."""
+    out = Path(tempfile.mkdtemp(prefix="cg-out-", dir=world.tmp)) / "callgrind.out"
+    wrap = callgrind_wrap(out)
     managed, port, _workdir = world.start(target, "ecdsa", f"cg-{target}-", wrap)
     ctx = _client_context()
     run = _resumed_connections if test == "resume" else _keepalive_requests

@@ -119,6 +119,13 @@ def wait_readable(sock: socket.socket) -> None:
     assert readable, "no answer to the ClientHello"
 
 
+async def until(condition: Callable[[], object], timeout: float = 10.0) -> None:
+    """Poll ``condition`` on the loop (the worker runs on it) until true, at most ``timeout``."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
 def in_thread(call: Callable[[], T]) -> asyncio.Future[T]:
     """Run a blocking client step beside the worker's loop."""
     return asyncio.get_running_loop().run_in_executor(None, call)
@@ -156,8 +163,7 @@ def test_connection_queued_as_sigterm_arrives_is_served(
         assert await in_thread(lambda: talk(first, b"warm-up")) == b"warm-up"
         if not another_ends:
             first.close()
-            while worker._live():  # its end reached the backend and came back
-                await asyncio.sleep(0.01)
+            await until(lambda: not worker._live())  # its end reached the backend and back
         # In one step of the loop: the first connection resets (another_ends), a new one
         # is queued, and SIGTERM is handled. The loop's next poll sees both (the worker
         # still listens); the drain starts right after.
@@ -186,8 +192,7 @@ def test_reload_loses_neither_handshakes_nor_the_backlog(generation: Generation)
         client.sock.sendall(client.client_hello())
         await in_thread(lambda: wait_readable(client.sock))
         old._on_signal()  # the server's first flight has come: mid-handshake
-        while not old.stopping:
-            await asyncio.sleep(0.01)
+        await until(lambda: old.stopping)
         waiting = generation.client()  # the old worker stopped accepting: in the backlog
         await in_thread(lambda: exchange(client, b"handshake in flight", mid))
         await serving
