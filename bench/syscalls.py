@@ -3,7 +3,7 @@
 ``strace -c -f`` on the one process that serves (Tunnel's worker, HAProxy, or nginx without master).
 
     python bench/syscalls.py [--target tunnel|haproxy|nginx] [-n 300] [--bulk-mib 64]
-                             [--tests conn,req,bulk,cpu]
+                             [--tests conn,hs,req,bulk,cpu]
 
 * ``conn``: N connections, each a TLS 1.3 handshake, one 100-byte echo and a close;
 * ``req``: N 100-byte echoes on one connection;
@@ -160,6 +160,10 @@ def run(tests: list[str], server: subprocess.Popen[bytes], port: int, n: int, mi
             with connect() as s:
                 echo(s)
 
+    def bare() -> None:  # as ``openssl s_time -new``: a handshake, then a close
+        for _ in range(n):
+            connect().close()
+
     def reqs() -> None:
         with connect() as s:
             for _ in range(n):
@@ -201,6 +205,8 @@ def run(tests: list[str], server: subprocess.Popen[bytes], port: int, n: int, mi
             echo(s)
     if "conn" in tests:
         traced("per connection", conns, n)
+    if "hs" in tests:
+        traced("per bare handshake", bare, n)
     if "req" in tests:
         traced("per keep-alive request", reqs, n)
     if "bulk" in tests:

@@ -45,6 +45,13 @@ def expected_ja4(ctx: ssl.SSLContext, name: str = "localhost") -> str:
     return ja4(hello)
 
 
+def closing_recorder(record: ConnRecord) -> None:
+    """Keep what arrives until EOF, then end this direction too (as a server would: the
+    connection, and its log line, end only once both directions have)."""
+    record.read_to_end()
+    record.sock.shutdown(socket.SHUT_WR)
+
+
 def last_line(tunnel: TunnelProcess, count: int = 1) -> str:
     lines = wait_until(lambda: len(tunnel.conn_lines()) >= count and tunnel.conn_lines())
     return str(lines[count - 1])
@@ -53,10 +60,6 @@ def last_line(tunnel: TunnelProcess, count: int = 1) -> str:
 def test_ja4_logged_and_sent_in_a_tlv(
     certs: Certs, start_tunnel: TunnelFactory, start_backend: BackendFactory
 ) -> None:
-    def closing_recorder(record: ConnRecord) -> None:
-        record.read_to_end()
-        record.sock.shutdown(socket.SHUT_WR)
-
     backend = start_backend(closing_recorder)
     tunnel = start_tunnel(backend.address, proxy_protocol="v2", proxy_ja4_tlv="0xE1")
     ctx = certs.client_context()
@@ -80,7 +83,7 @@ def test_ja4_logged_when_no_header_carries_it(
 ) -> None:
     """Without a JA4 TLV, the compiled plane computes the JA4 only for the log line (at the
     close, from the ClientHello it kept): it is logged all the same."""
-    backend = start_backend(echo_handler if proxy == "off" else ConnRecord.read_to_end)
+    backend = start_backend(echo_handler if proxy == "off" else closing_recorder)
     tunnel = start_tunnel(backend.address, proxy_protocol=proxy)
     expect_plane(tunnel)
     ctx = certs.client_context()
@@ -101,7 +104,7 @@ def test_negotiated_group_sent_in_a_tlv(
 ) -> None:
     from tunnel._native.openssl import set_groups
 
-    backend = start_backend(ConnRecord.read_to_end)
+    backend = start_backend(closing_recorder)
     tunnel = start_tunnel(
         backend.address,
         proxy_protocol="v2",

@@ -342,6 +342,7 @@ def test_proxy_v2_carries_the_client_certificate(
 
     def recorder(record: ConnRecord) -> None:
         record.read_to_end()
+        record.sock.shutdown(socket.SHUT_WR)  # both directions end: the log line follows
 
     backend = start_backend(recorder)
     tunnel = start_tunnel(

@@ -72,6 +72,10 @@ def _libssl() -> ctypes.CDLL:
     lib.SSL_ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
     lib.SSL_group_to_name.restype = ctypes.c_char_p
     lib.SSL_group_to_name.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    lib.SSL_set_num_tickets.restype = ctypes.c_int
+    lib.SSL_set_num_tickets.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    lib.SSL_new_session_ticket.restype = ctypes.c_int
+    lib.SSL_new_session_ticket.argtypes = [ctypes.c_void_p]
     return lib
 
 
@@ -188,13 +192,11 @@ def negotiated_group(sslobj: ssl.SSLObject) -> str | None:
     them (ffdhe2048, ...); None when there was none (a resumption without key exchange),
     before the handshake, or when the ``SSL *`` cannot be located.
     """
-    offset = _ssl_offset()
-    inner = getattr(sslobj, "_sslobj", None)
     # Before the handshake has finished OpenSSL 3.0 reads a NULL session here: never ask
     # then (version() is None until SSL_is_init_finished).
-    if offset is None or inner is None or sslobj.version() is None:
+    pointer = _ssl_pointer(sslobj) if sslobj.version() is not None else None
+    if pointer is None:
         return None
-    pointer = ctypes.c_void_p.from_address(id(inner) + offset).value
     lib = _libssl()
     nid = lib.SSL_ctrl(pointer, _SSL_CTRL_GET_NEGOTIATED_GROUP, 0, None)
     if nid <= 0:
@@ -204,6 +206,36 @@ def negotiated_group(sslobj: ssl.SSLObject) -> str | None:
         return None
     text = name.decode("ascii", "replace")
     return _GROUP_NAMES.get(text, text)
+
+
+def _ssl_pointer(sslobj: ssl.SSLObject) -> int | None:
+    """The ``SSL *`` under ``sslobj`` (None where it cannot be located)."""
+    offset = _ssl_offset()
+    inner = getattr(sslobj, "_sslobj", None)
+    if offset is None or inner is None:
+        return None
+    return ctypes.c_void_p.from_address(id(inner) + offset).value
+
+
+def defer_tickets(sslobj: ssl.SSLObject) -> bool:
+    """Send no TLS 1.3 session ticket after the handshake (``SSL_set_num_tickets(0)``).
+
+    The data plane sends them later with :func:`send_tickets`, in front of the first
+    reply. False (nothing changed, OpenSSL sends them as usual) where the ``SSL *``
+    cannot be located. Call before the handshake.
+    """
+    pointer = _ssl_pointer(sslobj)
+    return pointer is not None and _libssl().SSL_set_num_tickets(pointer, 0) == 1
+
+
+def send_tickets(sslobj: ssl.SSLObject, count: int) -> None:
+    """Queue ``count`` TLS 1.3 tickets (``SSL_new_session_ticket``): the next write sends
+    them, before its own data. After a completed TLS 1.3 handshake only."""
+    pointer = _ssl_pointer(sslobj)
+    if pointer is not None:
+        new_ticket = _libssl().SSL_new_session_ticket
+        for _ in range(count):
+            new_ticket(pointer)
 
 
 # int verify_callback(int preverify_ok, X509_STORE_CTX *store)

@@ -45,6 +45,7 @@ import contextlib
 import ssl
 from typing import Any, cast
 
+from tunnel._native.openssl import defer_tickets, send_tickets
 from tunnel.dataplane.buffer import get_shared_buffer
 from tunnel.dataplane.buffer import view as _view
 from tunnel.dataplane.hello import ClientHelloFirst
@@ -82,6 +83,7 @@ class TLSSide(RelayEnd, ClientHelloFirst):
         "_peer",
         "_quiet",
         "_sweep",
+        "_tickets",
         "_timer",
         "backend_done",
         "bytes_out",
@@ -121,6 +123,10 @@ class TLSSide(RelayEnd, ClientHelloFirst):
         self._peer: Any = _FROM_SOCKET
         self._hello: ClientHelloReader | None = ClientHelloReader()  # see ClientHelloFirst
         self._held = b""
+        # TLS 1.3 tickets still to send, in front of the first reply (-1: deferred, the
+        # count is known once the handshake is done). One send for both, and no ticket
+        # work for a client that never gets a reply (as the compiled plane does).
+        self._tickets = 0
 
     @property
     def peer(self) -> Any:
@@ -153,6 +159,7 @@ class TLSSide(RelayEnd, ClientHelloFirst):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         self._start_tls(self.ctx, server_side=True)
+        self._tickets = -1 if defer_tickets(self.sslobj) else 0
         self._timer = self._loop.call_later(self._hs_timeout, self._handshake_expired)
 
     get_buffer = get_shared_buffer  # the worker's one read buffer (a C-level callable)
@@ -175,6 +182,15 @@ class TLSSide(RelayEnd, ClientHelloFirst):
                 self.transport.pause_reading()  # resumed by attach_backend
 
     def eof_received(self) -> bool:
+        if self.state == CONNECTING and not self._in.pending and not self._tls.pending():
+            # The client left before the backend is up, having sent nothing after the
+            # handshake (not even close_notify, a half-close to pass on): nobody waits
+            # for a reply (a TLS health check, a scanner). No backend connection: the
+            # pending connect is cancelled when the transport is gone (on_closed).
+            self.set_reason(CloseReason.CLIENT_CLOSED, "before sending anything")
+            self.state = LINGER
+            self._stop_idle_checks()
+            return False
         if self.state in (RELAY, CONNECTING):
             self._client_finished()
             return True  # keep the transport to send the rest of the reply
@@ -193,6 +209,12 @@ class TLSSide(RelayEnd, ClientHelloFirst):
             return
         self.cancel_timer()
         self.state = CONNECTING
+        if self._tickets:
+            sslobj = self.sslobj
+            if sslobj.version() != "TLSv1.3":
+                self._tickets = 0
+            else:  # as OpenSSL would: its count after a full handshake, one after a resumption
+                self._tickets = 1 if sslobj.session_reused else sslobj.context.num_tickets
         # Keep reading while the backend connects (up to high_water bytes, see
         # buffer_updated), so that a client that leaves is noticed at once and its
         # pending connect cancelled rather than completed for nobody.
@@ -241,6 +263,8 @@ class TLSSide(RelayEnd, ClientHelloFirst):
             return
         self._active = True
         self.bytes_out += nbytes
+        if self._tickets:
+            self._send_tickets()
         try:
             self._tls.write(_view[:nbytes])
         except ssl.SSLError as exc:
@@ -253,9 +277,16 @@ class TLSSide(RelayEnd, ClientHelloFirst):
         if self.state < LINGER:
             self._active = True
             self.bytes_out += len(data)
+            if self._tickets:
+                self._send_tickets()
             error = self._encrypt(data)
             if error is not None:
                 self.close_early(CloseReason.TLS_ERROR, describe(error))
+
+    def _send_tickets(self) -> None:
+        """Queue the deferred TLS 1.3 tickets: the write that follows sends them first."""
+        send_tickets(self.sslobj, self._tickets)
+        self._tickets = 0
 
     def _finish(self) -> None:
         self.set_reason(CloseReason.DONE)

@@ -157,6 +157,8 @@ struct conn {
     uint32_t cmask, bmask;
     unsigned client_done : 1, backend_done : 1, fatal : 1, hs_want_write : 1,
         rd_want_write : 1, shut_pending : 1, bmask_set : 1, sni_refused : 1, hello_seen : 1;
+    unsigned tickets_due : 3; /* TLS 1.3 tickets still to send, with the first reply */
+    unsigned client_gone : 1; /* the client's FIN (or error) was seen before the relay */
     unsigned char *hello; /* the client's first ClientHello message, until handshake-done */
     size_t hello_len; /* also the size of a ClientHello too large to keep */
     unsigned denied : 1;        /* deny_ja4 refused the ClientHello (fp_policy.c) */
@@ -263,6 +265,7 @@ void start_relay(plane *p, conn *c);
 void try_connect(plane *p, conn *c);
 void connect_result(plane *p, conn *c, int err);
 int take_decision(plane *p, conn *c, PyObject *d);
+int client_left(plane *p, conn *c);
 void apply_decision(plane *p, conn *c, PyObject *d);
 /* The client's TLS handshake (fp_handshake.c). */
 void handshake_done(plane *p, conn *c);

@@ -185,8 +185,35 @@ int take_decision(plane *p, conn *c, PyObject *d) {
     if (tls != Py_None && btls_take(c, tls) < 0) /* TLS to the backend: its settings */
         return -1;
     c->state = S_CONNECTING;
+    if (c->client_gone && client_left(p, c))
+        return 0;
     try_connect(p, c);
     return 0;
+}
+
+/* The client's FIN (or an error) came before the backend is connected: if it sent nothing
+ * at all after the handshake (not even close_notify, which is a half-close to pass on),
+ * nobody waits for a reply (a TLS health check, a scanner, s_time): the connection ends
+ * without a backend (or its connect is dropped). 1: closed; 0: there is input to relay. */
+int client_left(plane *p, conn *c) {
+    if (!c->ssl || SSL_has_pending(c->ssl)) /* the client is not read while connecting */
+        return 0;
+    char b;
+    ssize_t r;
+    do
+        r = recv(c->cfd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    while (r < 0 && errno == EINTR);
+    if (r > 0 || (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)))
+        return 0;
+    int err = r < 0 ? errno : 0;
+    close_backend(c);
+    if (err) {
+        client_lost(p, c, err);
+    } else {
+        set_reason(c, PyUnicode_FromString("client closed: before sending anything"));
+        conn_close(p, c);
+    }
+    return 1;
 }
 
 /* take_decision, and on a bad decision (an exception): the traceback, and a clean close. */

@@ -106,12 +106,13 @@ void want(plane *p, conn *c) {
         cm = EPOLLIN;
         break;
     case S_HANDSHAKE:
-        cm = c->hs_want_write || c->out_len ? EPOLLOUT : EPOLLIN;
+        cm = c->hs_want_write || c->out_len ? EPOLLOUT : EPOLLIN | EPOLLRDHUP;
         if (c->sniff) /* bytes peeked but not read must not wake us again (fp_passthrough.c) */
             cm = EPOLLIN | EPOLLRDHUP | EPOLLET;
         break;
     case S_CONNECTING:
-        cm = c->out_len ? EPOLLOUT : 0; /* else only watched for errors meanwhile */
+        /* Else only its FIN is watched meanwhile (client_left), once. */
+        cm = c->out_len ? EPOLLOUT : c->client_gone ? 0 : EPOLLRDHUP;
         bm = c->bt ? btls_mask(c, 0) : EPOLLOUT;
         break;
     case S_RELAY:

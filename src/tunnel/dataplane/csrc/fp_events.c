@@ -61,6 +61,10 @@ void do_accept(plane *p, lsock *s) {
             /* Idle connections keep no record buffers (CPython sets it on its contexts too). */
             SSL_set_mode(ssl, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
             SSL_set_read_ahead(ssl, 1);
+            /* TLS 1.3 tickets are not written after the Finished but with the first reply
+             * (handshake_done counts them, ssl_send queues them): one send for both, and
+             * none for a client that never gets a reply. */
+            SSL_set_num_tickets(ssl, 0);
             SSL_set_msg_callback(ssl, hello_callback);
             SSL_set_msg_callback_arg(ssl, c);
         }
@@ -107,8 +111,11 @@ void on_client(plane *p, conn *c, uint32_t ev) {
         proxy_read(p, c);
         break;
     case S_HANDSHAKE:
-        if (c->sniff && (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
-            c->sniff_end = 1; /* no more of the hello will come */
+        if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+            if (c->sniff)
+                c->sniff_end = 1; /* no more of the hello will come */
+            c->client_gone = 1;   /* asked again before any backend connect */
+        }
         do_handshake(p, c);
         break;
     case S_CONNECTING:
@@ -116,6 +123,11 @@ void on_client(plane *p, conn *c, uint32_t ev) {
             client_lost(p, c, sock_error(c->cfd));
         else if ((ev & EPOLLOUT) && out_flush(c) < 0)
             client_lost(p, c, errno);
+        else if ((ev & EPOLLRDHUP) && !c->client_gone) {
+            c->client_gone = 1; /* unwatched from now: want() */
+            if (client_left(p, c))
+                return;
+        }
         break;
     case S_RELAY:
         if (errors || hup_unwanted) {

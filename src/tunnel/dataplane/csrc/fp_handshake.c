@@ -92,8 +92,13 @@ PyObject *take_hello(conn *c) {
 void handshake_done(plane *p, conn *c) {
     c->state = S_CONNECTING;
     tl_remove(c);
-    if (c->ssl)
+    if (c->ssl) {
         SSL_set_msg_callback(c->ssl, NULL); /* no callback per record of the relay */
+        if (SSL_version(c->ssl) == TLS1_3_VERSION) { /* sent by ssl_send (see do_accept) */
+            long n = SSL_session_reused(c->ssl) ? 1 : (long)SSL_CTX_get_num_tickets(SSL_get_SSL_CTX(c->ssl));
+            c->tickets_due = (unsigned)(n < 0 ? 0 : n > 7 ? 7 : n);
+        }
+    }
     PyObject *local = Py_None;
     Py_INCREF(local);
     if (c->l->need_local) {

@@ -170,6 +170,8 @@ int ssl_send(plane *p, conn *c, const char *data, size_t n) {
     ERR_clear_error();
     errno = 0;
     out_begin(c);
+    for (; c->tickets_due; c->tickets_due--) /* in front of the first reply, one send */
+        SSL_new_session_ticket(c->ssl);
     int r = SSL_write(c->ssl, data, (int)n);
     int saved = errno;
     if (out_end(c) < 0) {
