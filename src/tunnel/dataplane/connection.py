@@ -224,7 +224,8 @@ class ClientConnection(PoolConnect, TLSSide):
             # A TLS-ALPN-01 validation: the handshake is all of it (RFC 8737); no backend.
             self.close_early(CloseReason.ACME_CHALLENGE)
             return
-        self.task = self.listener.loop.create_task(self._connect())
+        if not self.client_left():
+            self.task = self.listener.loop.create_task(self._connect())
 
     async def _connect(self) -> None:
         sslobj = self.sslobj

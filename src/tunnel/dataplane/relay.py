@@ -42,10 +42,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import ssl
 from typing import Any, cast
 
 from tunnel._native.openssl import defer_tickets, send_tickets
+from tunnel._native.peek import peer_gone
 from tunnel.dataplane.buffer import get_shared_buffer
 from tunnel.dataplane.buffer import view as _view
 from tunnel.dataplane.hello import ClientHelloFirst
@@ -202,6 +204,27 @@ class TLSSide(RelayEnd, ClientHelloFirst):
             self._handshake()
             self.set_reason(CloseReason.CLOSED_IN_HANDSHAKE)
         return False
+
+    def client_left(self) -> bool:
+        """True (and the connection is ending) if the client has closed or reset its side
+        with nothing sent since the handshake: no backend is connected for it (a TLS
+        health check, a scanner). Asked when the handshake is done, before connecting;
+        a FIN that comes during the connect is :meth:`eof_received`'s. As the compiled
+        plane's ``client_left`` (fp_connect.c)."""
+        if self._in.pending or self._tls.pending():
+            return False
+        sock = self.transport.get_extra_info("socket")
+        gone = peer_gone(sock.fileno()) if sock is not None else None
+        if gone is None:
+            return False
+        if gone:
+            self.set_reason(CloseReason.CLIENT_ERROR, describe(OSError(gone, os.strerror(gone))))
+        else:
+            self.set_reason(CloseReason.CLIENT_CLOSED, "before sending anything")
+        self.state = LINGER
+        self._stop_idle_checks()
+        self.transport.close()
+        return True
 
     # -- TLS --------------------------------------------------------------------------
     def _handshake(self) -> None:

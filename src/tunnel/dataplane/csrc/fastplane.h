@@ -75,7 +75,13 @@
 
 #define SCRATCH_SIZE (256 * 1024)
 #define MAX_EVENTS 256
-#define ACCEPT_BATCH 64
+/* Accepts per wake-up of a listening socket: one, as nginx does by default. Looping until
+ * EAGAIN costs a failed accept4 per connection when they come one at a time; the socket
+ * is level-triggered, so one still pending is the next wait's first event. */
+#define ACCEPT_BATCH 1
+/* A client socket's read interest: with its FIN (RDHUP) seen even before the relay reads
+ * (client_left), and the same mask from accept to relay, so no epoll_ctl in between. */
+#define CLIENT_IN (EPOLLIN | EPOLLRDHUP)
 #define BACKEND_READS 8
 #define LINGER_SECONDS 2.0
 #define CLOSE_SECONDS 30.0
@@ -159,6 +165,7 @@ struct conn {
         rd_want_write : 1, shut_pending : 1, bmask_set : 1, sni_refused : 1, hello_seen : 1;
     unsigned tickets_due : 3; /* TLS 1.3 tickets still to send, with the first reply */
     unsigned client_gone : 1; /* the client's FIN (or error) was seen before the relay */
+    unsigned client_more : 1; /* it sent more while the backend connects: read in the relay */
     unsigned char *hello; /* the client's first ClientHello message, until handshake-done */
     size_t hello_len; /* also the size of a ClientHello too large to keep */
     unsigned denied : 1;        /* deny_ja4 refused the ClientHello (fp_policy.c) */

@@ -185,7 +185,9 @@ int take_decision(plane *p, conn *c, PyObject *d) {
     if (tls != Py_None && btls_take(c, tls) < 0) /* TLS to the backend: its settings */
         return -1;
     c->state = S_CONNECTING;
-    if (c->client_gone && client_left(p, c))
+    /* The client's FIN may be in already (seen, or not yet looked at when its Finished
+     * came alone: a request usually comes with it, and is then pending in OpenSSL). */
+    if (c->ssl && (c->client_gone || !SSL_has_pending(c->ssl)) && client_left(p, c))
         return 0;
     try_connect(p, c);
     return 0;

@@ -103,21 +103,25 @@ void want(plane *p, conn *c) {
     uint32_t cm = 0, bm = 0;
     switch (c->state) {
     case S_PROXY:
-        cm = EPOLLIN;
+        cm = CLIENT_IN;
         break;
     case S_HANDSHAKE:
-        cm = c->hs_want_write || c->out_len ? EPOLLOUT : EPOLLIN | EPOLLRDHUP;
+        cm = c->hs_want_write || c->out_len ? EPOLLOUT : CLIENT_IN;
         if (c->sniff) /* bytes peeked but not read must not wake us again (fp_passthrough.c) */
             cm = EPOLLIN | EPOLLRDHUP | EPOLLET;
         break;
     case S_CONNECTING:
-        /* Else only its FIN is watched meanwhile (client_left), once. */
-        cm = c->out_len ? EPOLLOUT : c->client_gone ? 0 : EPOLLRDHUP;
+        /* A TLS client is watched as before, for its FIN (client_left), until it says
+         * more; passed-through or plaintext input waits in the socket (no interest). */
+        if (c->out_len)
+            cm = EPOLLOUT;
+        else if (c->ssl && !c->client_gone && !c->client_more)
+            cm = CLIENT_IN;
         bm = c->bt ? btls_mask(c, 0) : EPOLLOUT;
         break;
     case S_RELAY:
         if (!c->client_done && c->c2b_len == 0 && !c->rd_want_write)
-            cm |= EPOLLIN;
+            cm |= CLIENT_IN;
         if (c->b2c_len || c->out_len || c->shut_pending || c->rd_want_write)
             cm |= EPOLLOUT;
         if (!c->backend_done && c->b2c_len == 0 && c->out_len == 0 && !c->shut_pending)
@@ -128,7 +132,7 @@ void want(plane *p, conn *c) {
             bm = btls_mask(c, bm);
         break;
     case S_LINGER:
-        cm = EPOLLIN;
+        cm = CLIENT_IN;
         break;
     case S_CLOSING:
         cm = EPOLLOUT;

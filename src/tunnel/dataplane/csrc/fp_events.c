@@ -88,9 +88,9 @@ void do_accept(plane *p, lsock *s) {
         if (p->live)
             p->live->prev = c;
         p->live = c;
-        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = (uint64_t)(uintptr_t)c};
+        struct epoll_event ev = {.events = CLIENT_IN, .data.u64 = (uint64_t)(uintptr_t)c};
         epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev);
-        c->cmask = EPOLLIN;
+        c->cmask = CLIENT_IN;
         tl_insert(&l->hs_list, c, p->now + l->hs_timeout);
         gate_opened(p, l);
         if (l->proxy)
@@ -127,6 +127,8 @@ void on_client(plane *p, conn *c, uint32_t ev) {
             c->client_gone = 1; /* unwatched from now: want() */
             if (client_left(p, c))
                 return;
+        } else if (ev & EPOLLIN) {
+            c->client_more = 1; /* read once the relay starts; unwatched until then */
         }
         break;
     case S_RELAY:
