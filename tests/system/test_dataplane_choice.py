@@ -138,3 +138,43 @@ def test_a_reload_switches_planes_and_the_old_generation_drains(
     with tls_client(running) as other:
         other.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
         assert read_all(other).endswith(b"hello from the backend\n")
+
+
+UVLOOP_BLOCKER = '''"""Test only: uvloop cannot be imported (as by a user who may not read it)."""
+import sys
+
+
+class NoUvloop:
+    def find_spec(self, name, path=None, target=None):
+        if name == "uvloop":
+            raise ImportError("simulated: uvloop cannot be imported")
+        return None
+
+
+sys.meta_path.insert(0, NoUvloop())
+'''
+
+
+def test_compiled_workers_need_no_uvloop_and_a_reload_that_does_fails_cleanly(
+    tunnel: Launcher, tmp_path: Path, certs: Certs, hello_backend: Backend
+) -> None:
+    """Only the Python plane's loop is uvloop's: without it a compiled-only instance
+    serves, and a reload to the Python plane fails as a transaction (nothing changes)."""
+    pytest.importorskip("tunnel.dataplane._fastplane")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(UVLOOP_BLOCKER)
+    tunnel.env["PYTHONPATH"] = f"{site}{os.pathsep}{tunnel.env['PYTHONPATH']}"
+    tunnel.env.pop("TUNNEL_DATAPLANE", None)
+    running = start_run(tunnel, tmp_path, certs, hello_backend, workers="1")
+    assert "listener web: compiled data plane" in running.proc.log()
+    text = running.config.read_text()
+    running.config.write_text(text.replace("[tunnel]\n", "[tunnel]\ndataplane = python\n"))
+    offset = len(running.proc.log())
+    running.proc.signal(signal.SIGHUP)
+    problem = running.proc.wait_log(r"reload failed: (.*)", start=offset).group(1)
+    assert "uvloop" in problem
+    assert generation_line(2) not in running.proc.log()
+    with tls_client(running) as client:
+        client.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert read_all(client).endswith(b"hello from the backend\n")

@@ -50,7 +50,8 @@ def test_supervisor_and_workers_import_only_what_serving_needs(
     assert float(found.group(1)) == leaf.not_valid_after_utc.timestamp()
 
 
-# The Python plane's relay: a worker whose listeners are all compiled never imports it.
+# The Python plane's relay, and uvloop: a worker whose listeners are all compiled imports
+# neither.
 PYTHON_RELAY = (
     "tunnel.dataplane.connection",
     "tunnel.dataplane.relay",
@@ -80,3 +81,5 @@ def test_the_python_relay_is_imported_only_where_a_listener_uses_it(
         else:
             # Imported by the supervisor before the fork, so that the workers share it.
             assert loaded == list(PYTHON_RELAY), f"{path.name} lacks the Python relay"
+        # uvloop runs only the Python plane's loop; compiled-only workers run the plane's.
+        assert ("uvloop" in modules) == (plane == "python"), f"{path.name}: uvloop"

@@ -16,6 +16,7 @@ import site
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -51,7 +52,7 @@ import json, sys
 from tunnel.cli import main  # the `tunnel` entry point
 from tunnel.cli.main import build_parser
 from tunnel.config import parse_config
-from tunnel.dataplane import worker
+from tunnel.dataplane import fastplane, worker
 from tunnel.observe.collector import Observer
 from tunnel.observe.metrics import ListenerStats, snapshot
 from tunnel.process import generation, service, supervisor
@@ -67,11 +68,19 @@ observer.snapshots[0] = snapshot({"web": stats}, {})
 status, _, body = observer.respond("/metrics")  # rendering, as a scrape does
 assert status == 200 and b"tunnel_handshakes_total" in body
 expiry = list(observer.cert_not_after.values())
-print(json.dumps({"modules": sorted(sys.modules), "expiry": expiry}))
+modules = sorted(sys.modules)
+worker.import_python_plane(config)  # as the supervisor does before it forks
+backends = {backend.name: backend for backend in config.backends}
+planes = [
+    fastplane.choose(listener, backends, config.tunnel.dataplane)[0]
+    for listener in config.listeners
+]
+uvloop = "uvloop" in sys.modules
+print(json.dumps({"modules": modules, "expiry": expiry, "planes": planes, "uvloop": uvloop}))
 """
 
 
-def serving_modules(config: str, *, no_site: bool = False) -> dict[str, list[str]]:
+def serving_modules(config: str, *, no_site: bool = False) -> dict[str, Any]:
     """What the script imports; ``no_site``: without site-packages' ``.pth`` files."""
     path, flags = [str(SRC)], []
     if no_site:
@@ -86,7 +95,7 @@ def serving_modules(config: str, *, no_site: bool = False) -> dict[str, list[str
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    result: dict[str, list[str]] = json.loads(done.stdout)
+    result: dict[str, Any] = json.loads(done.stdout)
     return result
 
 
@@ -126,3 +135,18 @@ def test_a_listener_taking_client_certificates_loads_x509_before_the_fork(
     # Workers parse client certificates; importing it here lets them share its pages.
     assert "cryptography.x509" in modules
     assert not loaded(modules, "prometheus_client")
+
+
+@pytest.mark.parametrize("setting", ["compiled", "python"])
+def test_uvloop_is_imported_only_for_a_listener_on_the_python_plane(
+    cert_file: Path, setting: str
+) -> None:
+    config = (
+        f"[tunnel]\ndataplane = {setting}\n"
+        f"[web]\naccept = 127.0.0.1:8443\ncert = {cert_file}\nconnect = 127.0.0.1:8080\n"
+    )
+    result = serving_modules(config)
+    # Compiled-only workers run the plane's own loop: uvloop would only cost memory.
+    assert "uvloop" not in result["modules"]  # not by importing the worker's modules
+    # Imported before the fork when a worker will run uvloop's loop, so workers share it.
+    assert result["uvloop"] == ("python" in result["planes"])

@@ -77,8 +77,6 @@ class Reloads(WorkerProcesses):
         extension loaded here is inherited by the workers forked next.
         """
         setting = self.config.tunnel.dataplane
-        # Likewise the Python relay, imported only if a listener of this generation uses it.
-        import_python_plane(self.config)
         module, why = plane.load(setting)
         if module is None:
             level = logging.WARNING if plane.worth_a_warning(setting) else logging.INFO
@@ -108,10 +106,13 @@ class Reloads(WorkerProcesses):
         try:
             config = load_config(path)
             workers = worker_count(config)
+            # Before anything is committed: a listener moved to the Python plane needs its
+            # relay and uvloop, imported now as the user privileges were dropped to.
+            import_python_plane(config)
             planned = self.pool.plan(config, workers)
         except ConfigErrors as exc:
             return self._reload_failed([str(e) for e in exc.errors])
-        except (TunnelError, OSError) as exc:
+        except (TunnelError, OSError, ImportError) as exc:
             return self._reload_failed([str(exc)])
         try:
             # Last: the new generation's contexts (ticket key stores carried over).

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 
 from tunnel.config import Address, Config
 from tunnel.dataplane.rates import RateTable
+from tunnel.dataplane.worker import import_python_plane
 from tunnel.errors import ConfigError, ConfigErrors, TunnelError
 from tunnel.observe.collector import Observer
 from tunnel.observe.log import reopen_logs
@@ -131,6 +132,9 @@ class Supervisor(Reloads):
         """Load certificates and bind sockets; raise ConfigErrors on any problem."""
         raise_fd_limit()
         self.contexts = build_contexts(self.config)
+        # Here, before before_workers drops privileges: the user dropped to may not be able
+        # to read the site-packages uvloop lives in.
+        import_python_plane(self.config)
         self.pool.commit(self.pool.plan(self.config, self.workers))
         try:
             self.observer.prepare()
