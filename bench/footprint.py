@@ -6,7 +6,9 @@ the end) in front of a tiny plain backend in this process, for each worker count
 for. Once every process has reported its modules (``TUNNEL_DEBUG_MODULES``, see
 ``tunnel.observe.modules``) and one request went through, it waits ``--settle`` seconds
 and reads, per process, ``Pss`` and ``Rss`` from ``/proc/PID/smaps_rollup`` and the
-number of modules in ``sys.modules``. ``--admin`` also turns the admin endpoint on and
+number of modules in ``sys.modules``, and ``Pss_Anon`` (anonymous and heap pages: the
+figure that does not move with how many other processes map the same shared libraries,
+so the one to compare between runs). ``--admin`` also turns the admin endpoint on and
 scrapes ``/metrics`` once before measuring (what rendering costs the supervisor).
 
 Usage: ``python bench/footprint.py [--workers 1,2] [--admin] [--src DIR] [--json]``
@@ -51,6 +53,7 @@ class Sample:
     modules: int
     pss_kib: int
     rss_kib: int
+    anon_kib: int  # Pss_Anon: the Python heap, the C heap and the other anonymous mappings
 
 
 def write_cert(path: Path) -> None:
@@ -116,13 +119,13 @@ def write_config(path: Path, cert: Path, workers: int, port: int, backend: int, 
     path.write_text("\n".join(lines))
 
 
-def smaps(pid: int) -> tuple[int, int]:
-    """(Pss, Rss) of ``pid`` in KiB."""
+def smaps(pid: int) -> tuple[int, int, int]:
+    """(Pss, Rss, Pss_Anon) of ``pid`` in KiB."""
     fields = {}
     for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
         name, _, rest = line.partition(":")
         fields[name] = int(rest.split()[0])
-    return fields["Pss"], fields["Rss"]
+    return fields["Pss"], fields["Rss"], fields["Pss_Anon"]
 
 
 def wait_for(
@@ -192,9 +195,9 @@ def measure(
             samples = []
             for path in sorted(dump.glob("*.modules")):
                 role, _, pid = path.stem.partition("-")
-                pss, rss = smaps(int(pid))
+                pss, rss, anon = smaps(int(pid))
                 count = len(path.read_text().split())
-                samples.append(Sample(role, int(pid), count, pss, rss))
+                samples.append(Sample(role, int(pid), count, pss, rss, anon))
             samples.sort(key=lambda s: s.role != "supervisor")
             return samples
         finally:
@@ -212,11 +215,12 @@ def report(workers: int, samples: list[Sample]) -> list[str]:
     """Markdown table rows for one run."""
     rows = []
     for s in samples:
-        pss, rss = s.pss_kib / 1024, s.rss_kib / 1024
-        rows.append(f"| {workers} | {s.role} | {s.modules} | {pss:.1f} | {rss:.1f} |")
+        pss, rss, anon = s.pss_kib / 1024, s.rss_kib / 1024, s.anon_kib / 1024
+        rows.append(f"| {workers} | {s.role} | {s.modules} | {pss:.1f} | {anon:.1f} | {rss:.1f} |")
     pss = sum(s.pss_kib for s in samples) / 1024
     rss = sum(s.rss_kib for s in samples) / 1024
-    rows.append(f"| {workers} | **total** | | **{pss:.1f}** | {rss:.1f} |")
+    anon = sum(s.anon_kib for s in samples) / 1024
+    rows.append(f"| {workers} | **total** | | **{pss:.1f}** | {anon:.1f} | {rss:.1f} |")
     return rows
 
 
@@ -247,8 +251,8 @@ def main() -> int:
     if args.json:
         print(json.dumps({n: [asdict(s) for s in ss] for n, ss in results.items()}, indent=1))
         return 0
-    print("| workers | process | modules | PSS MiB | RSS MiB |")
-    print("|---|---|---|---|---|")
+    print("| workers | process | modules | PSS MiB | anonymous PSS MiB | RSS MiB |")
+    print("|---|---|---|---|---|---|")
     for count, samples in results.items():
         print("\n".join(report(count, samples)))
     return 0
