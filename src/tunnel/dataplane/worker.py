@@ -172,9 +172,13 @@ class Worker:
                 log.debug("event loop: the compiled plane's epoll set")
                 return oneloop.new_event_loop(plane.plane)
         # Imported here, not at the top: see import_python_plane (the supervisor imports
-        # it before the fork whenever this line will be reached, bar the plane failing).
-        import uvloop
-
+        # it before the fork whenever this line will be reached, bar the plane failing:
+        # then this process, privileges dropped, may not be able to read it).
+        try:
+            import uvloop
+        except ImportError as exc:
+            log.warning("uvloop cannot be imported (%s): serving on asyncio's own loop", exc)
+            return asyncio.new_event_loop()
         return uvloop.new_event_loop()
 
     def _serve_compiled(self, runtime: ListenerRuntime) -> None:
