@@ -228,7 +228,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", default="1,2", help="worker counts, comma-separated")
     parser.add_argument("--admin", action="store_true", help="admin endpoint on, scraped once")
-    parser.add_argument("--src", type=Path, default=HERE.parent / "src", help="Tunnel's src/")
+    # TUNNEL_BENCH_SRC, as bench/run.py reads it: measure a worktree's src/ the same way.
+    default_src = Path(os.environ.get("TUNNEL_BENCH_SRC") or HERE.parent / "src")
+    parser.add_argument("--src", type=Path, default=default_src, help="Tunnel's src/")
     parser.add_argument(
         "--requests", type=int, default=1, help="HTTPS requests (one connection each) first"
     )

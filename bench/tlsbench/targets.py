@@ -68,8 +68,7 @@ def tunnel_launch(s: Setup) -> Launch:
         f"accept = 127.0.0.1:{s.port}\n"
         f"cert = {s.cert.combined}\n"
         f"connect = 127.0.0.1:{s.backend_port}\n"
-        f"ciphersuites = {CIPHERSUITES}\n"
-        + _ticket_key_line(s.workdir)
+        f"ciphersuites = {CIPHERSUITES}\n" + _ticket_key_line(s.workdir)
     )
     # TUNNEL_BENCH_SRC=DIR runs the Tunnel found in DIR (e.g. a worktree's src/) instead of
     # the installed `tunnel` script, so a change can be measured before it is installed.
