@@ -16,6 +16,7 @@ import pytest
 from harness.admin import scrape, value
 
 from tunnel.dataplane.hello import ALERT_DECODE_ERROR, ALERT_HANDSHAKE_FAILURE
+from tunnel.wire import proxy_protocol as pp
 from tunnel.wire.clienthello import ClientHelloReader
 from tunnel.wire.ja4 import ja4
 
@@ -28,7 +29,7 @@ from .harness import (
     read_until_closed,
     wait_until,
 )
-from .test_ja4_groups import _hello_offering, _padded, last_line
+from .test_ja4_groups import _hello_offering, _padded, closing_recorder, expected_ja4, last_line
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -217,3 +218,29 @@ def test_deny_ja4_and_a_hello_over_many_records(
     assert (
         'reason="handshake failed: bad ClientHello: ClientHello split into over 32 records"' in line
     )
+
+
+def test_an_allowed_hello_keeps_its_ja4_for_the_tlv_and_the_log_line(
+    certs: Certs, start_tunnel: TunnelFactory, start_backend: BackendFactory
+) -> None:
+    """A client deny_ja4 lets through: the JA4 its check computed (kept, not computed
+    again) is the one the PROXY v2 TLV and the log line carry, connection after
+    connection."""
+    backend = start_backend(closing_recorder)
+    tunnel = start_tunnel(
+        backend.address, deny_ja4=SOME_JA4, proxy_protocol="v2", proxy_ja4_tlv="0xE1"
+    )
+    expect_plane(tunnel)
+    ctx = certs.client_context()
+    fingerprint = expected_ja4(ctx)
+    assert fingerprint != SOME_JA4
+    for count in (1, 2):
+        with tunnel.connect(ctx) as sock:
+            sock.sendall(b"x")
+            record = backend.wait_connections(count)[-1]
+            wait_until(lambda r=record: r.received.endswith(b"x"), what="payload at the backend")
+            sock.unwrap()
+        header, rest = pp.decode(bytes(record.received))
+        assert rest == b"x"
+        assert header.tlv(0xE1) == fingerprint.encode()
+        assert f" ja4={fingerprint} " in last_line(tunnel, count)

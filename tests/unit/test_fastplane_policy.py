@@ -121,6 +121,8 @@ def test_deny_ja4_refuses_a_listed_fingerprint_only() -> None:
     assert rt.stats.denied == {"ja4": 1}
     assert policy.hello(runtime(deny=frozenset({"t00i0000_x_y"})), 2, message, 0) is None
     assert not policy.bad_hello
+    # Kept for the connection's PROXY TLV or log line, which do not parse the hello again.
+    assert policy.fingerprints == {2: fingerprint}
 
 
 def test_a_hello_the_reader_refuses_is_a_bad_client_hello() -> None:

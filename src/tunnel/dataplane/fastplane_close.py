@@ -68,6 +68,8 @@ class Closer(Router):
             self._policy.closed(runtime, cid)
         self._count_connects()
         entry = self._pending.pop(cid, None)
+        # deny_ja4's JA4 of a hello whose handshake did not complete (else taken already).
+        known = self._policy.fingerprints.pop(cid, None) if self._policy.fingerprints else None
         backend: Address | None = None
         uid = client = None
         # A JA4 denied before OpenSSL read the hello (only listeners with passthrough routes
@@ -100,7 +102,9 @@ class Closer(Router):
         if not log.isEnabledFor(level):
             return  # the JA4 only for the log line: it is most of the cost (a Python parse)
         # Without an entry (no handshake-done), C hands the ClientHello over here.
-        fingerprint = entry_ja4(entry) if entry is not None else message_ja4(hello) or denied
+        fingerprint = (
+            entry_ja4(entry) if entry is not None else known or message_ja4(hello) or denied
+        )
         if entry is not None and entry.passthrough:
             fields = summary_fields(runtime, peer_text(peer), entry.sni, fingerprint, backend)
         else:

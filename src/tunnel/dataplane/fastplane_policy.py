@@ -41,7 +41,7 @@ ALERT_DECODE_ERROR = 0x32
 class Policy:
     """The per-connection policy state of one compiled plane (by connection id)."""
 
-    __slots__ = ("_ips", "_rate_keys", "bad_hello")
+    __slots__ = ("_ips", "_rate_keys", "bad_hello", "fingerprints")
 
     def __init__(self) -> None:
         # Connections counted by the per-IP caps: id -> [address, handshake ended].
@@ -49,6 +49,10 @@ class Policy:
         # Connections admitted by a shared rate bucket: id -> the bucket's key.
         self._rate_keys: dict[int, int] = {}
         self.bad_hello: set[int] = set()  # refused for a ClientHello the reader refuses
+        # The JA4 deny_ja4 computed for a hello it let through, by connection, until the
+        # handshake is done (or the connection ends): a PROXY TLV or the log line takes it
+        # from here instead of parsing the hello again.
+        self.fingerprints: dict[int, str] = {}
 
     def accept(
         self, runtime: ListenerRuntime, cid: int, peer: tuple[str, int] | None
@@ -119,6 +123,7 @@ class Policy:
         if fingerprint in runtime.deny_ja4:
             runtime.stats.denied["ja4"] += 1
             return ALERT_HANDSHAKE_FAILURE, f"denied: ja4 {fingerprint}"
+        self.fingerprints[cid] = fingerprint
         return None
 
     def first_bytes(

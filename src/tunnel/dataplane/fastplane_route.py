@@ -93,12 +93,16 @@ class Router:
         identity = certificate_facts(cert, resumed) if cert else None
         runtime.stats.handshake_ok(seconds, version or "-", cipher or "-", alpn or "-")
         target = runtime.routes.choose(sni, alpn)
-        fingerprint = None  # computed here only for a PROXY TLV, else when logged (if)
+        # Computed here only for a PROXY TLV, else when logged (if), unless deny_ja4 did.
+        known = self._policy.fingerprints
+        fingerprint = known.pop(cid, None) if known else None
+        if fingerprint is not None:
+            hello = None
         uid = None
         preamble = b""
         options = target.proxy
         if options is not None:
-            if options.ja4_tlv and options.version != "v1":
+            if options.ja4_tlv and options.version != "v1" and fingerprint is None:
                 fingerprint, hello = message_ja4(hello), None
             if options.unique_id:
                 uid = os.urandom(UNIQUE_ID_BYTES)
