@@ -3,7 +3,7 @@
 ``strace -c -f`` on the one process that serves (Tunnel's worker, HAProxy, or nginx without master).
 
     python bench/syscalls.py [--target tunnel|haproxy|nginx] [-n 300] [--bulk-mib 64]
-                             [--tests conn,hs,req,bulk,cpu]
+                             [--tests conn,hs,req,bulk,bulk4,cpu]
 
 * ``conn``: N connections, each a TLS 1.3 handshake, one 100-byte echo and a close;
 * ``req``: N 100-byte echoes on one connection;
@@ -28,6 +28,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -177,6 +178,13 @@ def run(tests: list[str], server: subprocess.Popen[bytes], port: int, n: int, mi
                 total += len(d)
         assert total == mib << 20, total
 
+    def bulk4() -> None:  # four streams at once, as bench/run.py's bulk4 row
+        threads = [threading.Thread(target=bulk) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
     def cpu() -> float:
         fields = Path(f"/proc/{worker}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -211,6 +219,8 @@ def run(tests: list[str], server: subprocess.Popen[bytes], port: int, n: int, mi
         traced("per keep-alive request", reqs, n)
     if "bulk" in tests:
         traced("per MiB of bulk", bulk, mib)
+    if "bulk4" in tests:
+        traced("per MiB of bulk, 4 streams", bulk4, 4 * mib)
     if "cpu" in tests:
         for _ in range(3):
             before = cpu()
