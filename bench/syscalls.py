@@ -3,9 +3,12 @@
 ``strace -c -f`` on the one process that serves (Tunnel's worker, HAProxy, or nginx without master).
 
     python bench/syscalls.py [--target tunnel|haproxy|nginx] [-n 300] [--bulk-mib 64]
-                             [--tests conn,hs,req,bulk,bulk4,cpu]
+                             [--tests conn,resume,hs,req,bulk,bulk4,cpu]
 
 * ``conn``: N connections, each a TLS 1.3 handshake, one 100-byte echo and a close;
+* ``resume``: N resumed TLS 1.3 connections as ``openssl s_time -reuse -www`` makes them
+  (the benchmark's "resumed reconnects"): a GET, the backend's reply and close, then the
+  client's close without a close_notify;
 * ``req``: N 100-byte echoes on one connection;
 * ``bulk``: one download of ``--bulk-mib`` MiB (the backend sends it, then closes);
 * ``cpu``: the same download three times without strace, the worker's CPU time per MiB
@@ -47,6 +50,9 @@ def serve(c):
         if d == b"BULK":  # send the download, then close
             for _ in range(int(sys.argv[2])):
                 c.sendall(mib)
+            break
+        if d.startswith(b"GET "):  # as the benchmark's HTTP/1.0 backend: reply, then close
+            c.sendall(b"HTTP/1.0 200 OK\\r\\nContent-Length: 100\\r\\n\\r\\n" + b"x" * 100)
             break
         c.sendall(d)
     c.close()
@@ -165,6 +171,21 @@ def run(tests: list[str], server: subprocess.Popen[bytes], port: int, n: int, mi
         for _ in range(n):
             connect().close()
 
+    session: list[ssl.SSLSession] = []
+
+    def resumed() -> None:  # as ``openssl s_time -reuse -www``: no close_notify either
+        for _ in range(n):
+            raw = socket.create_connection(("127.0.0.1", port))
+            s = ctx.wrap_socket(raw, server_hostname="localhost", session=session[-1])
+            s.sendall(b"GET /small HTTP/1.0\r\n\r\n")
+            while s.recv(4096):
+                pass
+            if not s.session_reused:
+                raise SystemExit("a reconnect was not resumed")
+            session.append(s.session)
+            s.close()
+            del session[:-1]
+
     def reqs() -> None:
         with connect() as s:
             for _ in range(n):
@@ -213,6 +234,13 @@ def run(tests: list[str], server: subprocess.Popen[bytes], port: int, n: int, mi
             echo(s)
     if "conn" in tests:
         traced("per connection", conns, n)
+    if "resume" in tests:
+        with connect() as s:  # a first session (its ticket comes with the reply)
+            s.sendall(b"GET /small HTTP/1.0\r\n\r\n")
+            while s.recv(4096):
+                pass
+            session.append(s.session)
+        traced("per resumed connection", resumed, n)
     if "hs" in tests:
         traced("per bare handshake", bare, n)
     if "req" in tests:

@@ -260,6 +260,7 @@ void pump_b2c(plane *p, conn *c);
 /* The client socket's write side (fp_out.c). */
 int out_init(void);
 BIO *out_bio(conn *c);
+void hold_reads(conn *c, BIO *rbio, int on);
 void out_begin(conn *c);
 int out_end(conn *c);
 int out_flush(conn *c);

@@ -57,8 +57,10 @@ void start_relay(plane *p, conn *c) {
     tl_insert(&c->l->idle_list, c, p->now + c->l->idle_timeout);
     if (c->c2b_len)
         flush_c2b(p, c); /* the preamble (PROXY header) first; then the client's input */
-    else
+    else if (!c->ssl || c->client_more || c->client_gone || SSL_has_pending(c->ssl))
         pump_c2b(p, c);
+    /* else nothing came while connecting: no read() for EAGAIN. The relay watches the
+     * client (level-triggered EPOLLIN), which reports at once what came unwatched. */
 }
 
 void try_connect(plane *p, conn *c) {

@@ -56,6 +56,7 @@ void do_accept(plane *p, lsock *s) {
         c->cfd = fd; /* before any write through wbio */
         if (ssl) {
             SSL_set_bio(ssl, rbio, wbio);
+            hold_reads(c, rbio, 1); /* no read for EAGAIN behind a flight (fp_out.c) */
             SSL_set_accept_state(ssl);
             SSL_set_ex_data(ssl, conn_index, c);
             /* Idle connections keep no record buffers (CPython sets it on its contexts too). */

@@ -94,6 +94,7 @@ void handshake_done(plane *p, conn *c) {
     tl_remove(c);
     if (c->ssl) {
         SSL_set_msg_callback(c->ssl, NULL); /* no callback per record of the relay */
+        hold_reads(c, SSL_get_rbio(c->ssl), 0);
         if (SSL_version(c->ssl) == TLS1_3_VERSION) { /* sent by ssl_send (see do_accept) */
             long n = SSL_session_reused(c->ssl) ? 1 : (long)SSL_CTX_get_num_tickets(SSL_get_SSL_CTX(c->ssl));
             c->tickets_due = (unsigned)(n < 0 ? 0 : n > 7 ? 7 : n);

@@ -27,8 +27,10 @@ void backend_finished(plane *p, conn *c) {
 
 void client_finished(plane *p, conn *c) {
     c->client_done = 1;
-    if (c->c2b_len == 0)
-        backend_eof(c); /* FIN; close_notify first to a TLS backend */
+    /* FIN; close_notify first to a TLS backend. A plain backend that ended already gets
+     * its FIN from the close (finish, below): no shutdown() call for it. */
+    if (c->c2b_len == 0 && !(c->backend_done && !c->bt))
+        backend_eof(c);
     if (c->backend_done)
         finish(p, c);
     else if (!c->reason)
@@ -84,8 +86,9 @@ void flush_c2b(plane *p, conn *c) {
     c->c2b_off = 0;
     if (c->client_done)
         shutdown(c->bfd, SHUT_WR);
-    else
+    else if (!c->ssl || SSL_has_pending(c->ssl))
         pump_c2b(p, c); /* OpenSSL may hold decrypted input that no epoll event announces */
+    /* else the relay watches the client again (level-triggered): no read() for EAGAIN */
 }
 
 /* Decrypt what the client sent and pass it on, until OpenSSL wants more input or the
