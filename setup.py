@@ -47,6 +47,7 @@ SOURCES = [
         "fp_plain_client",
         "fp_passthrough",
         "fp_wait",
+        "fp_quiet",
     )
 ]
 LDFLAGS: list[str] = []

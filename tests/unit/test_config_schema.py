@@ -38,7 +38,7 @@ def test_key_sets_are_unchanged() -> None:
         *("workers", "log_level", "log_target", "log_facility", "max_connections"),
         *("drain_timeout", "log_file", "watch", "pid_file", "log_format", "admin"),
         *("daemon", "user", "group", "allow_root", "shutdown_delay", "log_syslog_address"),
-        *("resolvers", "dataplane"),
+        *("resolvers", "dataplane", "log_connections"),
     }
     # with proxy_ja4_tlv, proxy_group_tlv, deny_ja4 and the two per-IP rates
     assert len(INHERITABLE_KEYS) == 27

@@ -143,6 +143,7 @@ class TunnelSettings:
     watch: bool = False  # reload when a certificate or key file changes
     pid_file: str | None = None
     log_format: str = "text"
+    log_connections: bool = True  # no: no summary line per connection (other lines stay)
     admin: Address | None = None
     daemon: bool = False
     user: str | None = None  # drop privileges to this user after binding

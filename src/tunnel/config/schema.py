@@ -82,6 +82,7 @@ KEYS: tuple[Key, ...] = (
     Key("log_facility", T, v.one_of(LOG_FACILITIES), "syslog facility (log_target = syslog)"),
     Key("log_syslog_address", T, v.parse_syslog_address, "/dev/log, unix:/path or udp:H:P"),
     Key("log_format", T, v.one_of(LOG_FORMATS), "text, or json: one object per line"),
+    Key("log_connections", T, v.boolean, "log each connection's summary line (at INFO)"),
     Key("admin", T, v.admin_address, "host:port of the admin endpoint (metrics, health)"),
     Key(
         "max_connections",

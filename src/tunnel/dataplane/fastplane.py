@@ -43,6 +43,7 @@ from tunnel.dataplane.fastplane_facts import AddressCache, Pending
 from tunnel.dataplane.fastplane_passthrough import Sniffer
 from tunnel.dataplane.fastplane_policy import Policy, keylog_fd
 from tunnel.dataplane.fastplane_proxy import ProxyIn, proxy_in_args
+from tunnel.dataplane.fastplane_quiet import QuietListeners
 from tunnel.dataplane.fastplane_route import MAX_ADDRESSES as MAX_ADDRESSES
 from tunnel.dataplane.fastplane_route import Decision as Decision
 from tunnel.dataplane.fastplane_tls import BackendTLS
@@ -90,6 +91,7 @@ class CompiledPlane(Closer):
         self._tls = BackendTLS(module.ctx_pointer)  # TLS backends' settings for C
         self._sniffer = Sniffer(self._policy, self._pass_through)  # passthrough routes
         self._addresses = AddressCache()  # the addresses C gets, by the members tried
+        self._quiet = QuietListeners(self.plane)  # listeners served without these calls
 
     @property
     def live(self) -> int:
@@ -159,6 +161,7 @@ class CompiledPlane(Closer):
                 self._on_hello if deny else None,
                 self._on_first if deny else None,
             )
+        self._quiet.add(lid, runtime)  # no call per connection, where none is needed
 
     def start(self) -> None:
         """Accept from now on; let the worker's event loop run the plane's events."""
@@ -182,9 +185,14 @@ class CompiledPlane(Closer):
             if not oneloop.selects_for(loop, self.plane):
                 loop.remove_reader(self.plane.fileno())
 
+    def report_quiet(self) -> None:
+        """At the worker's end: the quiet listeners' debug aid (fastplane_quiet.py)."""
+        self._quiet.report()
+
     def sync_stats(self) -> None:
-        """Copy the accepted/active counters kept in C into the listeners' statistics."""
+        """Copy the counters kept in C into the listeners' statistics."""
         self._count_connects()
+        self._quiet.take()  # the connections served without a call (fastplane_quiet.py)
         for lid, runtime in self.runtimes.items():
             runtime.stats.accepted, runtime.stats.active = self.plane.counts(lid)
 

@@ -32,6 +32,7 @@ from tunnel.dataplane.fastplane_facts import (
 from tunnel.dataplane.fastplane_passthrough import Answer, Sniffer, proxy_header
 from tunnel.dataplane.fastplane_policy import Policy
 from tunnel.dataplane.fastplane_proxy import ProxyIn
+from tunnel.dataplane.fastplane_quiet import QuietListeners
 from tunnel.dataplane.fastplane_tls import BackendTLS, Settings
 from tunnel.dataplane.listener import UNIQUE_ID_BYTES, ListenerRuntime
 from tunnel.dataplane.plane import numeric
@@ -62,6 +63,7 @@ class Router:
     _tls: BackendTLS
     _sniffer: Sniffer
     _addresses: AddressCache
+    _quiet: QuietListeners
 
     def _count_connects(self) -> None:
         """Backend statistics of the connections that reached their backend since last time."""
@@ -250,5 +252,10 @@ class Router:
         :func:`recovering`): counted after the successes C still holds, in their order."""
         self._count_connects()
         entry = self._pending.get(cid)
+        if entry is None:  # a quiet connection (fastplane_quiet.py): Python hears of it now
+            entry = self._quiet.entry(lid, cid)
+            if entry is not None:
+                self._pending[cid] = entry
         if entry is not None:
             count_attempts(self.runtimes[lid], entry, attempts)
+            self._quiet.refresh(lid)  # its member failed: Python decides until it is up

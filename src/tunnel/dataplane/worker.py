@@ -262,8 +262,10 @@ class Worker:
             if runtime.rates is not None:
                 runtime.rates.close()
         self.send_report()
-        if self.compiled is not None and oneloop.selects_for(loop, self.compiled.plane):
-            oneloop.report(self.compiled.plane)
+        if self.compiled is not None:
+            self.compiled.report_quiet()
+            if oneloop.selects_for(loop, self.compiled.plane):
+                oneloop.report(self.compiled.plane)
 
     def send_report(self) -> None:
         """Send one statistics snapshot to the supervisor; drop it if the pipe is full."""

@@ -168,6 +168,7 @@ def setup_from_settings(settings: TunnelSettings, level: str | None = None) -> N
         settings.log_file,
         settings.log_format,
         settings.log_syslog_address,
+        connections=settings.log_connections,
     )
 
 
@@ -180,6 +181,7 @@ def setup_logging(
     syslog_address: str | tuple[str, int] = DEV_LOG,
     *,
     syslog_nul: bool = False,
+    connections: bool = True,
 ) -> None:
     """Send Tunnel's logs to ``target`` (``stderr``, ``syslog`` or ``file``) at ``level``.
 
@@ -187,6 +189,8 @@ def setup_logging(
     ``(host, port)``; ``syslog_nul`` ends each datagram with a NUL byte, as receivers
     from before RFC 3164 expect (off by default). Idempotent: handlers installed by an
     earlier call are closed and replaced.
+    ``connections=False`` drops the summary line of each connection (``tunnel.conn`` at
+    INFO and below) and keeps every other line, as ``log_connections = no`` asks.
     Raises ValueError for an unknown level, target or facility (or ``file`` without
     ``log_file``), OSError when the log file cannot be opened or a configured syslog
     socket does not accept.
@@ -215,3 +219,5 @@ def setup_logging(
     logger.addHandler(handler)
     logger.setLevel(number)
     logger.propagate = False
+    conn = logging.getLogger(f"{ROOT_LOGGER}.conn")
+    conn.setLevel(logging.NOTSET if connections else max(number, logging.WARNING))

@@ -96,6 +96,11 @@ typedef struct conn conn;
 typedef struct listener listener;
 typedef struct plane plane;
 struct fp_policy; /* fp_policy.c: keylog_file, deny_ja4 */
+struct quiet;     /* fp_quiet.c: connections served without a call into Python */
+#define QB 16      /* histogram bounds a quiet listener counts with, at most */
+#define QROWS 16   /* distinct (version, cipher, ALPN, group) between two takes */
+#define QALPN 32   /* the longest ALPN a quiet row keeps */
+#define QREASONS 8 /* distinct close reasons between two takes */
 
 typedef struct {
     conn *head, *tail;
@@ -140,6 +145,7 @@ struct listener {
     PyObject *on_proxy, *r_untrusted, *r_expired;
     struct fp_policy *policy; /* NULL: none (set_policy) */
     PyObject *on_sniff; /* passthrough routes: the ClientHello is sniffed (fp_passthrough.c) */
+    struct quiet *q;    /* NULL: every connection calls Python (fp_quiet.c) */
 };
 
 typedef struct {
@@ -194,6 +200,8 @@ struct conn {
     unsigned sniff : 1;     /* the ClientHello is still to be sniffed (fp_passthrough.c) */
     unsigned sniff_end : 1; /* meanwhile, the client's input ended (or failed) */
     unsigned passed : 1;    /* passed through: no TLS of ours, the client's bytes as they are */
+    unsigned quiet : 1;      /* served without Python so far (fp_quiet.c) */
+    unsigned quiet_open : 1; /* a quiet connection that reached its backend */
     size_t sniffed;         /* bytes the last sniff saw */
 };
 
@@ -329,6 +337,17 @@ PyObject *Plane_start_accepting(plane *p, PyObject *ignored);
 PyObject *Plane_stop_accepting(plane *p, PyObject *ignored);
 PyObject *Plane_counts(plane *p, PyObject *arg);
 void listener_free(listener *l);
+/* Connections served without a call into Python (fp_quiet.c); fp_connect.c's parts. */
+int parse_targets(PyObject *addrs, target **out);
+void begin_connect(plane *p, conn *c);
+PyObject *Plane_quiet(plane *p, PyObject *args);
+PyObject *Plane_take_quiet(plane *p, PyObject *arg);
+PyObject *Plane_quiet_served(plane *p, PyObject *arg);
+int quiet_handshake(plane *p, conn *c);
+void quiet_connected(conn *c, double seconds);
+int quiet_close(plane *p, conn *c);
+void quiet_free(listener *l);
+
 /* One batch of events, and the worker loop's selector (fp_wait.c). */
 int plane_batch(plane *p, struct epoll_event *evs, int n, PyObject *out);
 PyObject *Plane_watch(plane *p, PyObject *args);

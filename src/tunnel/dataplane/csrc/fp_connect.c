@@ -33,6 +33,7 @@ void report_attempts(plane *p, conn *c) {
 }
 
 void attempt_failed(plane *p, conn *c, int result) {
+    c->quiet = 0; /* Python hears of it, and of the rest of this connection */
     add_attempt(p, c, result);
     report_attempts(p, c);
 }
@@ -93,7 +94,10 @@ void try_connect(plane *p, conn *c) {
 
 void connect_result(plane *p, conn *c, int err) {
     if (!err) {
-        add_attempt(p, c, 0);
+        if (c->quiet)
+            quiet_connected(c, p->now - c->attempt_start); /* counted in C (fp_quiet.c) */
+        else
+            add_attempt(p, c, 0);
         start_relay(p, c);
         return;
     }
@@ -103,50 +107,32 @@ void connect_result(plane *p, conn *c, int err) {
     try_connect(p, c);
 }
 
-/* What Python decided: (addresses, preamble, connect timeout[, report the connect at
- * once[, backend TLS settings]]), a refusal text, or None: decided later (names to
- * resolve), by Plane.decide(). */
-int take_decision(plane *p, conn *c, PyObject *d) {
-    if (d == Py_None) {
-        tl_insert(&p->awaiting, c, AWAITING); /* no deadline: Python bounds the resolution */
-        return 0;
-    }
-    if (PyUnicode_Check(d)) {
-        Py_INCREF(d);
-        pt_unreachable(c); /* only a passed-through connection: its alert */
-        close_early(p, c, d);
-        return 0;
-    }
-    PyObject *addrs, *tls = Py_None;
-    const char *pre;
-    Py_ssize_t prelen;
-    double timeout;
-    int report = 0;
-    if (!PyArg_ParseTuple(d, "O!y#d|pO", &PyTuple_Type, &addrs, &pre, &prelen, &timeout, &report,
-                          &tls))
-        return -1;
+/* The socket addresses of a decision's (family, host, port) tuples: their count (1 to 64,
+ * a malloc'ed array in *out), or -1 with an exception set. */
+int parse_targets(PyObject *addrs, target **out) {
+    target *ts = NULL;
     Py_ssize_t n = PyTuple_GET_SIZE(addrs);
     if (n < 1 || n > 64) {
         PyErr_SetString(PyExc_ValueError, "1 to 64 backend addresses expected");
-        return -1;
+        goto fail;
     }
-    c->targets = calloc((size_t)n, sizeof(target));
-    if (!c->targets) {
+    ts = calloc((size_t)n, sizeof(target));
+    if (!ts) {
         PyErr_NoMemory();
-        return -1;
+        goto fail;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
         int family, port;
         const char *host;
-        target *t = &c->targets[i];
+        target *t = &ts[i];
         if (!PyArg_ParseTuple(PyTuple_GET_ITEM(addrs, i), "isi", &family, &host, &port))
-            return -1;
+            goto fail;
         if (family == AF_UNIX) {
             struct sockaddr_un *u = (struct sockaddr_un *)&t->sa;
             size_t hl = strlen(host);
             if (hl >= sizeof u->sun_path) {
                 PyErr_SetString(PyExc_ValueError, "unix socket path too long");
-                return -1;
+                goto fail;
             }
             u->sun_family = AF_UNIX;
             memcpy(u->sun_path, host, hl + 1);
@@ -171,8 +157,42 @@ int take_decision(plane *p, conn *c, PyObject *d) {
         continue;
     bad:
         PyErr_Format(PyExc_ValueError, "not a numeric address: %s", host);
-        return -1;
+        goto fail;
     }
+    *out = ts;
+    return (int)n;
+fail:
+    free(ts);
+    return -1;
+}
+
+/* What Python decided: (addresses, preamble, connect timeout[, report the connect at
+ * once[, backend TLS settings]]), a refusal text, or None: decided later (names to
+ * resolve), by Plane.decide(). */
+int take_decision(plane *p, conn *c, PyObject *d) {
+    if (d == Py_None) {
+        tl_insert(&p->awaiting, c, AWAITING); /* no deadline: Python bounds the resolution */
+        return 0;
+    }
+    if (PyUnicode_Check(d)) {
+        Py_INCREF(d);
+        pt_unreachable(c); /* only a passed-through connection: its alert */
+        close_early(p, c, d);
+        return 0;
+    }
+    PyObject *addrs, *tls = Py_None;
+    const char *pre;
+    Py_ssize_t prelen;
+    double timeout;
+    int report = 0;
+    if (!PyArg_ParseTuple(d, "O!y#d|pO", &PyTuple_Type, &addrs, &pre, &prelen, &timeout, &report,
+                          &tls))
+        return -1;
+    target *ts = NULL;
+    int n = parse_targets(addrs, &ts);
+    if (n < 0)
+        return -1;
+    c->targets = ts;
     c->ntargets = (int)n;
     c->connect_timeout = timeout;
     c->report_connect = report;
@@ -186,13 +206,18 @@ int take_decision(plane *p, conn *c, PyObject *d) {
     }
     if (tls != Py_None && btls_take(c, tls) < 0) /* TLS to the backend: its settings */
         return -1;
+    begin_connect(p, c);
+    return 0;
+}
+
+/* The backend decision is taken (c->targets and the rest): connect. */
+void begin_connect(plane *p, conn *c) {
     c->state = S_CONNECTING;
     /* The client's FIN may be in already (seen, or not yet looked at when its Finished
      * came alone: a request usually comes with it, and is then pending in OpenSSL). */
     if (c->ssl && (c->client_gone || !SSL_has_pending(c->ssl)) && client_left(p, c))
-        return 0;
+        return;
     try_connect(p, c);
-    return 0;
 }
 
 /* The client's FIN (or an error) came before the backend is connected: if it sent nothing

@@ -262,8 +262,11 @@ void conn_close(plane *p, conn *c) {
     int was = c->state;
     c->state = S_CLOSED;
     tl_remove(c);
-    PyObject *facts = tls_facts(c);
-    PyObject *hello = take_hello(c); /* still here if the handshake did not complete */
+    if (!c->reason)
+        set_reason_static(c, was == S_HANDSHAKE ? R_HS_EOF : R_DONE);
+    int quiet = c->l->q && quiet_close(p, c); /* counted in C: no on_close (fp_quiet.c) */
+    PyObject *facts = quiet ? NULL : tls_facts(c);
+    PyObject *hello = quiet ? NULL : take_hello(c); /* here if the handshake did not complete */
     if (c->bfd >= 0)
         close(c->bfd);
     close(c->cfd);
@@ -288,8 +291,8 @@ void conn_close(plane *p, conn *c) {
     c->prev = NULL;
     p->dead = c;
     gate_closed(p, c->l);
-    if (!c->reason)
-        set_reason_static(c, was == S_HANDSHAKE ? R_HS_EOF : R_DONE);
+    if (quiet)
+        return;
     PyObject *peer = addr_tuple(&c->peer.sa);
     PyObject *r = NULL;
     if (facts && peer && hello)

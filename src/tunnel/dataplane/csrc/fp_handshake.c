@@ -99,6 +99,8 @@ void handshake_done(plane *p, conn *c) {
             long n = SSL_session_reused(c->ssl) ? 1 : (long)SSL_CTX_get_num_tickets(SSL_get_SSL_CTX(c->ssl));
             c->tickets_due = (unsigned)(n < 0 ? 0 : n > 7 ? 7 : n);
         }
+        if (quiet_handshake(p, c))
+            return; /* the listener's one decision, no call into Python (fp_quiet.c) */
     }
     PyObject *local = Py_None;
     Py_INCREF(local);

@@ -130,6 +130,7 @@ void listener_free(listener *l) {
         free(l->wild[j].name);
     proxy_free(l);
     pt_free(l);
+    quiet_free(l);
     free(l->exact);
     free(l->wild);
     free(l->socks);

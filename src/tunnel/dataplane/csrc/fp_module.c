@@ -177,6 +177,9 @@ static PyMethodDef plane_methods[] = {
     {"counts", (PyCFunction)Plane_counts, METH_O, "(accepted, active) of a listener."},
     {"set_policy", (PyCFunction)Plane_set_policy, METH_VARARGS, "keylog_file, deny_ja4."},
     {"passthrough", (PyCFunction)Plane_passthrough, METH_VARARGS, "Sniff the ClientHello."},
+    {"quiet", (PyCFunction)Plane_quiet, METH_VARARGS, "Serve a listener without calls."},
+    {"take_quiet", (PyCFunction)Plane_take_quiet, METH_O, "A quiet listener's counts."},
+    {"quiet_served", (PyCFunction)Plane_quiet_served, METH_O, "Quiet connections so far."},
     {NULL, NULL, 0, NULL},
 };
 
