@@ -97,6 +97,13 @@ class QuietListeners:
             self.plane.quiet(lid, None, 0.0, (), ())
         quiet.armed = up
 
+    def refresh_all(self) -> None:
+        """Arm or disarm every quiet listener: listeners share their backends' pools, so a
+        failure seen on one listener concerns the others (their successes would not reset
+        the member's failures in a row, as the Python path's would)."""
+        for lid in self._lids:
+            self.refresh(lid)
+
     def entry(self, lid: int, cid: int) -> Pending | None:
         """What Python remembers of a quiet connection it hears of for the first time
         (a failed connect): as :meth:`Router._entry` would have made it."""

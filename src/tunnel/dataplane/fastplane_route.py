@@ -258,4 +258,4 @@ class Router:
                 self._pending[cid] = entry
         if entry is not None:
             count_attempts(self.runtimes[lid], entry, attempts)
-            self._quiet.refresh(lid)  # its member failed: Python decides until it is up
+            self._quiet.refresh_all()  # a member failed: Python decides until it is up

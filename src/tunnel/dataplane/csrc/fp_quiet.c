@@ -30,7 +30,8 @@ struct quiet {
     unsigned long long hs_buckets[QB + 1], cn_buckets[QB + 1];
     double hs_sum, cn_sum;
     struct qrow {
-        const char *version, *cipher, *group; /* OpenSSL's own static names */
+        const char *version, *cipher; /* OpenSSL's own static names */
+        char group[32]; /* a copy: OpenSSL's group names belong to an SSL_CTX */
         unsigned char alpn[QALPN];
         unsigned alen;
         unsigned long long n;
@@ -128,13 +129,14 @@ static struct qrow *row_of(struct quiet *q, SSL *ssl) {
     const char *version = SSL_get_version(ssl);
     int nid = (int)SSL_get_negotiated_group(ssl);
     const char *group = nid > 0 ? SSL_group_to_name(ssl, nid) : NULL;
-    if (alen > QALPN || !cname || !version)
+    if (!group)
+        group = "";
+    if (alen > QALPN || !cname || !version || strlen(group) >= sizeof q->rows[0].group)
         return NULL;
     for (int i = 0; i < q->nrows; i++) {
         struct qrow *r = &q->rows[i];
         if (r->alen == alen && !strcmp(r->version, version) && !strcmp(r->cipher, cname) &&
-            (r->group == group || (r->group && group && !strcmp(r->group, group))) &&
-            !memcmp(r->alpn, alpn, alen))
+            !strcmp(r->group, group) && (!alen || !memcmp(r->alpn, alpn, alen)))
             return r;
     }
     if (q->nrows == QROWS)
@@ -142,7 +144,7 @@ static struct qrow *row_of(struct quiet *q, SSL *ssl) {
     struct qrow *r = &q->rows[q->nrows++];
     r->version = version;
     r->cipher = cname;
-    r->group = group;
+    strcpy(r->group, group); /* its length was checked above */
     r->alen = alen;
     if (alen)
         memcpy(r->alpn, alpn, alen);
@@ -235,7 +237,7 @@ PyObject *Plane_take_quiet(plane *p, PyObject *arg) {
         struct qrow *r = &q->rows[i];
         PyObject *t = Py_BuildValue("(ssz#zK)", r->version, r->cipher,
                                     r->alen ? (const char *)r->alpn : NULL, (Py_ssize_t)r->alen,
-                                    r->group, r->n);
+                                    r->group[0] ? r->group : NULL, r->n);
         if (!t || PyList_Append(rows, t) < 0) {
             Py_XDECREF(t);
             goto done;

@@ -86,7 +86,7 @@ void flush_c2b(plane *p, conn *c) {
     c->c2b_off = 0;
     if (c->client_done)
         shutdown(c->bfd, SHUT_WR);
-    else if (!c->ssl || SSL_has_pending(c->ssl))
+    else if (!c->ssl || c->client_more || c->client_gone || SSL_has_pending(c->ssl))
         pump_c2b(p, c); /* OpenSSL may hold decrypted input that no epoll event announces */
     /* else the relay watches the client again (level-triggered): no read() for EAGAIN */
 }
