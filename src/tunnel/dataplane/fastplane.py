@@ -3,7 +3,8 @@
 The extension (``_fastplane``, C sources in ``csrc/``) runs accept, TLS handshake, backend
 connect, relay, half-close, timeouts and linger in C, on its own epoll set that the worker's
 loop watches as one reader, or selects through (:mod:`tunnel.dataplane.oneloop`).
-Python is called twice per connection:
+Python is called twice per connection (none at all on a quiet listener:
+:mod:`tunnel.dataplane.fastplane_quiet`):
 :meth:`CompiledPlane._on_handshake` (route, PROXY header, addresses to try:
 :mod:`tunnel.dataplane.fastplane_route`) and :meth:`CompiledPlane._on_close` (metrics and
 the log line, the same as the Python plane's: :mod:`tunnel.dataplane.fastplane_close`);
