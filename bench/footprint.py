@@ -11,7 +11,15 @@ figure that does not move with how many other processes map the same shared libr
 so the one to compare between runs). ``--admin`` also turns the admin endpoint on and
 scrapes ``/metrics`` once before measuring (what rendering costs the supervisor).
 
-Usage: ``python bench/footprint.py [--workers 1,2] [--admin] [--src DIR] [--json]``
+``--floor`` also measures what any two CPython processes of this image cost: one
+interpreter imports exactly the modules Tunnel's worker had (its list from the first
+run), collects, freezes and returns free heap pages as the supervisor does, forks once,
+and then both processes only wait. Nothing runs after the fork but that wait, so the
+difference between Tunnel's supervisor + 1 worker and this pair is what serving itself
+costs; the pair is the floor for any design that keeps a supervisor and a worker in
+CPython 3.11 with these modules.
+
+Usage: ``python bench/footprint.py [--workers 1,2] [--admin] [--floor] [--src DIR] [--json]``
 (a few seconds per worker count). Nothing is written outside the temporary directory.
 """
 
@@ -42,6 +50,7 @@ from cryptography.x509.oid import NameOID
 
 HERE = Path(__file__).resolve().parent
 DEADLINE = 20.0
+ENV_MODULES = "TUNNEL_DEBUG_MODULES"  # tunnel.observe.modules
 
 
 @dataclass
@@ -153,10 +162,78 @@ def one_request(port: int, ctx: ssl.SSLContext) -> bytes:
         return reply
 
 
+def interpreter(src: Path, no_site: bool) -> tuple[list[str], dict[str, str]]:
+    """The command prefix and environment that run Python on ``src`` as measured."""
+    pythonpath = [str(src)]
+    flags = []
+    if no_site:
+        # What a plain interpreter imports: no .pth files of this machine's site-packages
+        # (e.g. a sandbox's CA bundle hook that loads certifi and zipfile into every
+        # Python process), but the same packages.
+        pythonpath += site.getsitepackages()
+        flags = ["-S"]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(pythonpath))
+    return [sys.executable, *flags], env
+
+
+# The floor pair (see the module's docstring): argv[1] names a file of module names.
+FLOOR = """
+import gc, os, sys, importlib, ctypes, ctypes.util
+for name in open(sys.argv[1]).read().split():
+    if "__main__" not in name:
+        try:
+            importlib.import_module(name)
+        except Exception:
+            pass
+gc.collect()
+libc = ctypes.util.find_library("c")
+if libc:
+    ctypes.CDLL(libc).malloc_trim(0)
+gc.freeze()
+child = os.fork()
+if child:
+    sys.stdout.write(f"{os.getpid()} {child}\\n")
+    sys.stdout.flush()
+sys.stdin.read()
+"""
+
+
+def floor(src: Path, no_site: bool, modules: list[str], settle: float) -> list[Sample]:
+    """The two-process floor: the worker's modules imported, one fork, nothing run after."""
+    with tempfile.TemporaryDirectory(prefix="tunnel-footprint-") as tmp:
+        names = Path(tmp) / "modules"
+        names.write_text("\n".join(modules))
+        prefix, env = interpreter(src, no_site)
+        proc = subprocess.Popen(
+            [*prefix, "-c", FLOOR, str(names)],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        assert proc.stdout is not None and proc.stdin is not None
+        try:
+            pids = [int(pid) for pid in proc.stdout.readline().split()]
+            if len(pids) != 2:
+                raise SystemExit("the floor process did not start")
+            time.sleep(settle)
+            samples = []
+            for role, pid in zip(("floor parent", "floor child"), pids, strict=True):
+                pss, rss, anon = smaps(pid)
+                samples.append(Sample(role, pid, len(modules), pss, rss, anon))
+            return samples
+        finally:
+            proc.stdin.close()  # both processes wait on it: its end is their exit
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
 def measure(
     src: Path, workers: int, *, admin: bool, no_site: bool, traffic: int, settle: float
-) -> list[Sample]:
-    """Start Tunnel with ``workers`` workers, wait until it serves, sample every process."""
+) -> tuple[list[Sample], list[str]]:
+    """Start Tunnel with ``workers`` workers, sample every process; also the worker's modules."""
     with tempfile.TemporaryDirectory(prefix="tunnel-footprint-") as tmp:
         root = Path(tmp)
         cert, config, dump = root / "cert.pem", root / "tunnel.ini", root / "modules"
@@ -166,18 +243,9 @@ def measure(
         port, admin_port = free_ports(2)
         admin_port = admin_port if admin else 0
         write_config(config, cert, workers, port, backend_port, admin_port)
-        pythonpath = [str(src)]
-        flags = []
-        if no_site:
-            # What a plain interpreter imports: no .pth files of this machine's site-packages
-            # (e.g. a sandbox's CA bundle hook that loads certifi and zipfile into every
-            # Python process), but the same packages.
-            pythonpath += site.getsitepackages()
-            flags = ["-S"]
-        env = dict(
-            os.environ, PYTHONPATH=os.pathsep.join(pythonpath), TUNNEL_DEBUG_MODULES=str(dump)
-        )
-        command = [sys.executable, *flags, "-m", "tunnel", "run", "-c", str(config)]
+        prefix, env = interpreter(src, no_site)
+        env[ENV_MODULES] = str(dump)
+        command = [*prefix, "-m", "tunnel", "run", "-c", str(config)]
         log = (root / "stderr").open("wb")
         proc = subprocess.Popen(command, env=env, stderr=log)
         try:
@@ -192,14 +260,16 @@ def measure(
                 with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics") as reply:
                     reply.read()
             time.sleep(settle)  # let the request's garbage go: this measures memory at rest
-            samples = []
+            samples, modules = [], []
             for path in sorted(dump.glob("*.modules")):
                 role, _, pid = path.stem.partition("-")
                 pss, rss, anon = smaps(int(pid))
-                count = len(path.read_text().split())
-                samples.append(Sample(role, int(pid), count, pss, rss, anon))
+                names = path.read_text().split()
+                if role == "worker":
+                    modules = names
+                samples.append(Sample(role, int(pid), len(names), pss, rss, anon))
             samples.sort(key=lambda s: s.role != "supervisor")
-            return samples
+            return samples, modules
         finally:
             proc.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -211,7 +281,7 @@ def measure(
             log.close()
 
 
-def report(workers: int, samples: list[Sample]) -> list[str]:
+def report(workers: int | str, samples: list[Sample]) -> list[str]:
     """Markdown table rows for one run."""
     rows = []
     for s in samples:
@@ -238,11 +308,15 @@ def main() -> int:
     parser.add_argument(
         "--no-site", action="store_true", help="python -S: skip site-packages' .pth files"
     )
+    parser.add_argument(
+        "--floor", action="store_true", help="also the floor: two idle forked interpreters"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args()
-    results = {}
+    results: dict[int | str, list[Sample]] = {}
+    modules: list[str] = []
     for count in (int(n) for n in args.workers.split(",")):
-        results[count] = measure(
+        results[count], modules = measure(
             args.src.resolve(),
             count,
             admin=args.admin,
@@ -250,6 +324,8 @@ def main() -> int:
             traffic=args.requests,
             settle=args.settle,
         )
+    if args.floor:
+        results["floor"] = floor(args.src.resolve(), args.no_site, modules, args.settle)
     if args.json:
         print(json.dumps({n: [asdict(s) for s in ss] for n, ss in results.items()}, indent=1))
         return 0
