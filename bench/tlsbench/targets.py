@@ -61,7 +61,9 @@ def tunnel_launch(s: Setup) -> Launch:
     conf.write_text(
         "[tunnel]\n"
         f"workers = {s.workers}\n"
-        "log_level = warning\n"
+        # Warning by default: the peers run without a log line per connection. With
+        # TUNNEL_BENCH_LOG_LEVEL=info, what the default configuration's lines cost.
+        f"log_level = {os.environ.get('TUNNEL_BENCH_LOG_LEVEL', 'warning')}\n"
         "allow_root = yes\n"
         "max_connections = 20000\n"
         "[bench]\n"

@@ -337,6 +337,8 @@ PyObject *Plane_start_accepting(plane *p, PyObject *ignored);
 PyObject *Plane_stop_accepting(plane *p, PyObject *ignored);
 PyObject *Plane_counts(plane *p, PyObject *arg);
 void listener_free(listener *l);
+/* The listener Python calls ``lid``, or NULL. */
+listener *find_listener(plane *p, long lid);
 /* Connections served without a call into Python (fp_quiet.c); fp_connect.c's parts. */
 int parse_targets(PyObject *addrs, target **out);
 void begin_connect(plane *p, conn *c);

@@ -106,13 +106,20 @@ PyObject *Plane_stop_accepting(plane *p, PyObject *Py_UNUSED(ignored)) {
     Py_RETURN_NONE;
 }
 
-PyObject *Plane_counts(plane *p, PyObject *arg) {
-    long lid = PyLong_AsLong(arg);
+listener *find_listener(plane *p, long lid) {
     for (int i = 0; i < p->nls; i++)
         if (p->ls[i]->lid == lid)
-            return Py_BuildValue("(ll)", p->ls[i]->accepted, p->ls[i]->count);
-    if (PyErr_Occurred())
+            return p->ls[i];
+    return NULL;
+}
+
+PyObject *Plane_counts(plane *p, PyObject *arg) {
+    long lid = PyLong_AsLong(arg);
+    if (lid == -1 && PyErr_Occurred())
         return NULL;
+    listener *l = find_listener(p, lid);
+    if (l)
+        return Py_BuildValue("(ll)", l->accepted, l->count);
     return Py_BuildValue("(ii)", 0, 0);
 }
 

@@ -36,10 +36,7 @@ PyObject *Plane_passthrough(plane *p, PyObject *args) {
     PyObject *callback;
     if (!PyArg_ParseTuple(args, "iO", &lid, &callback))
         return NULL;
-    listener *l = NULL;
-    for (int i = 0; i < p->nls; i++)
-        if (p->ls[i]->lid == lid)
-            l = p->ls[i];
+    listener *l = find_listener(p, lid);
     if (!l || l->on_sniff || !l->ctx)
         return PyErr_Format(PyExc_ValueError, "passthrough: no such TLS listener, or set twice");
     Py_INCREF(callback);

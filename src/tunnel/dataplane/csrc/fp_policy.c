@@ -192,10 +192,7 @@ PyObject *Plane_set_policy(plane *p, PyObject *args) {
     PyObject *on_hello, *on_first;
     if (!PyArg_ParseTuple(args, "iiOO", &lid, &fd, &on_hello, &on_first))
         return NULL;
-    listener *l = NULL;
-    for (int i = 0; i < p->nls && !l; i++)
-        if (p->ls[i]->lid == lid)
-            l = p->ls[i];
+    listener *l = find_listener(p, lid);
     if (!l || l->policy) {
         if (fd >= 0)
             close(fd);

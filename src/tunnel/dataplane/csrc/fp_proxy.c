@@ -27,10 +27,7 @@ PyObject *Plane_proxy_in(plane *p, PyObject *args) {
     if (!PyArg_ParseTuple(args, "idO!OUU", &lid, &timeout, &PyList_Type, &nets, &callback,
                           &untrusted, &expired))
         return NULL;
-    listener *l = NULL;
-    for (int i = 0; i < p->nls; i++)
-        if (p->ls[i]->lid == lid)
-            l = p->ls[i];
+    listener *l = find_listener(p, lid);
     if (!l || l->proxy)
         return PyErr_Format(PyExc_ValueError, "proxy_in: no such listener, or set twice");
     Py_ssize_t n = PyList_GET_SIZE(nets);

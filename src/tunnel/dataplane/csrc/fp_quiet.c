@@ -43,13 +43,6 @@ struct quiet {
     unsigned long long connects, bytes_in, bytes_out, opened, ended, served;
 };
 
-static listener *find(plane *p, int lid) {
-    for (int i = 0; i < p->nls; i++)
-        if (p->ls[i]->lid == lid)
-            return p->ls[i];
-    return NULL;
-}
-
 /* Histogram bounds from a tuple of floats: their count (at most QB), or -1. */
 static int bounds(PyObject *t, double *out) {
     if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) > QB) {
@@ -81,7 +74,7 @@ PyObject *Plane_quiet(plane *p, PyObject *args) {
     PyObject *addrs, *hs, *cn;
     if (!PyArg_ParseTuple(args, "iOdOO", &lid, &addrs, &timeout, &hs, &cn))
         return NULL;
-    listener *l = find(p, lid);
+    listener *l = find_listener(p, lid);
     if (!l || !l->ctx)
         return PyErr_Format(PyExc_ValueError, "quiet: no such TLS listener: %d", lid);
     if (!l->q && !(l->q = calloc(1, sizeof *l->q)))
@@ -224,7 +217,7 @@ PyObject *Plane_take_quiet(plane *p, PyObject *arg) {
     long lid = PyLong_AsLong(arg);
     if (lid == -1 && PyErr_Occurred())
         return NULL;
-    listener *l = find(p, (int)lid);
+    listener *l = find_listener(p, lid);
     struct quiet *q = l ? l->q : NULL;
     if (!q || (!q->nrows && !q->nreasons && !q->connects && !q->opened && !q->ended))
         Py_RETURN_NONE;
@@ -283,7 +276,7 @@ PyObject *Plane_quiet_served(plane *p, PyObject *arg) {
     long lid = PyLong_AsLong(arg);
     if (lid == -1 && PyErr_Occurred())
         return NULL;
-    listener *l = find(p, (int)lid);
+    listener *l = find_listener(p, lid);
     return PyLong_FromUnsignedLongLong(l && l->q ? l->q->served : 0);
 }
 
