@@ -22,6 +22,7 @@ from tunnel.dataplane.backend_tls import TLSBackendSide
 from tunnel.dataplane.sides import BackendStream
 from tunnel.dataplane.sweep import IdleSweep
 from tunnel.observe.reasons import CloseReason
+from tunnel.tls.eof import strict_eof
 
 CHUNK = 65536
 VERSIONS = [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3]
@@ -124,7 +125,9 @@ def feed(side: Any, data: bytes) -> None:
 
 def tls_pair(version: ssl.TLSVersion, name: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     ca = trustme.CA()
-    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    # As every listener context is built (tls/contexts.py): on CPython <= 3.11.2 a bare
+    # context would take an EOF mid-handshake for close_notify and send no alert.
+    server_ctx = strict_eof(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
     ca.issue_cert(name).configure_cert(server_ctx)
     server_ctx.maximum_version = server_ctx.minimum_version = version
     client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)

@@ -22,6 +22,7 @@ from typing import Any
 from tunnel.config import Address, BackendConfig
 from tunnel.dataplane.pool import Member, Pool
 from tunnel.dataplane.resolve import STATIC, Resolver, flatten, resolve_entry
+from tunnel.tls.eof import strict_eof
 
 log = logging.getLogger("tunnel.pool")
 
@@ -158,7 +159,7 @@ def _unverified() -> ssl.SSLContext:
     """For ``health_check = tls`` on a backend reached in plain TCP: does TLS work at all."""
     global _UNVERIFIED
     if _UNVERIFIED is None:
-        ctx = ssl.create_default_context()
+        ctx = strict_eof(ssl.create_default_context())  # the same on every 3.11
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
         _UNVERIFIED = ctx

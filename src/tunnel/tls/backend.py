@@ -11,6 +11,7 @@ import ssl
 
 from tunnel.config import BackendConfig, Config
 from tunnel.errors import ConfigError, ConfigErrors, TLSSetupError
+from tunnel.tls.eof import strict_eof
 from tunnel.tls.secret_files import set_keylog
 
 log = logging.getLogger("tunnel.backend_tls")
@@ -19,7 +20,7 @@ log = logging.getLogger("tunnel.backend_tls")
 def build_backend_context(backend: BackendConfig, file: str = "<config>") -> ssl.SSLContext:
     """A client context for one backend: verify against ``ca`` (or the system store)."""
     section = f"backend:{backend.name}"
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ctx = strict_eof(ssl.create_default_context(ssl.Purpose.SERVER_AUTH))  # as 3.11.3+
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
         key = "ca"

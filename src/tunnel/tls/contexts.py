@@ -26,6 +26,7 @@ from tunnel.config.routing import NameTable, build_name_table
 from tunnel.errors import TLSSetupError
 from tunnel.tls.certs import CertFile, CertGroup, group_certificates, listener_cert_files
 from tunnel.tls.clients import allow_list_check, client_auth
+from tunnel.tls.eof import strict_eof
 from tunnel.tls.identity import AllowListCheck
 from tunnel.tls.secret_files import set_keylog
 from tunnel.tls.tickets import TicketKeyError, TicketKeys
@@ -149,6 +150,7 @@ def _settings_context(
         | ssl.OP_CIPHER_SERVER_PREFERENCE
         | ssl.OP_SINGLE_ECDH_USE
     )
+    strict_eof(ctx)  # a truncated handshake is answered with an alert on every 3.11
     try:
         ctx.set_ciphers(listener.ciphers or DEFAULT_CIPHERS)
     except ssl.SSLError:
