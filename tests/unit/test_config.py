@@ -202,7 +202,7 @@ def test_minimal_config_defaults() -> None:
     assert web.handshake_timeout == 10.0
     assert web.connect_timeout == 5.0
     assert web.idle_timeout == 300.0
-    assert web.buffer_size == 65536
+    assert web.buffer_size == 262144
     assert web.backlog == 1024
     assert web.proxy_protocol == "off"
     assert (web.tls_min, web.tls_max) == ("1.2", "1.3")

@@ -90,7 +90,7 @@ def test_defaults_come_from_the_model() -> None:
     tunnel, listener = keys("tunnel"), keys("listener")
     assert default("tunnel", tunnel["workers"]) == 0
     assert default("tunnel", tunnel["idle_timeout"]) == 300.0  # a listener default
-    assert default("listener", listener["buffer_size"]) == 65536
+    assert default("listener", listener["buffer_size"]) == 262144
     assert default("backend", keys("backend")["tls"]) is False
     assert default("listener", listener["accept"]) is None
 

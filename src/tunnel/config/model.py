@@ -72,7 +72,7 @@ class ListenerConfig:
     connect_timeout: float = 5.0
     idle_timeout: float = 300.0
     max_connections: int = 10000
-    buffer_size: int = 65536
+    buffer_size: int = 262144  # 256k: see docs/performance.md, "Fifth pass"
     backlog: int = 1024
     proxy_protocol: str = "off"  # PROXY header sent to the backend: off | v1 | v2
     proxy_crc32c: bool = False
