@@ -236,6 +236,16 @@ def process_figures(tunnel: TunnelProcess) -> Figures:
     return procfs.figures(tunnel_pids(tunnel))
 
 
+def fd_kinds(tunnel: TunnelProcess) -> dict[int, dict[str, int]]:
+    """What the tunnel's processes hold, per pid (the supervisor first)."""
+    return procfs.fd_kinds(tunnel_pids(tunnel))
+
+
+def connections_held(tunnel: TunnelProcess) -> int:
+    """Sockets of the tunnel's processes that belong to a connection, open or closing."""
+    return procfs.connections_held(tunnel_pids(tunnel))
+
+
 def tcp_states(tunnel: TunnelProcess) -> dict[str, int]:
     """TCP states of the tunnel's sockets (from /proc/net/tcp{,6})."""
     return procfs.tcp_states(tunnel_pids(tunnel))
