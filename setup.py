@@ -48,6 +48,7 @@ SOURCES = [
         "fp_passthrough",
         "fp_wait",
         "fp_quiet",
+        "fp_ja4",
     )
 ]
 LDFLAGS: list[str] = []

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Where each terminator's CPU goes, per unit of work: the "what bounds it" evidence.
 
-    python bench/profile.py [--tests resume,hs_ecdsa,keepalive,bulk4] [--targets tunnel,haproxy]
-                            [--seconds 4] [--callgrind N] [--out FILE]
+    python bench/profile.py [--tests resume,hs_ecdsa,keepalive,bulk4]
+                            [--targets tunnel,haproxy] [--seconds 4] [--callgrind N]
+                            [--out FILE]
 
 For every (test, target) it starts the backend and a fresh terminator (1 worker, the same
 settings as ``bench/run.py``), runs the load while ``perf record -e cpu-clock`` samples the
@@ -49,6 +50,7 @@ TESTS = {
     "hs_ecdsa": ("ecdsa", "µs/hs", "s_time -new, 4 clients"),
     "hs_rsa": ("rsa", "µs/hs", "s_time -new, 4 clients"),
     "keepalive": ("ecdsa", "µs/req", "wrk -c50 /small"),
+    "bulk1": ("ecdsa", "µs/MB", "wrk -c1 /big"),
     "bulk4": ("ecdsa", "µs/MB", "wrk -c4 /big"),
 }
 
@@ -58,8 +60,9 @@ def run_load(test: str, port: int, seconds: int, tmp: Path) -> float:
     if test in ("resume", "hs_ecdsa", "hs_rsa"):
         return loads.run_s_time(port, seconds, 4, reuse=test == "resume").connections
     script = loads.write_wrk_script(tmp)
-    if test == "bulk4":
-        return loads.run_wrk(f"https://127.0.0.1:{port}/big", 4, seconds, script).bytes / 1e6
+    if test in ("bulk1", "bulk4"):
+        streams = int(test[-1])
+        return loads.run_wrk(f"https://127.0.0.1:{port}/big", streams, seconds, script).bytes / 1e6
     return loads.run_wrk(f"https://127.0.0.1:{port}/small", 50, seconds, script).requests
 
 

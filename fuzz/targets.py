@@ -12,10 +12,17 @@ unexpected exception when it finds a bug; :mod:`run` hands them to atheris, and
 * ``config``: the input, decoded as UTF-8 (undecodable bytes replaced), is given to
   :func:`~tunnel.config.parse_config`: it returns a ``Config`` or raises ``ConfigErrors``
   whose every error is located in the file and has a hint.
+* ``ja4``: the input is a ClientHello handshake message; the compiled plane's JA4 (C,
+  ``_fastplane.ja4``) and Python's (:func:`~tunnel.wire.ja4.message_ja4`) must give the
+  same answer, None included (the target does nothing where the extension is not built).
+  Its hypothesis twin, ``tests/unit/test_ja4_native.py``, runs in CI against the
+  AddressSanitizer build (libasan preloaded there breaks atheris's coverage feedback).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ssl
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,7 +33,8 @@ if str(ROOT / "src") not in sys.path:
 
 from tunnel import config  # noqa: E402
 from tunnel.errors import ConfigError, ConfigErrors  # noqa: E402
-from tunnel.wire import proxy_protocol  # noqa: E402
+from tunnel.wire import clienthello, proxy_protocol  # noqa: E402
+from tunnel.wire.ja4 import message_ja4  # noqa: E402
 from tunnel.wire.proxy_protocol import (  # noqa: E402
     NEED_DATA,
     ProxyDecoder,
@@ -88,8 +96,31 @@ def config_text(data: bytes) -> None:
     assert isinstance(result, config.Config)
 
 
-TARGETS: dict[str, Callable[[bytes], None]] = {"proxy": proxy, "config": config_text}
-MODULES = {"proxy": proxy_protocol, "config": config}
+def _native_ja4() -> Callable[[bytes], str | None] | None:
+    try:
+        from tunnel.dataplane import _fastplane
+    except ImportError:
+        return None
+    function: Callable[[bytes], str | None] = _fastplane.ja4
+    return function
+
+
+NATIVE_JA4 = _native_ja4()
+
+
+def ja4_hello(data: bytes) -> None:
+    """The JA4 target (see the module docstring)."""
+    if NATIVE_JA4 is not None:
+        expected = message_ja4(data)
+        assert NATIVE_JA4(data) == expected, (data.hex(), expected)
+
+
+TARGETS: dict[str, Callable[[bytes], None]] = {
+    "proxy": proxy,
+    "config": config_text,
+    "ja4": ja4_hello,
+}
+MODULES = {"proxy": proxy_protocol, "config": config, "ja4": clienthello}
 
 
 # --------------------------------------------------------------------------- seeds
@@ -137,13 +168,45 @@ def _config_seeds() -> list[bytes]:
     return seeds
 
 
+def _ja4_seeds() -> list[bytes]:
+    """ClientHello messages of Python's ssl module (OpenSSL): TLS 1.2 and 1.3, with and
+    without SNI and ALPN."""
+    seeds = []
+    for name, alpn, maximum in (
+        ("example.com", ["h2", "http/1.1"], ssl.TLSVersion.TLSv1_3),
+        (None, None, ssl.TLSVersion.TLSv1_3),
+        ("example.com", ["x-~"], ssl.TLSVersion.TLSv1_2),
+    ):
+        ctx = ssl.create_default_context()
+        ctx.maximum_version = maximum
+        if alpn:
+            ctx.set_alpn_protocols(alpn)
+        outgoing = ssl.MemoryBIO()
+        obj = ctx.wrap_bio(ssl.MemoryBIO(), outgoing, server_hostname=name)
+        with contextlib.suppress(ssl.SSLWantReadError):
+            obj.do_handshake()
+        record = outgoing.read()
+        seeds.append(record[5 : 5 + int.from_bytes(record[3:5], "big")])
+    return seeds
+
+
 def seeds(target: str) -> list[bytes]:
     """The seed inputs of ``target``."""
-    return _proxy_seeds() if target == "proxy" else _config_seeds()
+    return {"proxy": _proxy_seeds, "config": _config_seeds, "ja4": _ja4_seeds}[target]()
 
 
 def dictionary(target: str) -> list[bytes]:
     """Tokens worth inserting (a libFuzzer dictionary)."""
+    if target == "ja4":  # extension types JA4 reads, GREASE, the versions
+        return [
+            b"\x00\x00",
+            b"\x00\x10",
+            b"\x00\x0d",
+            b"\x00\x0a",
+            b"\x00\x2b",
+            b"\x0a\x0a",
+            b"\x03\x04",
+        ]
     if target == "proxy":
         words = [b"PROXY ", b"TCP4 ", b"TCP6 ", b"UNKNOWN", b"\r\n", proxy_protocol.V2_SIGNATURE]
         return [*words, b"\x21\x11", b"\x21\x21", b"\x21\x31", b"\x20\x00", b"255.255.255.255"]

@@ -271,7 +271,7 @@ def _fuzz_targets() -> ModuleType:
     return module
 
 
-@pytest.mark.parametrize("target", ["proxy", "config"])
+@pytest.mark.parametrize("target", ["proxy", "config", "ja4"])
 def test_fuzz_targets_pass_their_seeds(target: str) -> None:
     """The fuzz targets run without atheris over their seeds (so they cannot rot)."""
     targets = _fuzz_targets()

@@ -18,13 +18,13 @@ from tunnel.dataplane.fastplane_facts import (
     close_labels,
     count_attempts,
     entry_ja4,
+    hello_ja4,
     tls_fields,
 )
 from tunnel.dataplane.fastplane_passthrough import summary_fields
 from tunnel.dataplane.fastplane_policy import SUMMARIZED
 from tunnel.dataplane.fastplane_route import Router
 from tunnel.dataplane.summary import format_summary, peer_text
-from tunnel.wire.ja4 import message_ja4
 
 log = logging.getLogger("tunnel.conn")
 
@@ -102,9 +102,7 @@ class Closer(Router):
         if not log.isEnabledFor(level):
             return  # the JA4 only for the log line: it is most of the cost (a Python parse)
         # Without an entry (no handshake-done), C hands the ClientHello over here.
-        fingerprint = (
-            entry_ja4(entry) if entry is not None else known or message_ja4(hello) or denied
-        )
+        fingerprint = entry_ja4(entry) if entry is not None else known or hello_ja4(hello) or denied
         if entry is not None and entry.passthrough:
             fields = summary_fields(runtime, peer_text(peer), entry.sni, fingerprint, backend)
         else:

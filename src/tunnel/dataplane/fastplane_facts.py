@@ -18,6 +18,7 @@ import errno
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,20 @@ from tunnel.dataplane.tls_endpoint import failure_by_code
 from tunnel.observe.reasons import CloseReason, HandshakeFailure
 from tunnel.wire.ja4 import message_ja4
 from tunnel.wire.proxy_out import ClientCert
+
+
+def _hello_ja4() -> Callable[[bytes | None], str | None]:
+    """The extension's ``ja4`` (the same answer as :func:`message_ja4`, in C: ~1 µs
+    instead of ~14 µs of Python per ClientHello), or that function if not built."""
+    try:
+        from tunnel.dataplane import _fastplane  # type: ignore[attr-defined]
+    except ImportError:
+        return message_ja4
+    function: Callable[[bytes | None], str | None] = _fastplane.ja4
+    return function
+
+
+hello_ja4 = _hello_ja4()
 
 # SNI, ALPN, TLS version, cipher, resumed, key exchange group (OpenSSL's name)
 Facts = tuple[str | None, str | None, str | None, str | None, bool, str | None]
@@ -69,11 +84,10 @@ class Pending:
 
 def entry_ja4(entry: Pending) -> str | None:
     """The JA4 of ``entry``'s ClientHello, computed at the first use only: most connections
-    need none (no PROXY TLV carries it, and the log line is off at level WARNING), and it is
-    most of the Python work per connection (a pure-Python parse)."""
+    need none (no PROXY TLV carries it, and the log line is off at level WARNING)."""
     hello = entry.hello
     if hello is not None:
-        entry.ja4, entry.hello = message_ja4(hello), None
+        entry.ja4, entry.hello = hello_ja4(hello), None
     return entry.ja4
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from tunnel.dataplane.fastplane_facts import hello_ja4
 from tunnel.dataplane.listener import ListenerRuntime
 from tunnel.observe.reasons import CloseReason
 from tunnel.wire.clienthello import (
@@ -116,10 +117,12 @@ class Policy:
             # Only a hello over the reader's limit is not kept (HELLO_LIMIT in fastplane.h).
             error = f"ClientHello of {max(length - 4, 0)} bytes: more than {DEFAULT_LIMIT}"
             return self.unreadable(runtime, cid, error)
-        try:
-            fingerprint = ja4(parse_handshake_message(message))
-        except ClientHelloError as exc:
-            return self.unreadable(runtime, cid, str(exc))
+        fingerprint = hello_ja4(message)
+        if fingerprint is None:  # refused (rare): Python's reader says why
+            try:
+                fingerprint = ja4(parse_handshake_message(message))
+            except ClientHelloError as exc:
+                return self.unreadable(runtime, cid, str(exc))
         if fingerprint in runtime.deny_ja4:
             runtime.stats.denied["ja4"] += 1
             return ALERT_HANDSHAKE_FAILURE, f"denied: ja4 {fingerprint}"

@@ -26,6 +26,7 @@ from tunnel.dataplane.fastplane_facts import (
     SockAddr,
     certificate_facts,
     count_attempts,
+    hello_ja4,
     recovering,
     sockaddr,
 )
@@ -41,7 +42,6 @@ from tunnel.dataplane.summary import tcp_addr
 from tunnel.dataplane.targets import Target
 from tunnel.wire import proxy_out
 from tunnel.wire.clienthello import ClientHello
-from tunnel.wire.ja4 import message_ja4
 
 MAX_ADDRESSES = 64  # the C side takes at most this many addresses per connection
 # The addresses to try, the PROXY header, the connect timeout (and TLS settings, if any).
@@ -105,7 +105,7 @@ class Router:
         options = target.proxy
         if options is not None:
             if options.ja4_tlv and options.version != "v1" and fingerprint is None:
-                fingerprint, hello = message_ja4(hello), None
+                fingerprint, hello = hello_ja4(hello), None
             if options.unique_id:
                 uid = os.urandom(UNIQUE_ID_BYTES)
             tls = (

@@ -15,7 +15,7 @@
  *    on_handshake asked to hear of it at once (a member coming back logs it then).
  *  - The client's ClientHello message (at most HELLO_LIMIT bytes) is copied once, by an
  *    SSL message callback that is removed at handshake-done, and handed to the first of
- *    those calls, where Python computes its JA4.
+ *    those calls; Python computes its JA4 only when it needs one, with ja4() (fp_ja4.c).
  *  - Listener policies that act inside the handshake (fp_policy.c): keylog_file is written
  *    by OpenSSL's keylog callback in C; deny_ja4 asks Python once (on_hello) with the
  *    copied ClientHello before OpenSSL parses it, and a refusal gets the Python plane's
@@ -290,6 +290,8 @@ int sni_callback(SSL *s, int *alert, void *arg);
 void hello_callback(int write_p, int version, int content_type, const void *buf, size_t len,
                     SSL *ssl, void *arg);
 PyObject *take_hello(conn *c);
+/* fp_ja4.c: ja4(message) -> str | None, the JA4 of a ClientHello handshake message */
+PyObject *fp_ja4(PyObject *m, PyObject *arg);
 /* Listener policies inside the handshake (fp_policy.c). */
 void hello_policy(conn *c, SSL *ssl);
 void hello_refuse(plane *p, conn *c);

@@ -235,6 +235,7 @@ static PyObject *openssl_version(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
 static PyMethodDef module_methods[] = {
     {"ctx_pointer", ctx_pointer, METH_O, "The verified SSL_CTX* of an ssl.SSLContext."},
     {"openssl_version", openssl_version, METH_NOARGS, "OpenSSL_version_num() of our libssl."},
+    {"ja4", fp_ja4, METH_O, "The JA4 of a ClientHello handshake message; None if refused."},
     {NULL, NULL, 0, NULL},
 };
 
