@@ -21,15 +21,17 @@ unexpected exception when it finds a bug; :mod:`run` hands them to atheris, and
 
 from __future__ import annotations
 
-import contextlib
 import ssl
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT / "src") not in sys.path:
-    sys.path.insert(0, str(ROOT / "src"))
+for _path in (ROOT / "src", ROOT / "tests"):  # the package; the harness's ClientHellos
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+from harness.hello import openssl_first_flight, record_message  # noqa: E402
 
 from tunnel import config  # noqa: E402
 from tunnel.errors import ConfigError, ConfigErrors  # noqa: E402
@@ -170,24 +172,15 @@ def _config_seeds() -> list[bytes]:
 
 def _ja4_seeds() -> list[bytes]:
     """ClientHello messages of Python's ssl module (OpenSSL): TLS 1.2 and 1.3, with and
-    without SNI and ALPN."""
-    seeds = []
-    for name, alpn, maximum in (
-        ("example.com", ["h2", "http/1.1"], ssl.TLSVersion.TLSv1_3),
-        (None, None, ssl.TLSVersion.TLSv1_3),
-        ("example.com", ["x-~"], ssl.TLSVersion.TLSv1_2),
-    ):
-        ctx = ssl.create_default_context()
-        ctx.maximum_version = maximum
-        if alpn:
-            ctx.set_alpn_protocols(alpn)
-        outgoing = ssl.MemoryBIO()
-        obj = ctx.wrap_bio(ssl.MemoryBIO(), outgoing, server_hostname=name)
-        with contextlib.suppress(ssl.SSLWantReadError):
-            obj.do_handshake()
-        record = outgoing.read()
-        seeds.append(record[5 : 5 + int.from_bytes(record[3:5], "big")])
-    return seeds
+    without SNI and ALPN (made by the tests' harness)."""
+    return [
+        record_message(openssl_first_flight(name, alpn, maximum))
+        for name, alpn, maximum in (
+            ("example.com", ["h2", "http/1.1"], ssl.TLSVersion.TLSv1_3),
+            (None, None, ssl.TLSVersion.TLSv1_3),
+            ("example.com", ["x-~"], ssl.TLSVersion.TLSv1_2),
+        )
+    ]
 
 
 def seeds(target: str) -> list[bytes]:

@@ -5,6 +5,7 @@ Small modules, each about one thing:
 * :mod:`harness.waits` - poll a condition with a deadline (nothing here sleeps to
   synchronise);
 * :mod:`harness.net` - loopback helpers: reserved ports, raw-socket reads, TLS records;
+* :mod:`harness.hello` - ClientHello bytes: built by hand, or OpenSSL's first flight;
 * :mod:`harness.procfs` - /proc figures of a process tree (children, fds, sockets, RSS);
 * :mod:`harness.certs` - trustme CA and server certificates written to a test directory;
 * :mod:`harness.config` - ini text for Tunnel;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,18 +35,20 @@ def rss_kib(pid: int) -> int:
     raise AssertionError(f"no VmRSS for pid {pid}")
 
 
-def socket_inodes(pid: int) -> set[int]:
-    """Inodes of the sockets process ``pid`` holds."""
-    inodes = set()
+def fd_targets(pid: int) -> list[str]:
+    """What each fd of process ``pid`` points to (``socket:[INODE]``, ``pipe:[...]``, a
+    path...); an fd closed while it is read is left out."""
+    targets = []
     fd_dir = f"/proc/{pid}/fd"
     for fd in os.listdir(fd_dir):
-        try:
-            target = os.readlink(f"{fd_dir}/{fd}")
-        except FileNotFoundError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(int(target[8:-1]))
-    return inodes
+        with contextlib.suppress(FileNotFoundError):
+            targets.append(os.readlink(f"{fd_dir}/{fd}"))
+    return targets
+
+
+def socket_inodes(pid: int) -> set[int]:
+    """Inodes of the sockets process ``pid`` holds."""
+    return {int(t[8:-1]) for t in fd_targets(pid) if t.startswith("socket:[")}
 
 
 @dataclass(frozen=True)
@@ -94,12 +97,7 @@ def fd_kinds(pids: list[int]) -> dict[int, dict[str, int]]:
     table: dict[int, dict[str, int]] = {}
     for pid in pids:
         kinds: dict[str, int] = {}
-        fd_dir = f"/proc/{pid}/fd"
-        for fd in os.listdir(fd_dir):
-            try:
-                target = os.readlink(f"{fd_dir}/{fd}")
-            except FileNotFoundError:
-                continue
+        for target in fd_targets(pid):
             if target.startswith("socket:["):
                 kind = f"socket({sockets.get(int(target[8:-1]), 'closed')})"
             elif target.startswith("pipe:["):

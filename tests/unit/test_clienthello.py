@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import ssl
-
 import pytest
+from harness.hello import ext, openssl_first_flight, u16, vec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -18,18 +17,6 @@ from tunnel.wire.clienthello import (
 )
 
 HYP = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-def u16(value: int) -> bytes:
-    return value.to_bytes(2, "big")
-
-
-def vec(length_bytes: int, body: bytes) -> bytes:
-    return len(body).to_bytes(length_bytes, "big") + body
-
-
-def ext(kind: int, body: bytes) -> bytes:
-    return u16(kind) + vec(2, body)
 
 
 def hello_body(
@@ -75,13 +62,7 @@ FULL_EXTENSIONS = [
 
 def python_client_hello(server_name: str | None = "example.com") -> bytes:
     """A real first flight from Python's ssl module (OpenSSL), no socket needed."""
-    ctx = ssl.create_default_context()
-    ctx.set_alpn_protocols(["h2", "http/1.1"])
-    outgoing = ssl.MemoryBIO()
-    obj = ctx.wrap_bio(ssl.MemoryBIO(), outgoing, server_hostname=server_name)
-    with pytest.raises(ssl.SSLWantReadError):
-        obj.do_handshake()
-    return outgoing.read()
+    return openssl_first_flight(server_name, ["h2", "http/1.1"])
 
 
 def test_full_hello_is_parsed() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ssl
 
 import pytest
+from harness.hello import ext, openssl_first_flight, record_message, u16, vec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,18 +24,6 @@ native = fastplane.ja4
 
 HYP = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 GREASE = [0x0A0A + 0x1010 * i for i in range(16)]
-
-
-def u16(value: int) -> bytes:
-    return value.to_bytes(2, "big")
-
-
-def vec(length_bytes: int, body: bytes) -> bytes:
-    return len(body).to_bytes(length_bytes, "big") + body
-
-
-def ext(kind: int, body: bytes) -> bytes:
-    return u16(kind) + vec(2, body)
 
 
 def message(body: bytes) -> bytes:
@@ -48,25 +37,8 @@ def agree(data: bytes) -> str | None:
     return expected
 
 
-def openssl_hello(
-    server_name: str | None, alpn: list[str] | None, maximum: ssl.TLSVersion
-) -> bytes:
-    """The ClientHello message Python's ssl module (OpenSSL) sends, no socket needed."""
-    ctx = ssl.create_default_context()
-    ctx.maximum_version = maximum
-    if alpn:
-        ctx.set_alpn_protocols(alpn)
-    outgoing = ssl.MemoryBIO()
-    obj = ctx.wrap_bio(ssl.MemoryBIO(), outgoing, server_hostname=server_name)
-    with pytest.raises(ssl.SSLWantReadError):
-        obj.do_handshake()
-    data = outgoing.read()
-    assert data[0] == 22
-    return data[5 : 5 + int.from_bytes(data[3:5], "big")]
-
-
 REAL = [
-    openssl_hello(name, alpn, version)
+    record_message(openssl_first_flight(name, alpn, version))
     for name in ("example.com", None)
     for alpn in (["h2", "http/1.1"], ["http/1.1"], ["x-~"], ["-h2"], None)
     for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3)
