@@ -18,7 +18,7 @@ from .backend import SMALL_BODY, Backend
 from .certs import CertFiles
 from .procs import LoadMeter, Registry, free_port, wait_for_port
 from .suite import Durations, Endpoint, Sample, Test
-from .targets import Setup, Target
+from .targets import Setup, Target, tunnel_data_plane
 
 NOISY_CORES = 0.25  # flag measurements during which other work used more CPU than this
 RETRY_CORES = 0.5  # ... and measure again (``retries`` times) above this
@@ -117,6 +117,8 @@ class Bench:
                 with self.instance(target, "ecdsa") as ep:
                     fetch_small(ep.port)
                     resumed, detail = loads.check_resumption(ep.port, ep.workdir)
+                    if target.name == "tunnel":
+                        self.log(f"preflight tunnel: data plane {tunnel_data_plane(ep.workdir)}")
             except Exception as exc:
                 state.status, state.error = "failed", _short(exc)
                 self.log(f"preflight {target.name}: FAILED: {state.error}")

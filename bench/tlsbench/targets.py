@@ -8,7 +8,9 @@ forwards plain TCP to the backend.
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -72,18 +74,35 @@ def tunnel_launch(s: Setup) -> Launch:
         f"connect = 127.0.0.1:{s.backend_port}\n"
         f"ciphersuites = {CIPHERSUITES}\n" + _ticket_key_line(s.workdir)
     )
+    return _tunnel_command("run", conf)
+
+
+def _tunnel_command(command: str, conf: Path) -> Launch:
+    """``tunnel COMMAND -c CONF``, from the Tunnel the benchmark measures."""
     # TUNNEL_BENCH_SRC=DIR runs the Tunnel found in DIR (e.g. a worktree's src/) instead of
     # the installed `tunnel` script, so a change can be measured before it is installed.
     override = os.environ.get("TUNNEL_BENCH_SRC")
     exe = None if override else shutil.which("tunnel")
     if exe:
-        return Launch([exe, "run", "-c", str(conf)])
+        return Launch([exe, command, "-c", str(conf)])
     env = dict(os.environ)
     src = str(Path(override).resolve()) if override else str(REPO_ROOT / "src")
     env["PYTHONPATH"] = (
         src + os.pathsep + env.get("PYTHONPATH", "") if env.get("PYTHONPATH") else src
     )
-    return Launch([sys.executable, "-m", "tunnel", "run", "-c", str(conf)], env)
+    return Launch([sys.executable, "-m", "tunnel", command, "-c", str(conf)], env)
+
+
+def tunnel_data_plane(workdir: Path) -> str:
+    """The data plane ``tunnel check`` names for the instance configured in ``workdir``
+    (``compiled``, or ``python`` and why): a worktree whose extension was not built would
+    otherwise be measured on the Python plane without a word."""
+    launch = _tunnel_command("check", workdir / "tunnel.ini")
+    out = subprocess.run(
+        launch.argv, env=launch.env, capture_output=True, text=True, timeout=60
+    ).stdout
+    found = re.search(r"data plane: (.+)", out)
+    return found.group(1).strip() if found else "unknown (tunnel check did not say)"
 
 
 def hitch_launch(s: Setup) -> Launch:
