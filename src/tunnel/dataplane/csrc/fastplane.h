@@ -28,6 +28,10 @@
  *  - Epoll is level-triggered; the interest of each socket is recomputed from the state
  *    after every event (want()), which is where back-pressure lives: a side is only read
  *    while the other side has nothing pending. Pending data is bounded by buffer_size.
+ *    want() only records the interest; batch_end() applies what changed once per batch,
+ *    before the next wait, so a mask that flips and flips back within one batch (the
+ *    client unwatched while its backend connects, watched again when it has) costs no
+ *    epoll_ctl.
  *  - Deadlines live in lists ordered by deadline (each list has one fixed duration, or is
  *    kept ordered by insertion from the tail); the timerfd is armed for the earliest.
  *  - A connection closed during a batch is only freed at the end of the batch, so a later
@@ -166,7 +170,10 @@ struct conn {
     unsigned long long id;
     int cfd, bfd;
     SSL *ssl;
-    uint32_t cmask, bmask;
+    uint32_t cmask, bmask; /* the interest want() chose last (what the handlers test) */
+    uint32_t creg, breg;   /* the interest the epoll set has (applied by batch_end) */
+    conn *dnext;           /* on the plane's list of interest to apply (dirty set) */
+    unsigned dirty : 1;
     unsigned client_done : 1, backend_done : 1, fatal : 1, hs_want_write : 1,
         rd_want_write : 1, shut_pending : 1, bmask_set : 1, sni_refused : 1, hello_seen : 1;
     unsigned tickets_due : 3; /* TLS 1.3 tickets still to send, with the first reply */
@@ -218,6 +225,7 @@ struct plane {
     int held; /* no accepting before start_accepting(): the worker is not ready yet */
     unsigned long long next_id;
     conn *live, *dead;
+    conn *dirty; /* connections whose interest changed in this batch (batch_end) */
     PyObject *connected; /* [(lid, id, attempts)] of connections that reached a backend */
     tlist connect_list, linger_list;
     tlist awaiting; /* connections whose backend addresses Python is still resolving */
@@ -240,7 +248,6 @@ void set_reason_static(conn *c, PyObject *reason);
 PyObject *errno_text(const char *prefix, int err);
 PyObject *ssl_error_text(const char *prefix);
 int sock_error(int fd);
-void ep_set(plane *p, int fd, uint32_t *cur, int *registered, uint32_t want, uint64_t tag);
 void want(plane *p, conn *c);
 void listener_poll(listener *l, int on);
 void gate_apply(plane *p);
@@ -250,7 +257,7 @@ void gate_closed(plane *p, listener *l);
 PyObject *addr_tuple(const struct sockaddr *sa);
 PyObject *tls_facts(conn *c);
 void conn_close(plane *p, conn *c);
-void free_dead(plane *p);
+void batch_end(plane *p);
 void close_backend(conn *c);
 void close_early(plane *p, conn *c, PyObject *reason);
 void client_lost(plane *p, conn *c, int err);

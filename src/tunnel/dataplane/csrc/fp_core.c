@@ -87,16 +87,6 @@ int sock_error(int fd) {
     return err;
 }
 
-void ep_set(plane *p, int fd, uint32_t *cur, int *registered, uint32_t want, uint64_t tag) {
-    if (*registered && *cur == want)
-        return;
-    struct epoll_event ev = {.events = want, .data.u64 = tag};
-    if (epoll_ctl(p->epfd, *registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev) == 0) {
-        *cur = want;
-        *registered = 1;
-    }
-}
-
 /* ------------------------------------------------------------------ interest */
 
 void want(plane *p, conn *c) {
@@ -140,17 +130,39 @@ void want(plane *p, conn *c) {
     default:
         return;
     }
-    int reg = 1;
-    ep_set(p, c->cfd, &c->cmask, &reg, cm, (uint64_t)(uintptr_t)c);
-    if (c->bfd >= 0 && bm == 0 && c->bmask_set) {
-        /* Nothing wanted from the backend (it is done, or the client is not taking data):
-         * unregister it, or a hang-up it sent meanwhile would be reported at every wait. */
-        epoll_ctl(p->epfd, EPOLL_CTL_DEL, c->bfd, NULL);
-        c->bmask_set = 0;
-    } else if (c->bfd >= 0 && bm) {
-        int breg = c->bmask_set;
-        ep_set(p, c->bfd, &c->bmask, &breg, bm, (uint64_t)(uintptr_t)c | 1);
-        c->bmask_set = (unsigned)breg;
+    c->cmask = cm;
+    if (c->bfd >= 0)
+        c->bmask = bm;
+    if (!c->dirty) { /* applied by batch_end(), before the next wait */
+        c->dirty = 1;
+        c->dnext = p->dirty;
+        p->dirty = c;
+    }
+}
+
+/* Bring the epoll set in line with what want() chose for c. */
+static void apply_interest(plane *p, conn *c) {
+    if (c->cmask != c->creg) {
+        struct epoll_event ev = {.events = c->cmask, .data.u64 = (uint64_t)(uintptr_t)c};
+        if (epoll_ctl(p->epfd, EPOLL_CTL_MOD, c->cfd, &ev) == 0)
+            c->creg = c->cmask;
+    }
+    if (c->bfd < 0)
+        return;
+    if (c->bmask == 0) {
+        if (c->bmask_set) {
+            /* Nothing wanted from the backend (it is done, or the client is not taking
+             * data): unregister it, or a hang-up it sent meanwhile is reported at every
+             * wait. */
+            epoll_ctl(p->epfd, EPOLL_CTL_DEL, c->bfd, NULL);
+            c->bmask_set = 0;
+        }
+    } else if (!c->bmask_set || c->bmask != c->breg) {
+        struct epoll_event ev = {.events = c->bmask, .data.u64 = (uint64_t)(uintptr_t)c | 1};
+        if (epoll_ctl(p->epfd, c->bmask_set ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c->bfd, &ev) == 0) {
+            c->breg = c->bmask;
+            c->bmask_set = 1;
+        }
     }
 }
 
@@ -308,7 +320,18 @@ void conn_close(plane *p, conn *c) {
     Py_XDECREF(peer);
 }
 
-void free_dead(plane *p) {
+/* The end of every batch (and of every call from Python that changed connections): the
+ * interest chosen meanwhile goes to the epoll set, then the connections closed meanwhile
+ * are freed (a later event of the same batch could still have named them). */
+void batch_end(plane *p) {
+    while (p->dirty) {
+        conn *c = p->dirty;
+        p->dirty = c->dnext;
+        c->dirty = 0;
+        c->dnext = NULL;
+        if (c->state != S_CLOSED)
+            apply_interest(p, c);
+    }
     while (p->dead) {
         conn *c = p->dead;
         p->dead = c->next;

@@ -91,7 +91,7 @@ void do_accept(plane *p, lsock *s) {
         p->live = c;
         struct epoll_event ev = {.events = CLIENT_IN, .data.u64 = (uint64_t)(uintptr_t)c};
         epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev);
-        c->cmask = CLIENT_IN;
+        c->cmask = c->creg = CLIENT_IN;
         tl_insert(&l->hs_list, c, p->now + l->hs_timeout);
         gate_opened(p, l);
         if (l->proxy)

@@ -44,7 +44,7 @@ static PyObject *Plane_close_all(plane *p, PyObject *arg) {
     }
     Py_DECREF(reason);
     arm_timer(p);
-    free_dead(p);
+    batch_end(p);
     Py_RETURN_NONE;
 }
 
@@ -70,7 +70,7 @@ static PyObject *Plane_decide(plane *p, PyObject *args) {
         break;
     }
     arm_timer(p);
-    free_dead(p);
+    batch_end(p);
     Py_RETURN_NONE;
 }
 
@@ -144,7 +144,7 @@ static void Plane_dealloc(plane *p) {
         set_reason_static(c, R_DONE);
         conn_close(p, c);
     }
-    free_dead(p);
+    batch_end(p);
     for (int i = 0; i < p->nls; i++)
         listener_free(p->ls[i]);
     free(p->ls);

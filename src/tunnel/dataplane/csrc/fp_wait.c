@@ -62,7 +62,7 @@ int plane_batch(plane *p, struct epoll_event *evs, int n, PyObject *out) {
     if (timers || (p->armed > 0 && p->armed <= p->now))
         run_timers(p);
     arm_timer(p);
-    free_dead(p);
+    batch_end(p);
     return PyErr_Occurred() ? -1 : 0;
 }
 
