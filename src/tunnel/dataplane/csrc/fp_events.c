@@ -94,10 +94,17 @@ void do_accept(plane *p, lsock *s) {
         c->cmask = c->creg = CLIENT_IN;
         tl_insert(&l->hs_list, c, p->now + l->hs_timeout);
         gate_opened(p, l);
-        if (l->proxy)
+        if (l->proxy) {
             proxy_start(p, c); /* the per-IP limits count the header's client, after it */
-        else if (!ssl) { /* client mode: plaintext, straight on to the backend */
+        } else if (!ssl) { /* client mode: plaintext, straight on to the backend */
             handshake_done(p, c);
+            if (c->state != S_CLOSED)
+                want(p, c);
+        } else {
+            /* A client sends its ClientHello right behind the ACK that made the connection
+             * acceptable: it is usually there already, and reading it now saves the wait
+             * that would report it (one read that finds nothing otherwise). */
+            do_handshake(p, c);
             if (c->state != S_CLOSED)
                 want(p, c);
         }
