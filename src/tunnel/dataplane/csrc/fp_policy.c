@@ -149,6 +149,10 @@ int hello_peek(plane *p, conn *c) {
     do {
         n = recv(c->cfd, first, sizeof first, MSG_PEEK);
     } while (n < 0 && errno == EINTR);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        c->peeked = 0; /* nothing came yet (the handshake starts at accept): peek when it has */
+        return 1;
+    }
     if (n <= 0 || looks_right(first, n))
         return 0; /* EOF and errors are OpenSSL's to see */
     PyObject *d = PyObject_CallFunction(pol->on_first, "iKy#", c->l->lid, c->id,
