@@ -13,6 +13,9 @@
  *    its addresses: a failed attempt calls on_connect(...) at once (failures are rare); a
  *    success waits in a batch that Python takes at its next call (take_connected), unless
  *    on_handshake asked to hear of it at once (a member coming back logs it then).
+ *  - A TLS connection's handshake starts at accept: the ClientHello usually came with the
+ *    ACK that made the connection acceptable (one wait saved); what must see bytes first
+ *    (the passthrough sniff, deny_ja4's peek) waits for them when none came yet.
  *  - The client's ClientHello message (at most HELLO_LIMIT bytes) is copied once, by an
  *    SSL message callback that is removed at handshake-done, and handed to the first of
  *    those calls; Python computes its JA4 only when it needs one, with ja4() (fp_ja4.c).
