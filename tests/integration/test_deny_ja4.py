@@ -13,6 +13,7 @@ import socket
 from collections.abc import Callable
 
 import pytest
+from harness import procfs
 from harness.admin import scrape, value
 
 from tunnel.dataplane.hello import ALERT_DECODE_ERROR, ALERT_HANDSHAKE_FAILURE
@@ -191,6 +192,25 @@ def test_deny_ja4_refuses_first_bytes_that_are_no_client_hello(
         raw.sendall(first)
         reply, how = read_until_closed(raw)
     assert (reply, how) == (ALERT_DECODE_ERROR, "eof")
+    assert f'reason="handshake failed: bad ClientHello: {detail}"' in last_line(tunnel)
+
+
+def test_deny_ja4_first_bytes_that_come_after_the_accept(
+    start_tunnel: TunnelFactory, start_backend: BackendFactory
+) -> None:
+    """The compiled plane starts a handshake at accept: a client that has sent nothing yet
+    is peeked at again once it has, and its non-hello first bytes get the reader's
+    refusal, not OpenSSL's (unexpected_message)."""
+    backend = start_backend(echo_handler)
+    tunnel = start_tunnel(backend.address, deny_ja4=SOME_JA4)
+    expect_plane(tunnel)
+    pids = [tunnel.pid, *tunnel.worker_pids()]
+    with socket.create_connection(tunnel.address, timeout=10) as raw:
+        wait_until(lambda: procfs.connections_held(pids) > 0, 10, what="the accept")
+        raw.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        reply, how = read_until_closed(raw)
+    assert (reply, how) == (ALERT_DECODE_ERROR, "eof")
+    detail = "first byte 0x47 is not a TLS handshake record"
     assert f'reason="handshake failed: bad ClientHello: {detail}"' in last_line(tunnel)
 
 
