@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import trustme
+from harness.hello import openssl_first_flight
 
 from tunnel.config import Address, BackendConfig, ListenerConfig
 from tunnel.dataplane import backends
@@ -49,13 +50,7 @@ def truncated_hello_answer(server_ctx: ssl.SSLContext) -> bytes:
     """What the server writes after half a ClientHello and then an end of input."""
     ca = trustme.CA()
     ca.issue_cert("localhost").configure_cert(server_ctx)
-    client_ctx = ssl.create_default_context()
-    ca.configure_trust(client_ctx)
-    c_in, c_out = ssl.MemoryBIO(), ssl.MemoryBIO()
-    client = client_ctx.wrap_bio(c_in, c_out, server_hostname="localhost")
-    with contextlib.suppress(ssl.SSLWantReadError):
-        client.do_handshake()
-    hello = c_out.read()
+    hello = openssl_first_flight("localhost")
     s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO()
     server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
     s_in.write(hello[: len(hello) // 2])
